@@ -1,0 +1,1 @@
+"""Data planes: the table model, the reference model, the software LB and the FPGA driver."""
