@@ -1,0 +1,251 @@
+/* Batched UDP send of EJFAT events (see send.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "send.h"
+#include "wire.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
+/* One flush = one run of sendmmsg calls. 64 GSO messages of <= 64 KiB each bound a flush to
+ * 4 MiB of payload; 1024 datagrams bound the header table (and UIO_MAXIOV per message). */
+#define TX_MAX_MSGS 64
+#define TX_MAX_DGRAMS 1024
+#define TX_MAX_MSG_BYTES 65535
+
+typedef union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+} tx_cmsg;
+
+struct ejlb_tx {
+    struct sockaddr_storage dst;
+    socklen_t dstlen;
+    int version;
+    uint32_t fragment;
+    uint32_t segments;  /* datagrams per GSO message */
+    int copy;
+    ejlb_tx_stats st;
+
+    /* the batch being laid out */
+    int nmsg, ndgram;
+    struct mmsghdr msgs[TX_MAX_MSGS];
+    struct sockaddr_storage names[TX_MAX_MSGS];
+    tx_cmsg cmsg[TX_MAX_MSGS];
+    int first_dgram[TX_MAX_MSGS + 1]; /* datagrams of message m: first_dgram[m] .. [m+1]-1 */
+    size_t msg_bytes[TX_MAX_MSGS];
+    struct iovec iov[2 * TX_MAX_DGRAMS];
+    struct iovec staged[TX_MAX_MSGS]; /* copy mode: one iovec per message */
+    uint8_t hdr[TX_MAX_DGRAMS][EJLB_HEADERS_LEN];
+    uint8_t *stage; /* copy mode only: TX_MAX_MSGS * TX_MAX_MSG_BYTES */
+};
+
+ejlb_tx *ejlb_tx_new(int family, const uint8_t *addr, uint32_t scope_id, int lb_version,
+                     uint32_t fragment, uint32_t segments, int gso, int copy)
+{
+    if ((family != AF_INET && family != AF_INET6) || !addr || (lb_version != 2 && lb_version != 3)
+        || fragment == 0 || segments == 0 || segments > EJLB_TX_MAX_SEGMENTS
+        || (uint64_t)segments * (fragment + EJLB_HEADERS_LEN) > TX_MAX_MSG_BYTES)
+        return NULL;
+    ejlb_tx *tx = calloc(1, sizeof *tx);
+    if (!tx)
+        return NULL;
+    if (copy && !(tx->stage = malloc((size_t)TX_MAX_MSGS * TX_MAX_MSG_BYTES))) {
+        free(tx);
+        return NULL;
+    }
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&tx->dst;
+        a->sin_family = AF_INET;
+        memcpy(&a->sin_addr, addr, 4);
+        tx->dstlen = sizeof *a;
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&tx->dst;
+        a->sin6_family = AF_INET6;
+        memcpy(&a->sin6_addr, addr, 16);
+        a->sin6_scope_id = scope_id;
+        tx->dstlen = sizeof *a;
+    }
+    tx->version = lb_version;
+    tx->fragment = fragment;
+    tx->segments = segments;
+    tx->copy = copy;
+    tx->st.gso = gso == EJLB_TX_GSO_ON && segments > 1;
+    return tx;
+}
+
+void ejlb_tx_free(ejlb_tx *tx)
+{
+    if (tx) {
+        free(tx->stage);
+        free(tx);
+    }
+}
+
+void ejlb_tx_get_stats(const ejlb_tx *tx, ejlb_tx_stats *out) { *out = tx->st; }
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+static int dgram_count(const struct ejlb_tx *tx, int m) { return tx->first_dgram[m + 1] - tx->first_dgram[m]; }
+
+/* Turn message m into the msghdr the kernel sees (iovec pairs, or one staged copy). */
+static void finish_msg(struct ejlb_tx *tx, int m)
+{
+    struct msghdr *h = &tx->msgs[m].msg_hdr;
+    int d0 = tx->first_dgram[m], nd = dgram_count(tx, m);
+    memset(h, 0, sizeof *h);
+    h->msg_name = &tx->names[m];
+    h->msg_namelen = tx->dstlen;
+    if (tx->copy) {
+        uint8_t *p = tx->stage + (size_t)m * TX_MAX_MSG_BYTES, *q = p;
+        for (int i = 2 * d0; i < 2 * (d0 + nd); i++) {
+            memcpy(q, tx->iov[i].iov_base, tx->iov[i].iov_len);
+            q += tx->iov[i].iov_len;
+        }
+        tx->staged[m].iov_base = p;
+        tx->staged[m].iov_len = (size_t)(q - p);
+        h->msg_iov = &tx->staged[m];
+        h->msg_iovlen = 1;
+    } else {
+        h->msg_iov = &tx->iov[2 * d0];
+        h->msg_iovlen = 2 * nd;
+    }
+    if (nd > 1) {
+        /* every segment but the last is exactly fragment + headers long */
+        struct cmsghdr *c = &tx->cmsg[m].align;
+        c->cmsg_level = IPPROTO_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t seg = (uint16_t)(tx->fragment + EJLB_HEADERS_LEN);
+        memcpy(CMSG_DATA(c), &seg, sizeof seg);
+        h->msg_control = tx->cmsg[m].buf;
+        h->msg_controllen = sizeof tx->cmsg[m].buf;
+    }
+}
+
+static int gso_refusal(int e) { return e == EIO || e == EINVAL || e == ENOPROTOOPT || e == EOPNOTSUPP; }
+
+/* Send message m's datagrams one by one without GSO (the once-only fallback path). */
+static void send_plain(struct ejlb_tx *tx, int fd, int m)
+{
+    for (int d = tx->first_dgram[m]; d < tx->first_dgram[m + 1]; d++) {
+        struct msghdr h = {.msg_name = &tx->names[m], .msg_namelen = tx->dstlen,
+                           .msg_iov = &tx->iov[2 * d], .msg_iovlen = 2};
+        ssize_t r;
+        do
+            r = sendmsg(fd, &h, 0);
+        while (r < 0 && errno == EINTR);
+        tx->st.syscalls++;
+        if (r < 0) {
+            tx->st.send_errors++;
+            tx->st.last_errno = errno;
+        } else {
+            tx->st.datagrams++;
+            tx->st.bytes += (uint64_t)r;
+        }
+    }
+}
+
+static void flush(struct ejlb_tx *tx, int fd)
+{
+    int m = 0, tries = 0;
+    for (int i = 0; i < tx->nmsg; i++)
+        finish_msg(tx, i);
+    while (m < tx->nmsg) {
+        int r = sendmmsg(fd, &tx->msgs[m], (unsigned)(tx->nmsg - m), 0);
+        tx->st.syscalls++;
+        if (r > 0) {
+            for (int i = m; i < m + r; i++) {
+                tx->st.datagrams += (uint64_t)dgram_count(tx, i);
+                tx->st.bytes += tx->msgs[i].msg_len;
+            }
+            m += r;
+            tries = 0;
+            continue;
+        }
+        int e = errno;
+        if (e == EINTR)
+            continue;
+        if ((e == ENOBUFS || e == EAGAIN) && ++tries < 4)
+            continue; /* transient: the queue drains */
+        if (dgram_count(tx, m) > 1 && gso_refusal(e)) {
+            /* Kernel or route refuses UDP_SEGMENT (no checksum offload, xfrm, gso size above
+             * the route MTU, ...): stop using it for good and resend the rest plainly. */
+            tx->st.gso = 0;
+            for (; m < tx->nmsg; m++)
+                send_plain(tx, fd, m);
+            break;
+        }
+        tx->st.send_errors += (uint64_t)dgram_count(tx, m);
+        tx->st.last_errno = e;
+        m++;
+        tries = 0;
+    }
+    tx->nmsg = 0;
+    tx->ndgram = 0;
+    tx->first_dgram[0] = 0;
+}
+
+static void add_event(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev)
+{
+    uint32_t len = (uint32_t)ev->len;
+    uint32_t nfrag = len ? (uint32_t)((ev->len + tx->fragment - 1) / tx->fragment) : 1;
+    uint32_t per_msg = tx->st.gso ? tx->segments : 1;
+    uint32_t f = 0;
+    while (f < nfrag) {
+        if (tx->nmsg == TX_MAX_MSGS || tx->ndgram == TX_MAX_DGRAMS)
+            flush(tx, fd);
+        int m = tx->nmsg++;
+        tx->names[m] = tx->dst;
+        set_port(&tx->names[m], ev->dport);
+        uint32_t room = (uint32_t)(TX_MAX_DGRAMS - tx->ndgram);
+        uint32_t take = nfrag - f < per_msg ? nfrag - f : per_msg;
+        if (take > room)
+            take = room;
+        for (uint32_t k = 0; k < take; k++, f++) {
+            int d = tx->ndgram++;
+            uint32_t off = f * tx->fragment;
+            uint32_t flen = len - off < tx->fragment ? len - off : tx->fragment;
+            ejlb_put_lb(tx->hdr[d], tx->version, ev->tick, ev->entropy, ev->slot_select);
+            ejlb_put_re(tx->hdr[d] + EJLB_LB_HEADER_LEN, ev->data_id, off, len, ev->event_number);
+            tx->iov[2 * d].iov_base = tx->hdr[d];
+            tx->iov[2 * d].iov_len = EJLB_HEADERS_LEN;
+            tx->iov[2 * d + 1].iov_base = (uint8_t *)ev->data + (flen ? off : 0);
+            tx->iov[2 * d + 1].iov_len = flen;
+        }
+        tx->first_dgram[tx->nmsg] = tx->ndgram;
+    }
+}
+
+int64_t ejlb_tx_send(ejlb_tx *tx, int fd, const ejlb_tx_event *events, int n)
+{
+    uint64_t before = tx->st.datagrams;
+    for (int i = 0; i < n; i++)
+        add_event(tx, fd, &events[i]);
+    if (tx->nmsg)
+        flush(tx, fd);
+    tx->st.events += (uint64_t)(n > 0 ? n : 0);
+    return (int64_t)(tx->st.datagrams - before);
+}
+
+int64_t ejlb_tx_send1(ejlb_tx *tx, int fd, const void *data, uint64_t len, uint64_t tick,
+                      uint64_t event_number, uint16_t entropy, uint16_t slot_select,
+                      uint16_t data_id, uint16_t dport)
+{
+    ejlb_tx_event ev = {data, len, tick, event_number, entropy, slot_select, data_id, dport};
+    return ejlb_tx_send(tx, fd, &ev, 1);
+}

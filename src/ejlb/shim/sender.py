@@ -1,0 +1,337 @@
+"""`Sender`: pushes events to an EJFAT load balancer (or straight to a worker) over UDP.
+
+    with Sender("ejfat://host:18347/lb/1?data=10.0.0.1:19522&sync=10.0.0.2:19523", data_id=5) as s:
+        s.send(numpy_array)                       # blocking, zero-copy, GIL released while sending
+        fut = s.submit(b"...", timeout=0.1)       # asynchronous through a bounded queue
+        print(s.stats())
+
+The I/O shell around pure cores: `plan` (layout, numbering, rotation), `pacing` (token bucket) and
+`sync` (schedule); csrc/send.c lays the datagrams out and sends them with sendmmsg + UDP GSO.
+"""
+from __future__ import annotations
+
+import ipaddress
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from ejlb.native import buffer_address, ffi, lib
+from ejlb.shim.pacing import TokenBucket
+from ejlb.shim.plan import Layout, Numbering, Rotation, SyncState, check_event_len, check_lb_version, check_uint
+from ejlb.shim.sync import SyncThread
+from ejlb.uri import EjfatURI, URIError
+from ejlb.wire import DEFAULT_MTU, MAX_MTU, WireError
+
+# Linux socket option numbers the socket module does not export everywhere.
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+MIN_SLEEP_S = 200e-6  # shorter pacing waits are taken from burst credit instead of sleeping
+DEFAULT_QUEUE_SIZE = 1024
+
+
+class SendQueueFull(queue.Full):
+    """`submit` found the queue full (immediately with block=False, or after `timeout`)."""
+
+
+class SenderClosed(RuntimeError):
+    """The Sender was closed; it sends nothing more."""
+
+
+@dataclass(frozen=True)
+class SenderStats:
+    events: int  # events handed to the kernel (sent or refused)
+    datagrams: int  # datagrams the kernel accepted
+    bytes: int  # UDP payload bytes accepted, LB+RE headers included
+    send_errors: int  # datagrams the kernel refused
+    last_errno: int  # errno of the latest refusal (0 if none)
+    sync_packets: int
+    gso: bool  # UDP GSO in use right now
+    syscalls: int = 0
+    sync_errors: int = 0
+    queued: int = 0  # events waiting in the submit queue
+
+
+def route_mtu(family: int, ip: str, port: int) -> int:
+    """MTU of the interface the kernel routes `ip` through, capped at the protocol's 9000."""
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((ip, port))
+        if family == socket.AF_INET6:
+            mtu = s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+        else:
+            mtu = s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    return min(mtu, MAX_MTU)  # loopback says 65536
+
+
+def _gso_mode(gso) -> str:
+    mode = {True: "on", False: "off"}.get(gso, gso) if isinstance(gso, bool) else gso
+    if mode not in ("auto", "on", "off"):
+        raise WireError("gso", gso, "must be 'auto', 'on', 'off' or a bool")
+    return mode
+
+
+def _kernel_takes_gso(sock: socket.socket, segment: int) -> bool:
+    try:
+        sock.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, segment)
+        sock.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 0)  # the core asks per message instead
+        return True
+    except OSError:
+        return False
+
+
+class Sender:
+    """Sends events as EJFAT datagrams (LB + RE header + fragment) to the URI's data address.
+
+    uri: EjfatURI or its text. The data address (IPv4 or IPv6, `family` picks when both are
+        given) and its port range: events rotate over the range's destination ports, and over
+        `sockets` send sockets (distinct source ports, for LAG/RSS spreading).
+    data_id, event_src_id: RE data_id (per event overridable) and the Sync packets' sender id.
+    mtu: 1500 by default, "auto" for the MTU of the route's interface (capped at 9000); each
+        datagram is at most this long including IP and UDP headers.
+    lb_version: LB header version 2 (default) or 3 (slot_select = tick & 0xFFFF,
+        port_select = entropy).
+    sndbuf: SO_SNDBUF bytes (forced past wmem_max when running as root); None keeps the default.
+    rate_gbps: pace the average rate of UDP payload bytes (headers included) to this; None = no
+        pacing. Events are never split by pacing: each leaves as one burst.
+    sync_period, sync: send a Sync packet every period (default 1 s, at most 10 s) to the URI's
+        sync address when `sync` is true and the URI has one.
+    gso: "auto" uses UDP GSO when the kernel offers it; "on" raises if the kernel lacks it; "off".
+        With "auto" or "on", a route that refuses GSO at send time (no checksum offload, IPsec,
+        MTU below the segment) switches the sender to plain sendmmsg for good, losing nothing;
+        `stats().gso` tells which is in use.
+    queue_size: bound of the `submit` queue.
+    zero_copy: False gathers each message into a staging buffer first; only to measure what
+        zero-copy saves.
+
+    A zero-length event is sent as one header-only datagram (RE length 0, offset 0), so that the
+    receiver sees it. Events are at most 4 GiB - 1 bytes (the RE length field).
+    """
+
+    def __init__(
+        self,
+        uri: EjfatURI | str,
+        *,
+        data_id: int = 0,
+        event_src_id: int = 0,
+        mtu: int | str = DEFAULT_MTU,
+        lb_version: int = 2,
+        sockets: int = 4,
+        sndbuf: int | None = None,
+        rate_gbps: float | None = None,
+        sync_period: float = 1.0,
+        gso: str | bool = "auto",
+        sync: bool = True,
+        family: int | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        zero_copy: bool = True,
+    ):
+        self._closing = False
+        self._closed = True  # until fully built, so close()/__del__ on a half-built Sender is safe
+        self._socks: list[socket.socket] = []
+        self._sync: SyncThread | None = None
+        self._worker: threading.Thread | None = None
+        self._tx = None
+        self.uri = EjfatURI.parse(uri) if isinstance(uri, str) else uri
+        data = self.uri.data_address(family)
+        self.data_address = data
+        ipv6 = data.ip.version == 6
+        af = socket.AF_INET6 if ipv6 else socket.AF_INET
+        if mtu == "auto":
+            mtu = route_mtu(af, str(data.ip), data.min_port)
+        self.layout = Layout.for_mtu(mtu, ipv6)
+        self.lb_version = check_lb_version(lb_version)
+        self.data_id = check_uint("data_id", data_id, 16)
+        self.event_src_id = check_uint("event_src_id", event_src_id, 32)
+        self._rotation = Rotation(sockets, data.min_port, data.max_port)
+        self._bucket = TokenBucket(rate_gbps) if rate_gbps is not None else None
+        mode = _gso_mode(gso)
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise WireError("queue_size", queue_size, "must be a positive integer")
+        if sndbuf is not None and (isinstance(sndbuf, bool) or not isinstance(sndbuf, int) or sndbuf <= 0):
+            raise WireError("sndbuf", sndbuf, "must be a positive integer of bytes")
+
+        try:
+            for _ in range(sockets):
+                s = socket.socket(af, socket.SOCK_DGRAM)
+                self._socks.append(s)
+                s.bind(("::" if ipv6 else "0.0.0.0", 0))
+                if sndbuf:
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, sndbuf)
+                    except OSError:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            use_gso = mode != "off" and self.layout.gso_segments > 1
+            if use_gso and not _kernel_takes_gso(self._socks[0], self.layout.segment):
+                if mode == "on":
+                    raise OSError(f"gso='on': this kernel refuses UDP_SEGMENT (segment {self.layout.segment} B)")
+                use_gso = False
+            self._fds = [s.fileno() for s in self._socks]
+            tx = lib.ejlb_tx_new(
+                af, data.ip.packed, 0, self.lb_version, self.layout.fragment,
+                self.layout.gso_segments, lib.EJLB_TX_GSO_ON if use_gso else lib.EJLB_TX_GSO_OFF,
+                0 if zero_copy else 1,
+            )
+            if tx == ffi.NULL:
+                raise MemoryError("ejlb_tx_new failed")
+            self._tx = ffi.gc(tx, lib.ejlb_tx_free)
+            self._lock = threading.Lock()
+            self._numbering = Numbering()
+            self._sync_state = SyncState()
+            self._queue: queue.Queue = queue.Queue(queue_size)
+            self._closed = False
+            if sync:
+                self._start_sync(sync_period, ipv6)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- sending ----------------------------------------------------------------------------------
+    def send(self, event, *, event_number: int | None = None, data_id: int | None = None,
+             entropy: int | None = None, tick: int | None = None) -> int:
+        """Send one event now; returns its RE event number.
+
+        `event`: any C-contiguous buffer (bytes, bytearray, memoryview, numpy array of any
+        dtype), sent without copying. The GIL is released while the kernel takes the datagrams.
+        tick (default: µs since the Unix epoch, strictly increasing), event_number (default: the
+        previous one + 1), entropy (default: random) and data_id override the defaults."""
+        ptr, nbytes = buffer_address(event)
+        return self._send(ptr, nbytes, event_number, data_id, entropy, tick)
+
+    def _send(self, ptr, nbytes, event_number, data_id, entropy, tick) -> int:
+        check_event_len(nbytes)
+        did = self.data_id if data_id is None else check_uint("data_id", data_id, 16)
+        with self._lock:
+            if self._closed:
+                raise SenderClosed("send() on a closed Sender")
+            if self._bucket is not None:
+                if event_number is not None or entropy is not None or tick is not None:
+                    Numbering.validate(event_number, entropy, tick)  # before booking the bytes
+                wait = self._bucket.reserve(self.layout.udp_bytes(nbytes), time.monotonic())
+                if wait > MIN_SLEEP_S:
+                    time.sleep(wait)
+            tick, evn, ent, slot = self._numbering.stamp(time.time_ns() // 1000, event_number, entropy, tick)
+            sock, port = self._rotation.next()
+            lib.ejlb_tx_send1(self._tx, self._fds[sock], ptr, nbytes, tick, evn, ent, slot, did, port)
+        return evn
+
+    def submit(self, event, *, event_number: int | None = None, data_id: int | None = None,
+               entropy: int | None = None, tick: int | None = None, block: bool = True,
+               timeout: float | None = None, callback=None) -> Future:
+        """Queue one event for the sending thread; the Future's result is its RE event number.
+
+        The buffer is not copied: do not modify it until the Future is done. When the queue is
+        full, block=True waits up to `timeout` seconds (None: forever) and block=False fails at
+        once; both raise SendQueueFull. `callback(future)` runs when the event has been sent (or
+        failed), on the sending thread. Arguments are checked here and raise here."""
+        ptr, nbytes = buffer_address(event)
+        check_event_len(nbytes)
+        Numbering.validate(event_number, entropy, tick)
+        if data_id is not None:
+            check_uint("data_id", data_id, 16)
+        fut: Future = Future()
+        if callback is not None:
+            fut.add_done_callback(callback)
+        if self._closed or self._closing:
+            raise SenderClosed("submit() on a closed Sender")
+        if self._worker is None:
+            self._start_worker()
+        try:
+            self._queue.put((fut, ptr, nbytes, event_number, data_id, entropy, tick), block, timeout)
+        except queue.Full:
+            raise SendQueueFull(f"send queue full ({self._queue.maxsize} events)") from None
+        return fut
+
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._drain, name="ejlb-send", daemon=True)
+                self._worker.start()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fut, ptr, nbytes, event_number, data_id, entropy, tick = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(self._send(ptr, nbytes, event_number, data_id, entropy, tick))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+                fut.set_exception(e)
+
+    # -- sync ---------------------------------------------------------------------------------------
+    def _start_sync(self, period: float, ipv6: bool) -> None:
+        prefer = 6 if ipv6 else 4
+        try:
+            addr = self.uri.sync_address(prefer) if prefer in self.uri.sync else self.uri.sync_address()
+        except URIError:
+            return  # no sync address in the URI (back-to-back use): nothing to send to
+        af = socket.AF_INET6 if addr.ip.version == 6 else socket.AF_INET
+        self._sync = SyncThread((str(addr.ip), addr.port), af, self.event_src_id, period, self._sync_fields)
+
+    def _sync_fields(self) -> tuple[int, int]:
+        with self._lock:
+            return self._sync_state.fields(self._numbering, time.time_ns() // 1000, time.monotonic())
+
+    # -- state --------------------------------------------------------------------------------------
+    @property
+    def source_ports(self) -> list[int]:
+        return [s.getsockname()[1] for s in self._socks]
+
+    def stats(self) -> SenderStats:
+        st = ffi.new("ejlb_tx_stats *")
+        with self._lock:
+            if self._tx is not None:
+                lib.ejlb_tx_get_stats(self._tx, st)
+            else:
+                st = self._final_stats
+        sync = self._sync
+        return SenderStats(
+            events=st.events, datagrams=st.datagrams, bytes=st.bytes, send_errors=st.send_errors,
+            last_errno=st.last_errno, sync_packets=sync.packets if sync else 0, gso=bool(st.gso),
+            syscalls=st.syscalls, sync_errors=sync.errors if sync else 0, queued=self._queue.qsize(),
+        )
+
+    def close(self) -> None:
+        """Send what is queued, stop the sync thread, release sockets. Idempotent."""
+        self._closing = True
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+        if self._sync is not None:
+            self._sync.stop()
+        lock = getattr(self, "_lock", None)
+        with lock if lock is not None else _NoLock():
+            self._closed = True
+            if self._tx is not None:
+                self._final_stats = ffi.new("ejlb_tx_stats *")
+                lib.ejlb_tx_get_stats(self._tx, self._final_stats)
+                ffi.release(self._tx)
+                self._tx = None
+            for s in self._socks:
+                s.close()
+
+    def __enter__(self) -> "Sender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Sender(data={self.data_address}, mtu={self.layout.mtu}, lb_version={self.lb_version}, "
+                f"sockets={len(self._socks)}, closed={self._closed})")
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
