@@ -76,6 +76,32 @@ def _load_commands() -> None:
 _load_commands()
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """The one mapping from library exceptions to exit codes: control-plane refusals (3), unknown
+    load balancer / session / token (4), arguments the peer or a parser rejected (2), else 1."""
+    errors = sys.modules.get("ejlb.control.errors")  # not imported -> cannot be one of its errors
+    if errors is not None and isinstance(exc, errors.LBError):
+        if isinstance(exc, (errors.PermissionDenied, errors.Unauthenticated)):
+            return EXIT_DENIED
+        if isinstance(exc, errors.NotFound):
+            return EXIT_NOT_FOUND
+        if isinstance(exc, errors.InvalidArgument):
+            return EXIT_USAGE
+        return EXIT_FAILURE
+    uri = sys.modules.get("ejlb.uri")
+    if uri is not None and isinstance(exc, uri.URIError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def _one_line(exc: BaseException) -> str:
+    errors = sys.modules.get("ejlb.control.errors")
+    if errors is not None and isinstance(exc, errors.LBError):
+        what = {EXIT_DENIED: "refused", EXIT_NOT_FOUND: "not found", EXIT_USAGE: "invalid argument"}
+        return f"error: {what.get(exit_code_for(exc), 'control plane')}: {exc}"
+    return f"error: {type(exc).__name__}: {exc}"
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -92,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # one clear line unless --debug
         if debug:
             raise
-        click.echo(f"error: {type(e).__name__}: {e}", err=True)
-        sys.exit(EXIT_FAILURE)
+        click.echo(_one_line(e), err=True)
+        sys.exit(exit_code_for(e))
     sys.exit(EXIT_OK)
 
 

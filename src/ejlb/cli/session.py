@@ -1,0 +1,60 @@
+"""What the verbs share: a control-plane client opened from the global options, and this host's
+own address as the data plane would see it."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from contextlib import contextmanager
+from typing import Iterator
+
+from ejlb.cli.main import EXIT_USAGE, CLIError, Options
+
+FAMILY_NAMES = {None: "dual", 4: "ipv4", 6: "ipv6"}
+
+
+@contextmanager
+def manager(opts: Options, uri=None) -> Iterator:
+    """An LBManager for `uri` (default: --uri / $EJFAT_URI), closed on exit. Control-plane errors
+    pass through unchanged: `ejlb.cli.main.exit_code_for` maps them to exit codes."""
+    from ejlb.control.client import LBManager
+
+    mgr = LBManager(uri if uri is not None else opts.ejfat_uri(), ca_file=opts.ca, insecure=opts.insecure)
+    try:
+        yield mgr
+    finally:
+        mgr.close()
+
+
+def require(value, what: str, hint: str):
+    if value in (None, ""):
+        raise CLIError(f"{what} is missing: {hint}", EXIT_USAGE)
+    return value
+
+
+def source_address_towards(ip: str) -> str:
+    """The local address the kernel would use to reach `ip` (a connected UDP socket sends nothing)."""
+    addr = ipaddress.ip_address(ip)
+    family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((str(addr), 9))
+        except OSError as e:
+            raise CLIError(f"cannot find a route to {ip} to detect this host's address ({e}); "
+                           "give the address explicitly") from None
+        return s.getsockname()[0]
+
+
+def own_sender_address(uri, family: int | None) -> str:
+    """This host's address as the load balancer's sender allow-list sees it: the source address
+    towards the reservation's data address (or towards the control plane when the URI has none)."""
+    from ejlb.uri import URIError
+
+    try:
+        target = str(uri.data_address(family).ip)
+    except URIError:
+        try:
+            target = str(ipaddress.ip_address(uri.host.strip("[]")))
+        except ValueError:
+            infos = socket.getaddrinfo(uri.host, uri.port, type=socket.SOCK_DGRAM)
+            target = infos[0][4][0]
+    return source_address_towards(target)
