@@ -1,0 +1,783 @@
+/* Native receive core: see recv.h for the model. The Python oracle of the reassembly rules is
+ * src/ejlb/shim/reassembly.py; tests/test_receiver_native.py checks that both agree. */
+#define _GNU_SOURCE
+#include "recv.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+#define BATCH 32            /* messages per recvmmsg */
+#define RXBUF 65536         /* one GRO buffer holds at most 64 KiB */
+#define CTRL_LEN 64
+#define DONE_SLOTS 4096     /* recently finished events, to recognise late fragments */
+#define INLINE_IV 4         /* received-byte intervals kept without a heap allocation */
+
+/* single-writer counters: relaxed stores so that stats readers never see torn values */
+#define BUMP(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
+#define READ(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+static uint64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+/* ---- process-wide buffer pool -----------------------------------------------------------------
+ * Power-of-two size classes, so that a steady stream of similar events reuses already faulted-in
+ * memory instead of paying mmap + page faults per event. Buffers leave through Python objects that
+ * may outlive the receiver, hence a global pool. */
+#define POOL_MIN_SHIFT 12
+#define POOL_MAX_SHIFT 28 /* buffers above 256 MiB are allocated and freed exactly */
+#define POOL_DEPTH 16
+#define POOL_CACHE_BYTES (256ull << 20)
+#define BUF_HDR 64 /* keeps the payload 64-byte aligned; holds the size class */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *pool[POOL_MAX_SHIFT + 1][POOL_DEPTH];
+static int pool_n[POOL_MAX_SHIFT + 1];
+static uint64_t pool_bytes;
+
+static uint8_t *buf_get(uint64_t n)
+{
+    int sh = POOL_MIN_SHIFT;
+    while (sh < 40 && (1ull << sh) < n)
+        sh++;
+    void *base = NULL;
+    if (sh <= POOL_MAX_SHIFT) {
+        pthread_mutex_lock(&pool_lock);
+        if (pool_n[sh] > 0) {
+            base = pool[sh][--pool_n[sh]];
+            pool_bytes -= 1ull << sh;
+        }
+        pthread_mutex_unlock(&pool_lock);
+    }
+    if (!base && posix_memalign(&base, 64, BUF_HDR + (sh <= POOL_MAX_SHIFT ? 1ull << sh : n)))
+        return NULL;
+    *(int *)base = sh;
+    return (uint8_t *)base + BUF_HDR;
+}
+
+void ejlb_buf_release(uint8_t *data)
+{
+    if (!data)
+        return;
+    void *base = data - BUF_HDR;
+    int sh = *(int *)base;
+    if (sh <= POOL_MAX_SHIFT) {
+        pthread_mutex_lock(&pool_lock);
+        if (pool_n[sh] < POOL_DEPTH && pool_bytes + (1ull << sh) <= POOL_CACHE_BYTES) {
+            pool[sh][pool_n[sh]++] = base;
+            pool_bytes += 1ull << sh;
+            base = NULL;
+        }
+        pthread_mutex_unlock(&pool_lock);
+    }
+    free(base);
+}
+
+/* ---- per-thread reassembly state ------------------------------------------------------------ */
+typedef struct {
+    uint32_t s, e; /* received bytes [s, e) */
+} iv_t;
+
+typedef struct {
+    uint64_t evn, t0, charge;
+    uint8_t *buf;
+    iv_t *iv; /* sorted, disjoint, non-touching */
+    iv_t iv_inline[INLINE_IV];
+    uint32_t length, got, nfrags, niv, civ;
+    int32_t hnext, prev, next; /* hash chain; age list (oldest first) */
+    uint16_t data_id;
+} pend_t;
+
+typedef struct {
+    uint64_t evn, t;
+    uint16_t data_id;
+    uint8_t valid;
+} done_t;
+
+typedef struct rxthr {
+    struct ejlb_rx *rx;
+    pthread_t tid;
+    int *fds, nfds;
+    pend_t *ev;
+    int32_t *bucket;
+    uint32_t mask, cap_events, npend;
+    int32_t free_head, head, tail;
+    uint64_t pend_bytes, cap_bytes;
+    done_t *done;
+    ejlb_rx_stats st; /* written only by this thread */
+    struct mmsghdr *msgs;
+    struct iovec *iov;
+    uint8_t *data;
+    uint8_t (*ctrl)[CTRL_LEN];
+} rxthr_t;
+
+struct ejlb_rx {
+    int nthreads, wakefd, with_lb, running, stop;
+    uint64_t timeout_us;
+    rxthr_t *thr;
+    /* completed events, shared by all threads */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    ejlb_rx_event *q;
+    uint32_t qcap, qhead, qcount;
+    int closed;
+    uint64_t dequeued, enqueue_err;
+    /* bounded log of lost events */
+    pthread_mutex_t llock;
+    ejlb_rx_lost_event *lost;
+    uint32_t lost_cap;
+    uint64_t lost_seq;
+};
+
+static uint32_t hkey(uint64_t evn, uint16_t id)
+{
+    uint64_t h = (evn ^ ((uint64_t)id << 47)) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 32);
+}
+
+static int32_t pend_find(rxthr_t *t, uint64_t evn, uint16_t id)
+{
+    for (int32_t i = t->bucket[hkey(evn, id) & t->mask]; i >= 0; i = t->ev[i].hnext)
+        if (t->ev[i].evn == evn && t->ev[i].data_id == id)
+            return i;
+    return -1;
+}
+
+static int done_hit(rxthr_t *t, uint64_t evn, uint16_t id, uint64_t now)
+{
+    done_t *d = &t->done[hkey(evn, id) % DONE_SLOTS];
+    /* entries expire after the event timeout so a sender that restarts its numbering is not
+     * mistaken for late fragments forever */
+    return d->valid && d->evn == evn && d->data_id == id && now - d->t < t->rx->timeout_us;
+}
+
+static void done_put(rxthr_t *t, uint64_t evn, uint16_t id, uint64_t now)
+{
+    done_t *d = &t->done[hkey(evn, id) % DONE_SLOTS];
+    d->evn = evn;
+    d->data_id = id;
+    d->t = now;
+    d->valid = 1;
+}
+
+static void log_lost(struct ejlb_rx *rx, const pend_t *p, int reason)
+{
+    if (!rx->lost_cap)
+        return;
+    pthread_mutex_lock(&rx->llock);
+    ejlb_rx_lost_event *l = &rx->lost[rx->lost_seq % rx->lost_cap];
+    l->event_number = p->evn;
+    l->data_id = p->data_id;
+    l->length = p->length;
+    l->fragments = p->nfrags;
+    l->bytes = p->got;
+    l->reason = reason;
+    rx->lost_seq++;
+    pthread_mutex_unlock(&rx->llock);
+}
+
+/* Unlinks pending event i, returns its buffer (caller owns it) and recycles the slot. */
+static uint8_t *pend_remove(rxthr_t *t, int32_t i, uint64_t now)
+{
+    pend_t *p = &t->ev[i];
+    int32_t *link = &t->bucket[hkey(p->evn, p->data_id) & t->mask];
+    while (*link != i)
+        link = &t->ev[*link].hnext;
+    *link = p->hnext;
+    if (p->prev >= 0)
+        t->ev[p->prev].next = p->next;
+    else
+        t->head = p->next;
+    if (p->next >= 0)
+        t->ev[p->next].prev = p->prev;
+    else
+        t->tail = p->prev;
+    if (p->iv != p->iv_inline)
+        free(p->iv);
+    done_put(t, p->evn, p->data_id, now);
+    t->pend_bytes -= p->charge;
+    t->npend--;
+    uint8_t *buf = p->buf;
+    p->buf = NULL;
+    p->hnext = t->free_head;
+    t->free_head = i;
+    return buf;
+}
+
+static void pend_drop(rxthr_t *t, int32_t i, int reason, uint64_t now)
+{
+    log_lost(t->rx, &t->ev[i], reason);
+    if (reason == EJLB_RX_LOST_TIMEOUT)
+        BUMP(t->st.lost, 1);
+    else
+        BUMP(t->st.evicted, 1);
+    ejlb_buf_release(pend_remove(t, i, now));
+}
+
+/* Evicts the oldest pending events (never `keep`) until `extra` more bytes fit the cap. */
+static int reserve(rxthr_t *t, uint64_t extra, int32_t keep, uint64_t now)
+{
+    if (extra > t->cap_bytes)
+        return -1;
+    while (t->pend_bytes + extra > t->cap_bytes) {
+        int32_t victim = t->head == keep ? t->ev[keep].next : t->head;
+        if (victim < 0)
+            return -1;
+        pend_drop(t, victim, EJLB_RX_LOST_EVICTED, now);
+    }
+    return 0;
+}
+
+static int32_t pend_new(rxthr_t *t, uint64_t evn, uint16_t id, uint32_t length, uint64_t now)
+{
+    uint64_t charge = (uint64_t)length + EJLB_RX_EVENT_OVERHEAD;
+    if (reserve(t, charge, -1, now))
+        return -1;
+    if (t->npend == t->cap_events)
+        pend_drop(t, t->head, EJLB_RX_LOST_EVICTED, now);
+    uint8_t *buf = buf_get(length);
+    if (!buf)
+        return -1;
+    int32_t i = t->free_head;
+    pend_t *p = &t->ev[i];
+    t->free_head = p->hnext;
+    memset(p, 0, sizeof *p);
+    p->evn = evn;
+    p->data_id = id;
+    p->length = length;
+    p->t0 = now;
+    p->charge = charge;
+    p->buf = buf;
+    p->iv = p->iv_inline;
+    p->civ = INLINE_IV;
+    uint32_t h = hkey(evn, id) & t->mask;
+    p->hnext = t->bucket[h];
+    t->bucket[h] = i;
+    p->prev = t->tail;
+    p->next = -1;
+    if (t->tail >= 0)
+        t->ev[t->tail].next = i;
+    else
+        t->head = i;
+    t->tail = i;
+    t->pend_bytes += charge;
+    t->npend++;
+    return i;
+}
+
+static int iv_insert_at(rxthr_t *t, int32_t i, uint32_t at, iv_t v, uint64_t now)
+{
+    pend_t *p = &t->ev[i];
+    if (p->niv == p->civ) {
+        /* interval memory is charged to the byte cap like event bytes */
+        uint64_t grow = (uint64_t)p->civ * sizeof(iv_t);
+        if (reserve(t, grow, i, now))
+            return -1;
+        iv_t *n = malloc(2 * grow);
+        if (!n)
+            return -1;
+        memcpy(n, p->iv, p->niv * sizeof(iv_t));
+        if (p->iv != p->iv_inline)
+            free(p->iv);
+        p->iv = n;
+        p->civ *= 2;
+        p->charge += grow;
+        t->pend_bytes += grow;
+    }
+    memmove(p->iv + at + 1, p->iv + at, (p->niv - at) * sizeof(iv_t));
+    p->iv[at] = v;
+    p->niv++;
+    return 0;
+}
+
+/* Adds [s, e) (s < e) to the received set of event i. Returns the number of bytes that were not
+ * received before, or -1 when the interval set cannot grow. */
+static int64_t iv_add(rxthr_t *t, int32_t i, uint32_t s, uint32_t e, uint64_t now)
+{
+    pend_t *p = &t->ev[i];
+    uint32_t n = p->niv;
+    if (n == 0 || p->iv[n - 1].e <= s) { /* in-order arrival: the common case */
+        if (n && p->iv[n - 1].e == s) {
+            p->iv[n - 1].e = e;
+            return e - s;
+        }
+        return iv_insert_at(t, i, n, (iv_t){s, e}, now) ? -1 : (int64_t)(e - s);
+    }
+    uint32_t lo = 0, hi = n; /* lo = first interval with end >= s */
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (p->iv[mid].e < s)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint32_t end = lo; /* intervals [lo, end) touch or overlap [s, e) */
+    uint64_t covered = 0;
+    while (end < n && p->iv[end].s <= e) {
+        uint32_t a = p->iv[end].s > s ? p->iv[end].s : s;
+        uint32_t b = p->iv[end].e < e ? p->iv[end].e : e;
+        if (b > a)
+            covered += b - a;
+        end++;
+    }
+    if (end == lo)
+        return iv_insert_at(t, i, lo, (iv_t){s, e}, now) ? -1 : (int64_t)(e - s);
+    iv_t m = {p->iv[lo].s < s ? p->iv[lo].s : s, p->iv[end - 1].e > e ? p->iv[end - 1].e : e};
+    p->iv[lo] = m;
+    memmove(p->iv + lo + 1, p->iv + end, (n - end) * sizeof(iv_t));
+    p->niv -= end - lo - 1;
+    return (int64_t)(e - s) - (int64_t)covered;
+}
+
+static void enqueue(struct ejlb_rx *rx, uint64_t evn, uint16_t id, uint32_t length, uint8_t *buf)
+{
+    pthread_mutex_lock(&rx->qlock);
+    if (rx->qcount == rx->qcap) {
+        rx->enqueue_err++;
+        pthread_mutex_unlock(&rx->qlock);
+        ejlb_buf_release(buf);
+        return;
+    }
+    ejlb_rx_event *e = &rx->q[(rx->qhead + rx->qcount) % rx->qcap];
+    e->event_number = evn;
+    e->data_id = id;
+    e->length = length;
+    e->data = buf;
+    rx->qcount++;
+    pthread_cond_signal(&rx->qcond);
+    pthread_mutex_unlock(&rx->qlock);
+}
+
+/* One datagram (UDP payload) through the reassembly rules; never fails, only counts. */
+static void on_datagram(rxthr_t *t, const uint8_t *d, size_t n, uint64_t now)
+{
+    struct ejlb_rx *rx = t->rx;
+    BUMP(t->st.packets_recv, 1);
+    BUMP(t->st.bytes_recv, n);
+    if (rx->with_lb) {
+        if (n < EJLB_HEADERS_LEN || d[EJLB_LB_OFF_MAGIC] != EJLB_LB_MAGIC0 ||
+            d[EJLB_LB_OFF_MAGIC + 1] != EJLB_LB_MAGIC1 ||
+            (d[EJLB_LB_OFF_VERSION] != 2 && d[EJLB_LB_OFF_VERSION] != 3) ||
+            d[EJLB_LB_OFF_NEXT_PROTO] != EJLB_LB_NEXT_PROTO_RE) {
+            BUMP(t->st.bad_headers, 1);
+            return;
+        }
+        d += EJLB_LB_HEADER_LEN;
+        n -= EJLB_LB_HEADER_LEN;
+    }
+    if (n < EJLB_RE_HEADER_LEN || d[EJLB_RE_OFF_VERSION] != EJLB_RE_BYTE0 || d[EJLB_RE_OFF_RESERVED] != 0) {
+        BUMP(t->st.bad_headers, 1);
+        return;
+    }
+    uint16_t id = ejlb_rd16(d + EJLB_RE_OFF_DATA_ID);
+    uint32_t off = ejlb_rd32(d + EJLB_RE_OFF_OFFSET);
+    uint32_t length = ejlb_rd32(d + EJLB_RE_OFF_LENGTH);
+    uint64_t evn = ejlb_rd64(d + EJLB_RE_OFF_EVENT_NUMBER);
+    uint64_t flen = n - EJLB_RE_HEADER_LEN;
+    if ((uint64_t)off + flen > length || (flen == 0 && length != 0)) {
+        BUMP(t->st.bad_fragments, 1);
+        return;
+    }
+    int32_t i = pend_find(t, evn, id);
+    if (i < 0) {
+        if (done_hit(t, evn, id, now)) {
+            BUMP(t->st.duplicates, 1);
+            return;
+        }
+        if (length == 0) { /* a whole empty event in one datagram */
+            BUMP(t->st.events_recv, 1);
+            BUMP(t->st.events_reassembled, 1);
+            done_put(t, evn, id, now);
+            enqueue(rx, evn, id, 0, NULL);
+            return;
+        }
+        i = pend_new(t, evn, id, length, now);
+        if (i < 0) {
+            BUMP(t->st.bad_fragments, 1);
+            return;
+        }
+        BUMP(t->st.events_recv, 1);
+    } else if (t->ev[i].length != length) {
+        BUMP(t->st.bad_fragments, 1);
+        return;
+    }
+    pend_t *p = &t->ev[i];
+    int64_t fresh = iv_add(t, i, off, off + (uint32_t)flen, now);
+    p = &t->ev[i];
+    if (fresh < 0) {
+        BUMP(t->st.bad_fragments, 1);
+        return;
+    }
+    if (fresh == 0) {
+        BUMP(t->st.duplicates, 1);
+        return;
+    }
+    if ((uint64_t)fresh < flen)
+        BUMP(t->st.overlaps, 1);
+    memcpy(p->buf + off, d + EJLB_RE_HEADER_LEN, flen);
+    p->got += (uint32_t)fresh;
+    p->nfrags++;
+    if (p->got == p->length) {
+        BUMP(t->st.events_reassembled, 1);
+        uint8_t *buf = pend_remove(t, i, now);
+        enqueue(rx, evn, id, length, buf);
+    }
+}
+
+/* One receive buffer: a single datagram, or a GRO buffer of `seg`-byte segments (last shorter). */
+static void on_buffer(rxthr_t *t, const uint8_t *d, size_t len, size_t seg, uint64_t now)
+{
+    if (!seg || seg >= len) {
+        on_datagram(t, d, len, now);
+        return;
+    }
+    BUMP(t->st.gro_buffers, 1);
+    for (size_t o = 0; o < len; o += seg)
+        on_datagram(t, d + o, len - o < seg ? len - o : seg, now);
+}
+
+static void expire(rxthr_t *t, uint64_t now)
+{
+    while (t->head >= 0 && now - t->ev[t->head].t0 >= t->rx->timeout_us)
+        pend_drop(t, t->head, EJLB_RX_LOST_TIMEOUT, now);
+}
+
+/* One recvmmsg batch on fd; returns the number of messages. */
+static int rx_batch(rxthr_t *t, int fd)
+{
+    for (int k = 0; k < BATCH; k++) {
+        t->msgs[k].msg_hdr.msg_control = t->ctrl[k];
+        t->msgs[k].msg_hdr.msg_controllen = CTRL_LEN;
+        t->msgs[k].msg_hdr.msg_flags = 0;
+    }
+    int n = recvmmsg(fd, t->msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n <= 0)
+        return 0;
+    uint64_t now = now_us();
+    for (int k = 0; k < n; k++) {
+        struct msghdr *h = &t->msgs[k].msg_hdr;
+        size_t seg = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c))
+            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+                int v;
+                memcpy(&v, CMSG_DATA(c), sizeof v);
+                seg = v > 0 ? (size_t)v : 0;
+            }
+        on_buffer(t, t->iov[k].iov_base, t->msgs[k].msg_len, seg, now);
+    }
+    return n;
+}
+
+static void *thr_main(void *arg)
+{
+    rxthr_t *t = arg;
+    struct ejlb_rx *rx = t->rx;
+    struct pollfd pfd[t->nfds + 1];
+    for (int k = 0; k < t->nfds; k++)
+        pfd[k] = (struct pollfd){.fd = t->fds[k], .events = POLLIN};
+    pfd[t->nfds] = (struct pollfd){.fd = rx->wakefd, .events = POLLIN};
+    while (!__atomic_load_n(&rx->stop, __ATOMIC_ACQUIRE)) {
+        int got = 0;
+        for (int k = 0; k < t->nfds; k++)
+            got += rx_batch(t, t->fds[k]);
+        uint64_t now = now_us();
+        expire(t, now);
+        if (got)
+            continue;
+        int wait_ms = -1;
+        if (t->head >= 0) {
+            uint64_t due = t->ev[t->head].t0 + rx->timeout_us;
+            wait_ms = due > now ? (int)((due - now + 999) / 1000) : 0;
+        }
+        poll(pfd, t->nfds + 1, wait_ms);
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+static void thr_release(rxthr_t *t)
+{
+    if (t->ev)
+        for (int32_t i = t->head; i >= 0;) {
+            int32_t next = t->ev[i].next;
+            ejlb_buf_release(pend_remove(t, i, 0));
+            i = next;
+        }
+    free(t->ev);
+    free(t->bucket);
+    free(t->done);
+    free(t->msgs);
+    free(t->iov);
+    free(t->data);
+    free(t->ctrl);
+    free(t->fds);
+}
+
+static int thr_init(rxthr_t *t, struct ejlb_rx *rx, uint32_t cap_events, uint64_t cap_bytes)
+{
+    t->rx = rx;
+    t->head = t->tail = -1;
+    t->cap_events = cap_events;
+    t->cap_bytes = cap_bytes;
+    uint32_t nb = 1;
+    while (nb < 2 * cap_events)
+        nb <<= 1;
+    t->mask = nb - 1;
+    t->ev = calloc(cap_events, sizeof *t->ev);
+    t->bucket = malloc(nb * sizeof *t->bucket);
+    t->done = calloc(DONE_SLOTS, sizeof *t->done);
+    t->msgs = calloc(BATCH, sizeof *t->msgs);
+    t->iov = calloc(BATCH, sizeof *t->iov);
+    t->data = malloc((size_t)BATCH * RXBUF);
+    t->ctrl = calloc(BATCH, CTRL_LEN);
+    if (!t->ev || !t->bucket || !t->done || !t->msgs || !t->iov || !t->data || !t->ctrl)
+        return -1;
+    memset(t->bucket, 0xff, nb * sizeof *t->bucket);
+    for (uint32_t i = 0; i < cap_events; i++)
+        t->ev[i].hnext = i + 1 < cap_events ? (int32_t)i + 1 : -1;
+    t->free_head = 0;
+    t->head = t->tail = -1;
+    for (int k = 0; k < BATCH; k++) {
+        t->iov[k].iov_base = t->data + (size_t)k * RXBUF;
+        t->iov[k].iov_len = RXBUF;
+        t->msgs[k].msg_hdr.msg_iov = &t->iov[k];
+        t->msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    return 0;
+}
+
+ejlb_rx *ejlb_rx_new(const int *fds, int nfds, int threads, int with_lb_header, uint64_t timeout_us,
+                     uint64_t max_pending_bytes, uint32_t max_pending_events, uint32_t queue_size,
+                     uint32_t lost_log_size, char *err, size_t errlen)
+{
+    if (nfds < 1 || threads < 1 || threads > nfds) {
+        snprintf(err, errlen, "threads=%d: need 1 <= threads <= sockets (%d)", threads, nfds);
+        return NULL;
+    }
+    if (queue_size < 1 || max_pending_events < (uint32_t)threads) {
+        snprintf(err, errlen, "queue_size=%u, max_pending_events=%u: need queue_size >= 1 and "
+                 "max_pending_events >= threads", queue_size, max_pending_events);
+        return NULL;
+    }
+    struct ejlb_rx *rx = calloc(1, sizeof *rx);
+    if (!rx)
+        goto oom;
+    rx->nthreads = threads;
+    rx->with_lb = with_lb_header;
+    rx->timeout_us = timeout_us;
+    rx->wakefd = -1;
+    pthread_mutex_init(&rx->qlock, NULL);
+    pthread_mutex_init(&rx->llock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rx->qcond, &ca);
+    pthread_condattr_destroy(&ca);
+    rx->qcap = queue_size;
+    rx->q = calloc(queue_size, sizeof *rx->q);
+    rx->lost_cap = lost_log_size;
+    rx->lost = calloc(lost_log_size ? lost_log_size : 1, sizeof *rx->lost);
+    rx->thr = calloc(threads, sizeof *rx->thr);
+    if (!rx->q || !rx->lost || !rx->thr)
+        goto oom;
+    for (int k = 0; k < threads; k++) {
+        rxthr_t *t = &rx->thr[k];
+        if (thr_init(t, rx, max_pending_events / threads, max_pending_bytes / threads))
+            goto oom;
+        t->fds = malloc(nfds * sizeof(int));
+        if (!t->fds)
+            goto oom;
+        for (int f = k; f < nfds; f += threads)
+            t->fds[t->nfds++] = fds[f];
+    }
+    rx->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (rx->wakefd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        ejlb_rx_free(rx);
+        return NULL;
+    }
+    return rx;
+oom:
+    snprintf(err, errlen, "out of memory allocating the receiver");
+    ejlb_rx_free(rx);
+    return NULL;
+}
+
+int ejlb_rx_start(ejlb_rx *rx, char *err, size_t errlen)
+{
+    if (rx->running || rx->stop) {
+        snprintf(err, errlen, "receiver already started");
+        return -1;
+    }
+    for (int k = 0; k < rx->nthreads; k++) {
+        int e = pthread_create(&rx->thr[k].tid, NULL, thr_main, &rx->thr[k]);
+        if (e) {
+            snprintf(err, errlen, "pthread_create: %s", strerror(e));
+            rx->running = k;
+            ejlb_rx_stop(rx);
+            return -1;
+        }
+    }
+    rx->running = rx->nthreads;
+    return 0;
+}
+
+void ejlb_rx_stop(ejlb_rx *rx)
+{
+    if (!rx)
+        return;
+    __atomic_store_n(&rx->stop, 1, __ATOMIC_RELEASE);
+    if (rx->running) {
+        uint64_t one = 1;
+        if (write(rx->wakefd, &one, sizeof one) < 0) {
+            /* the counter cannot overflow with one write; threads also see `stop` at poll return */
+        }
+        for (int k = 0; k < rx->running; k++)
+            pthread_join(rx->thr[k].tid, NULL);
+        rx->running = 0;
+    }
+    pthread_mutex_lock(&rx->qlock);
+    rx->closed = 1;
+    pthread_cond_broadcast(&rx->qcond);
+    pthread_mutex_unlock(&rx->qlock);
+}
+
+void ejlb_rx_free(ejlb_rx *rx)
+{
+    if (!rx)
+        return;
+    ejlb_rx_stop(rx);
+    if (rx->thr)
+        for (int k = 0; k < rx->nthreads; k++)
+            thr_release(&rx->thr[k]);
+    for (uint32_t k = 0; rx->q && k < rx->qcount; k++)
+        ejlb_buf_release(rx->q[(rx->qhead + k) % rx->qcap].data);
+    if (rx->wakefd >= 0)
+        close(rx->wakefd);
+    pthread_mutex_destroy(&rx->qlock);
+    pthread_mutex_destroy(&rx->llock);
+    pthread_cond_destroy(&rx->qcond);
+    free(rx->thr);
+    free(rx->q);
+    free(rx->lost);
+    free(rx);
+}
+
+int ejlb_rx_next(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out)
+{
+    struct timespec deadline;
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    int rc = EJLB_RX_OK;
+    pthread_mutex_lock(&rx->qlock);
+    while (!rx->qcount) {
+        if (rx->closed) {
+            rc = EJLB_RX_CLOSED;
+            break;
+        }
+        if (timeout_ms == 0 ||
+            (timeout_ms > 0 && pthread_cond_timedwait(&rx->qcond, &rx->qlock, &deadline) == ETIMEDOUT &&
+             !rx->qcount && !rx->closed)) {
+            rc = EJLB_RX_TIMEOUT;
+            break;
+        }
+        if (timeout_ms < 0)
+            pthread_cond_wait(&rx->qcond, &rx->qlock);
+    }
+    if (rc == EJLB_RX_OK) {
+        *out = rx->q[rx->qhead];
+        rx->qhead = (rx->qhead + 1) % rx->qcap;
+        rx->qcount--;
+        rx->dequeued++;
+    }
+    pthread_mutex_unlock(&rx->qlock);
+    return rc;
+}
+
+uint32_t ejlb_rx_queue_depth(ejlb_rx *rx)
+{
+    pthread_mutex_lock(&rx->qlock);
+    uint32_t n = rx->qcount;
+    pthread_mutex_unlock(&rx->qlock);
+    return n;
+}
+
+uint32_t ejlb_rx_queue_capacity(ejlb_rx *rx) { return rx->qcap; }
+
+void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int k = 0; k < rx->nthreads; k++) {
+        ejlb_rx_stats *s = &rx->thr[k].st;
+        out->events_recv += READ(s->events_recv);
+        out->events_reassembled += READ(s->events_reassembled);
+        out->bytes_recv += READ(s->bytes_recv);
+        out->packets_recv += READ(s->packets_recv);
+        out->bad_headers += READ(s->bad_headers);
+        out->bad_fragments += READ(s->bad_fragments);
+        out->duplicates += READ(s->duplicates);
+        out->overlaps += READ(s->overlaps);
+        out->lost += READ(s->lost);
+        out->evicted += READ(s->evicted);
+        out->gro_buffers += READ(s->gro_buffers);
+    }
+    out->events_reassembly_err = out->lost + out->evicted;
+    pthread_mutex_lock(&rx->qlock);
+    out->events_dequeued = rx->dequeued;
+    out->event_enqueue_err = rx->enqueue_err;
+    pthread_mutex_unlock(&rx->qlock);
+}
+
+int ejlb_rx_lost(ejlb_rx *rx, uint64_t since, ejlb_rx_lost_event *out, int max, uint64_t *next)
+{
+    pthread_mutex_lock(&rx->llock);
+    uint64_t oldest = rx->lost_seq > rx->lost_cap ? rx->lost_seq - rx->lost_cap : 0;
+    uint64_t s = since > oldest ? since : oldest;
+    int n = 0;
+    for (; s < rx->lost_seq && n < max; s++, n++)
+        out[n] = rx->lost[s % rx->lost_cap];
+    *next = s;
+    pthread_mutex_unlock(&rx->llock);
+    return n;
+}
+
+int ejlb_rx_gro_enabled(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    return getsockopt(fd, SOL_UDP, UDP_GRO, &on, &len) == 0 && on;
+}
+
+void ejlb_rx_feed(ejlb_rx *rx, const uint8_t *buf, size_t len, size_t seg, uint64_t now_us)
+{
+    on_buffer(&rx->thr[0], buf, len, seg, now_us);
+}
+
+void ejlb_rx_expire(ejlb_rx *rx, uint64_t now_us) { expire(&rx->thr[0], now_us); }

@@ -1,0 +1,91 @@
+/* Native receive core of ejlb.Receiver: GIL-free receive threads (recvmmsg + UDP GRO, plain
+ * recvmmsg fallback), reassembly of RE fragments into pooled buffers, a bounded queue of completed
+ * events, timeouts, a byte cap with eviction, counters and a bounded log of lost events.
+ *
+ * Sockets are created, bound and configured by Python (src/ejlb/shim/receiver.py) and handed over
+ * as fds; this file never closes them. Each thread owns a disjoint subset of the sockets and its own
+ * reassembly table: all fragments of one event carry the same entropy, hence reach the same port,
+ * hence the same thread, so the hot path takes no lock. The byte and event caps are split evenly
+ * over the threads.
+ *
+ * For tests, ejlb_rx_feed/ejlb_rx_expire drive the reassembler of one thread directly with
+ * datagram bytes and an explicit clock (only while the threads are not running). */
+#ifndef EJLB_RECV_H
+#define EJLB_RECV_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* EJLB_CDEF_BEGIN */
+#define EJLB_RX_OK 1
+#define EJLB_RX_TIMEOUT 0
+#define EJLB_RX_CLOSED 2
+#define EJLB_RX_LOST_TIMEOUT 1
+#define EJLB_RX_LOST_EVICTED 2
+#define EJLB_RX_EVENT_OVERHEAD 256 /* bytes charged to the cap per pending event */
+
+typedef struct ejlb_rx ejlb_rx;
+
+typedef struct {
+    /* the seven EJFAT SendState totals */
+    uint64_t events_recv;           /* events whose first fragment arrived */
+    uint64_t events_reassembled;    /* events completed */
+    uint64_t events_reassembly_err; /* lost + evicted */
+    uint64_t events_dequeued;       /* events taken by the application */
+    uint64_t event_enqueue_err;     /* completed but the queue was full */
+    uint64_t bytes_recv;            /* UDP payload bytes, headers included */
+    uint64_t packets_recv;          /* datagrams (GRO buffers counted per segment) */
+    /* ejlb's own */
+    uint64_t bad_headers;   /* too short, or LB/RE header invalid */
+    uint64_t bad_fragments; /* offset/length do not fit the event, length changed, event too big */
+    uint64_t duplicates;    /* fragments whose bytes were all received already, or late */
+    uint64_t overlaps;      /* fragments that partially overlap received bytes (new bytes kept) */
+    uint64_t lost;          /* incomplete events given up after the timeout */
+    uint64_t evicted;       /* incomplete events dropped to respect the byte/event caps */
+    uint64_t gro_buffers;   /* receive buffers that held more than one segment */
+} ejlb_rx_stats;
+
+typedef struct {
+    uint64_t event_number;
+    uint16_t data_id;
+    uint32_t length;    /* claimed total length */
+    uint32_t fragments; /* fragments received */
+    uint64_t bytes;     /* distinct event bytes received */
+    int reason;         /* EJLB_RX_LOST_TIMEOUT or EJLB_RX_LOST_EVICTED */
+} ejlb_rx_lost_event;
+
+typedef struct {
+    uint64_t event_number;
+    uint16_t data_id;
+    uint32_t length;
+    uint8_t *data; /* release with ejlb_buf_release (NULL when length is 0) */
+} ejlb_rx_event;
+
+/* fds: nfds bound UDP sockets; socket i is served by thread i % threads. Returns NULL and writes a
+ * message to err on failure. The threads start with ejlb_rx_start. */
+ejlb_rx *ejlb_rx_new(const int *fds, int nfds, int threads, int with_lb_header, uint64_t timeout_us,
+                     uint64_t max_pending_bytes, uint32_t max_pending_events, uint32_t queue_size,
+                     uint32_t lost_log_size, char *err, size_t errlen);
+int ejlb_rx_start(ejlb_rx *rx, char *err, size_t errlen);
+/* Stops and joins the threads, then wakes every ejlb_rx_next waiter with EJLB_RX_CLOSED. Idempotent. */
+void ejlb_rx_stop(ejlb_rx *rx);
+/* Stops, releases every held buffer and frees rx. No call may be in progress or follow. */
+void ejlb_rx_free(ejlb_rx *rx);
+
+/* Next completed event. timeout_ms < 0 waits forever. Runs without the GIL. */
+int ejlb_rx_next(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out);
+uint32_t ejlb_rx_queue_depth(ejlb_rx *rx);
+uint32_t ejlb_rx_queue_capacity(ejlb_rx *rx);
+void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out);
+/* Copies lost events with sequence numbers >= since (oldest still logged first) into out[0..max);
+ * returns how many and stores the sequence number to ask for next in *next. */
+int ejlb_rx_lost(ejlb_rx *rx, uint64_t since, ejlb_rx_lost_event *out, int max, uint64_t *next);
+int ejlb_rx_gro_enabled(int fd);
+
+/* test drive of thread 0's reassembler: one receive buffer (segment size seg, 0 = one datagram) */
+void ejlb_rx_feed(ejlb_rx *rx, const uint8_t *buf, size_t len, size_t seg, uint64_t now_us);
+void ejlb_rx_expire(ejlb_rx *rx, uint64_t now_us);
+
+/* Event buffers come from a process-wide pool and outlive the receiver that filled them. */
+void ejlb_buf_release(uint8_t *data);
+/* EJLB_CDEF_END */
+#endif

@@ -1,0 +1,406 @@
+"""ejlb.Receiver: whole events out of EJFAT datagrams, for HPC workers.
+
+    with Receiver(uri, "10.0.0.5", 19522, threads=2) as rx:
+        for ev in rx:                       # Event(event_number, data_id, payload)
+            data = np.frombuffer(ev.payload, np.float32)
+
+Thin I/O shell. Python opens and binds the sockets (2^port_range consecutive ports, IPv4 or IPv6,
+UDP GRO when the kernel has it); the native core (csrc/recv.c) receives on them in GIL-free threads,
+reassembles events into pooled buffers and queues completed ones; Python only touches whole
+events. The reassembly rules are those of the pure reference in ejlb.shim.reassembly. With a
+control-plane URI the receiver registers, reports its queue fill and a PID control signal every
+`state_period` (ejlb.shim.state) and deregisters on close.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import random
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, fields
+from typing import Iterator
+
+from ejlb.native import ffi, lib
+from ejlb.shim.pid import PID, PIDGains
+from ejlb.shim.reassembly import LOST_EVICTED, LOST_TIMEOUT, LostEvent
+from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, MAX_PORT_RANGE
+
+__all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed"]
+
+SOL_UDP = 17
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the socket module lacks it
+DEFAULT_RCVBUF = 32 << 20
+_WAIT_SLICE_MS = 200  # recv() returns to Python this often so that Ctrl-C works
+_LOST_REASONS = {lib.EJLB_RX_LOST_TIMEOUT: LOST_TIMEOUT, lib.EJLB_RX_LOST_EVICTED: LOST_EVICTED}
+SENDSTATE_TOTALS = (
+    "events_recv", "events_reassembled", "events_reassembly_err", "events_dequeued",
+    "event_enqueue_err", "bytes_recv", "packets_recv",
+)
+
+
+class ReceiverClosed(Exception):
+    """recv() on a closed receiver whose queue is drained."""
+
+
+class Event:
+    """One reassembled event. `payload` is a writable memoryview over the event's own buffer (no
+    copy); the buffer returns to the pool when the last view of it (memoryview, numpy array, zmq
+    frame) is gone."""
+
+    __slots__ = ("event_number", "data_id", "payload")
+
+    def __init__(self, event_number: int, data_id: int, payload: memoryview):
+        self.event_number = event_number
+        self.data_id = data_id
+        self.payload = payload
+
+    def __len__(self) -> int:
+        return self.payload.nbytes
+
+    def tobytes(self) -> bytes:
+        return self.payload.tobytes()
+
+    def __repr__(self) -> str:
+        return f"Event(event_number={self.event_number}, data_id={self.data_id}, len={len(self)})"
+
+
+@dataclass(frozen=True)
+class ReceiverStats:
+    """The seven EJFAT SendState totals, then ejlb's own counters (see csrc/recv.h)."""
+
+    events_recv: int = 0
+    events_reassembled: int = 0
+    events_reassembly_err: int = 0
+    events_dequeued: int = 0
+    event_enqueue_err: int = 0
+    bytes_recv: int = 0
+    packets_recv: int = 0
+    bad_headers: int = 0
+    bad_fragments: int = 0
+    duplicates: int = 0
+    overlaps: int = 0
+    lost: int = 0
+    evicted: int = 0
+    gro_buffers: int = 0
+
+    def totals(self) -> dict[str, int]:
+        """The SendState totals, by their snake_case names."""
+        return {name: getattr(self, name) for name in SENDSTATE_TOTALS}
+
+
+def _check_ip(ip) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(str(ip))
+    except ValueError:
+        raise ValueError(f"ip={ip!r}: expected an IPv4 or IPv6 address literal") from None
+
+
+def _open_socket(family: int, ip: str, port: int, rcvbuf: int, gro: bool) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:  # root may exceed net.core.rmem_max; others get what the sysctl allows
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if gro:
+            try:
+                s.setsockopt(SOL_UDP, UDP_GRO, 1)
+            except OSError:
+                pass  # older kernel: plain recvmmsg, same code path
+        s.bind((ip, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def bind_ports(ip: str, base_port: int, count: int, *, rcvbuf: int = DEFAULT_RCVBUF, gro: bool = True,
+               attempts: int = 64) -> list[socket.socket]:
+    """Binds `count` consecutive UDP ports from base_port; base_port 0 picks a free block in the
+    EJFAT data-port range."""
+    family = socket.AF_INET6 if _check_ip(ip).version == 6 else socket.AF_INET
+    if base_port:
+        if not 1 <= base_port <= 65536 - count:
+            raise ValueError(f"base_port={base_port!r}: {count} ports from it must fit below 65536")
+        bases = [base_port]
+    else:
+        bases = [random.randrange(DATA_PORT_MIN, DATA_PORT_MAX - count + 2) for _ in range(attempts)]
+    for base in bases:
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                socks.append(_open_socket(family, ip, port, rcvbuf, gro))
+            return socks
+        except OSError as e:
+            for s in socks:
+                s.close()
+            if base_port or e.errno != errno.EADDRINUSE:
+                raise OSError(e.errno, f"binding UDP {ip} port {base + len(socks)}: {e.strerror}") from None
+    raise OSError(errno.EADDRINUSE, f"no {count} consecutive free UDP ports on {ip} after {attempts} tries")
+
+
+class Receiver:
+    """Receives EJFAT events on `2^port_range` ports from `base_port` (see module doc).
+
+    uri: EjfatURI | str | None -- with a control plane and a token, the receiver registers
+        (`register=None` means exactly that; True insists, False never registers).
+    threads: native receive threads; ports are spread over them (port i -> thread i % threads).
+    port_range: entropy bits (0..14); default the fewest ports that give every thread one.
+    with_lb_header: datagrams start with the LB header (back-to-back, no load balancer).
+    keep_lb_header: ask the LB to keep its header (implies with_lb_header).
+    event_timeout: seconds from an event's first fragment until it is given up as lost.
+    max_pending_bytes / max_pending_events: caps on incomplete events (split over the threads);
+        the oldest are evicted to make room.
+    queue_size: completed events waiting for the application; when full they are dropped and
+        counted (event_enqueue_err). The reported fill is depth / queue_size.
+    pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
+    zmq_push: endpoint string or zmq socket; events are then forwarded there (see zmq_bridge)
+        instead of being returned by recv().
+    """
+
+    def __init__(
+        self,
+        uri=None,
+        ip: str = "127.0.0.1",
+        base_port: int = 0,
+        *,
+        threads: int = 1,
+        port_range: int | None = None,
+        with_lb_header: bool = False,
+        event_timeout: float = 0.5,
+        max_pending_bytes: int = 1 << 30,
+        max_pending_events: int = 16384,
+        queue_size: int = 1024,
+        register: bool | None = None,
+        name: str | None = None,
+        weight: float = 1.0,
+        min_factor: float = 0.5,
+        max_factor: float = 2.0,
+        keep_lb_header: bool = False,
+        pid: PIDGains | tuple | None = None,
+        state_period: float = 0.1,
+        zmq_push=None,
+        zmq_hwm: int = 16,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        gro: bool = True,
+        lost_log_size: int = 1024,
+        manager=None,
+    ):
+        self._closed = True  # until fully constructed, close() has nothing to undo
+        self._lock = threading.Lock()
+        _check_int("threads", threads, 1, 1 << MAX_PORT_RANGE)
+        if port_range is None:
+            port_range = (threads - 1).bit_length()
+        _check_int("port_range", port_range, 0, MAX_PORT_RANGE)
+        if threads > 1 << port_range:
+            raise ValueError(f"threads={threads}: more than the 2^port_range={1 << port_range} ports")
+        if not (isinstance(event_timeout, (int, float)) and 0 < event_timeout <= 3600):
+            raise ValueError(f"event_timeout={event_timeout!r}: seconds, > 0 and <= 3600")
+        _check_int("max_pending_bytes", max_pending_bytes, 1 << 16, 1 << 48)
+        _check_int("max_pending_events", max_pending_events, threads, 1 << 24)
+        _check_int("queue_size", queue_size, 1, 1 << 24)
+        _check_int("lost_log_size", lost_log_size, 0, 1 << 20)
+        for fname, value in (("weight", weight), ("min_factor", min_factor), ("max_factor", max_factor)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{fname}={value!r}: must be a number >= 0")
+        self.uri = _parse_uri(uri)
+        self.ip = str(_check_ip(ip))
+        self.port_range = port_range
+        self.threads = threads
+        self.pid = PID(pid)
+        self._socks = bind_ports(self.ip, base_port, 1 << port_range, rcvbuf=rcvbuf, gro=gro)
+        self.base_port = self._socks[0].getsockname()[1]
+        fds = ffi.new("int[]", [s.fileno() for s in self._socks])
+        err = ffi.new("char[256]")
+        h = lib.ejlb_rx_new(
+            fds, len(self._socks), threads, bool(with_lb_header or keep_lb_header), round(event_timeout * 1e6),
+            max_pending_bytes, max_pending_events, queue_size, lost_log_size, err, 256,
+        )
+        if h == ffi.NULL:
+            self._close_sockets()
+            raise ValueError(ffi.string(err).decode())
+        self._h = ffi.gc(h, lib.ejlb_rx_free)
+        self._lost: deque[LostEvent] = deque(maxlen=lost_log_size)
+        self._lost_next = 0
+        self._reporter = None
+        self._forwarder = None
+        if lib.ejlb_rx_start(self._h, err, 256):
+            self._close_sockets()
+            raise OSError(ffi.string(err).decode())
+        self._closed = False
+        try:
+            self._start_control(register, manager, name, weight, min_factor, max_factor, keep_lb_header, state_period)
+            if zmq_push is not None:
+                from ejlb.shim.zmq_bridge import ZmqForwarder
+
+                self._forwarder = ZmqForwarder(self, zmq_push, hwm=zmq_hwm)
+                self._forwarder.start()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- control plane ---------------------------------------------------------------------------
+    def _start_control(self, register, manager, name, weight, min_factor, max_factor, keep_lb_header, period):
+        has_cp = manager is not None or (self.uri is not None and bool(self.uri.token))
+        if register is None:
+            register = has_cp
+        if not register:
+            return
+        if not has_cp:
+            raise ValueError("register=True: needs a URI with a control plane and a token")
+        if self.ip in ("0.0.0.0", "::"):
+            raise ValueError(f"ip={self.ip!r}: registering needs the address senders reach, not a wildcard")
+        from ejlb.shim.state import StateReporter, WorkerSpec
+
+        if manager is None:
+            from ejlb.control.client import LBManager
+
+            manager = LBManager(self.uri)
+        spec = WorkerSpec(
+            name=name or f"{socket.gethostname()}-{os.getpid()}-{self.base_port}", ip=self.ip,
+            port=self.base_port, port_range=self.port_range, weight=weight, min_factor=min_factor,
+            max_factor=max_factor, keep_lb_header=keep_lb_header,
+        )
+        self._reporter = StateReporter(
+            manager, spec, fill=self.fill, totals=lambda: self.stats().totals(), pid=self.pid, period=period,
+        )
+        self._reporter.start()
+
+    def fill(self) -> float:
+        """Queue depth / capacity: the fill this receiver reports to the control plane."""
+        return lib.ejlb_rx_queue_depth(self._h) / lib.ejlb_rx_queue_capacity(self._h)
+
+    @property
+    def registration(self):
+        return None if self._reporter is None else self._reporter.registration
+
+    # --- events ----------------------------------------------------------------------------------
+    def _event(self, ev) -> Event:
+        n = ev.length
+        if n == 0:
+            return Event(ev.event_number, ev.data_id, memoryview(b""))
+        owner = ffi.gc(ev.data, lib.ejlb_buf_release, size=n)
+        return Event(ev.event_number, ev.data_id, memoryview(ffi.buffer(owner, n)))
+
+    def recv(self, timeout: float | None = None) -> Event:
+        """Next event; waits up to `timeout` seconds (None: forever). Raises TimeoutError, or
+        ReceiverClosed once the receiver is closed and its queue drained."""
+        out = ffi.new("ejlb_rx_event *")
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            if deadline is None:
+                wait = _WAIT_SLICE_MS
+            else:
+                wait = min(_WAIT_SLICE_MS, max(0, round((deadline - time.monotonic()) * 1000)))
+            rc = lib.ejlb_rx_next(self._h, wait, out)
+            if rc == lib.EJLB_RX_OK:
+                return self._event(out)
+            if rc == lib.EJLB_RX_CLOSED:
+                raise ReceiverClosed("receiver is closed")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no event within {timeout} s")
+
+    def recv_nowait(self) -> Event | None:
+        """The next completed event, or None when there is none (raises ReceiverClosed when closed)."""
+        out = ffi.new("ejlb_rx_event *")
+        rc = lib.ejlb_rx_next(self._h, 0, out)
+        if rc == lib.EJLB_RX_OK:
+            return self._event(out)
+        if rc == lib.EJLB_RX_CLOSED:
+            raise ReceiverClosed("receiver is closed")
+        return None
+
+    def __iter__(self) -> Iterator[Event]:
+        """Events until the receiver is closed."""
+        while True:
+            try:
+                yield self.recv()
+            except ReceiverClosed:
+                return
+
+    # --- accounting ------------------------------------------------------------------------------
+    def stats(self) -> ReceiverStats:
+        s = ffi.new("ejlb_rx_stats *")
+        lib.ejlb_rx_get_stats(self._h, s)
+        return ReceiverStats(**{f.name: getattr(s, f.name) for f in fields(ReceiverStats)})
+
+    def lost_events(self) -> list[LostEvent]:
+        """The most recent lost or evicted events (at most lost_log_size), oldest first."""
+        with self._lock:
+            buf = ffi.new("ejlb_rx_lost_event[]", 256)
+            nxt = ffi.new("uint64_t *")
+            while True:
+                n = lib.ejlb_rx_lost(self._h, self._lost_next, buf, 256, nxt)
+                for k in range(n):
+                    e = buf[k]
+                    self._lost.append(LostEvent(e.event_number, e.data_id, e.fragments, e.bytes, e.length,
+                                                _LOST_REASONS.get(e.reason, str(e.reason))))
+                self._lost_next = nxt[0]
+                if n < 256:
+                    return list(self._lost)
+
+    @property
+    def ports(self) -> range:
+        return range(self.base_port, self.base_port + (1 << self.port_range))
+
+    def gro_enabled(self) -> bool:
+        return all(lib.ejlb_rx_gro_enabled(s.fileno()) for s in self._socks)
+
+    # --- shutdown --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Deregisters, stops forwarding and the receive threads, closes the sockets. Completed
+        events still queued stay readable until drained; then recv() raises ReceiverClosed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._reporter is not None:
+            self._reporter.stop()
+        if self._forwarder is not None:
+            self._forwarder.stop()
+        lib.ejlb_rx_stop(self._h)  # joins the threads before their sockets close
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for s in getattr(self, "_socks", ()):
+            s.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Receiver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name}={value!r}: must be an integer in {lo}..{hi}")
+
+
+def _parse_uri(uri):
+    if uri is None:
+        return None
+    from ejlb.uri import EjfatURI
+
+    if isinstance(uri, EjfatURI):
+        return uri
+    if isinstance(uri, str):
+        return EjfatURI.parse(uri)
+    raise TypeError(f"uri={uri!r}: expected an EjfatURI, a URI string or None")
