@@ -1,0 +1,258 @@
+"""`ejlb demo`: the whole system on one machine, in one call.
+
+An embedded control plane with the software load balancer on loopback, one reservation, several
+registered receivers (each on its own port range), one sender streaming generated events through
+the LB; then a per-worker table (events, bytes, slot share, Gb/s, lost) and everything freed.
+
+    from ejlb.demo import DemoConfig, run_demo
+    result = run_demo(DemoConfig(events=200, size=64 * 1024))
+    assert result.ok
+
+`run_demo` is the I/O shell; `summarize` (pure) turns the counts it collects into the table, so the
+table's arithmetic is tested on its own. The CLI adds the progress bar through `on_progress`.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ejlb.wire import CALENDAR_SLOTS, MAX_EVENT_LEN
+
+DEMO_LB_NAME = "ejlb-demo"
+WORKER_PORT_BITS = 2  # each worker listens on 4 ports: the sender's entropy spreads over them
+
+
+class DemoError(RuntimeError):
+    """The demo could not run (e.g. no loopback, workers never got slots); the message says which step."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    events: int = 2000
+    size: int = 256 * 1024  # bytes per event
+    workers: int = 3
+    rate_gbps: float | None = 2.0  # None: as fast as the machine goes
+    mtu: int = 9000
+    ipv6: bool = False
+    controller_period: float = 0.2  # seconds between calendar updates (the deployed default is 1 s)
+    settle_timeout: float = 10.0  # for workers to register and get slots
+    drain_timeout: float = 5.0  # after the last event is sent, for the rest to arrive
+
+    def __post_init__(self) -> None:
+        checks = (("events", self.events, 1, 10**9), ("size", self.size, 0, MAX_EVENT_LEN),
+                  ("workers", self.workers, 1, 64), ("mtu", self.mtu, 576, 9000))
+        for name, value, lo, hi in checks:
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name}={value!r}: must be an integer in {lo}..{hi}")
+        if self.rate_gbps is not None and not (isinstance(self.rate_gbps, (int, float)) and self.rate_gbps > 0):
+            raise ValueError(f"rate_gbps={self.rate_gbps!r}: must be a positive number of Gb/s, or None")
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    """What one receiver saw, plus what the control plane gave it."""
+
+    name: str
+    events: int
+    bytes: int
+    bad_events: int  # wrong length or content
+    lost: int  # events the receiver gave up on (timeout / eviction)
+    slots: int
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    name: str
+    events: int
+    bytes: int
+    slots: int
+    slot_share: float  # slots / 512
+    event_share: float  # events / all events received
+    gbps: float
+    lost: int
+    bad_events: int
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    lb_id: str
+    events_sent: int
+    bytes_sent: int  # event payload bytes
+    events_received: int
+    events_missing: int  # sent but never delivered whole
+    lost: int  # reported lost by the receivers
+    bad_events: int
+    elapsed_s: float
+    gbps: float  # payload Gb/s, first send to last delivery
+    workers: list[WorkerRow] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.events_missing == 0 and self.bad_events == 0 and self.lost == 0
+
+    def table(self) -> list[dict]:
+        return [w.__dict__.copy() for w in self.workers]
+
+
+def summarize(lb_id: str, events_sent: int, event_size: int, workers: Sequence[WorkerCounts],
+              elapsed_s: float) -> DemoResult:
+    """The final table from raw counts (pure)."""
+    received = sum(w.events for w in workers)
+    rows = [WorkerRow(
+        name=w.name, events=w.events, bytes=w.bytes, slots=w.slots, slot_share=w.slots / CALENDAR_SLOTS,
+        event_share=w.events / received if received else 0.0,
+        gbps=w.bytes * 8 / elapsed_s / 1e9 if elapsed_s > 0 else 0.0, lost=w.lost, bad_events=w.bad_events,
+    ) for w in workers]
+    total_bytes = sum(w.bytes for w in workers)
+    return DemoResult(
+        lb_id=lb_id, events_sent=events_sent, bytes_sent=events_sent * event_size, events_received=received,
+        events_missing=max(events_sent - received, 0), lost=sum(w.lost for w in workers),
+        bad_events=sum(w.bad_events for w in workers), elapsed_s=elapsed_s,
+        gbps=total_bytes * 8 / elapsed_s / 1e9 if elapsed_s > 0 else 0.0, workers=rows,
+    )
+
+
+def demo_payload(size: int) -> np.ndarray:
+    """The event every worker expects: byte i = i mod 251, so a misplaced fragment shows."""
+    return (np.arange(size, dtype=np.uint32) % 251).astype(np.uint8)
+
+
+def free_udp_port(ip: str) -> int:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+class _Drain(threading.Thread):
+    """Counts one receiver's events and checks each against the expected payload."""
+
+    def __init__(self, receiver, expected: np.ndarray):
+        super().__init__(daemon=True, name=f"demo-drain-{receiver.base_port}")
+        self.receiver = receiver
+        self.expected = expected
+        self.events = self.bytes = self.bad = 0
+        self.last_at = 0.0
+        self._stop_flag = threading.Event()
+
+    def run(self) -> None:
+        from ejlb.shim.receiver import ReceiverClosed
+
+        while not self._stop_flag.is_set():
+            try:
+                ev = self.receiver.recv(timeout=0.1)
+            except TimeoutError:
+                continue
+            except ReceiverClosed:
+                return
+            data = np.frombuffer(ev.payload, np.uint8)
+            if data.size != self.expected.size or not np.array_equal(data, self.expected):
+                self.bad += 1
+            self.events += 1
+            self.bytes += data.size
+            self.last_at = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        if self.is_alive():
+            self.join(timeout=2)
+
+
+def _wait_for_slots(mgr, lb_id: str, names: set[str], timeout: float) -> dict[str, int]:
+    """Slots per worker name once every worker holds some (they are only ready after a state report)."""
+    deadline = time.monotonic() + timeout
+    slots: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        status = mgr.status(lb_id)
+        slots = {w.name: w.slotsAssigned for w in status.workers if w.name in names}
+        if len(slots) == len(names) and all(slots.values()):
+            return slots
+        time.sleep(0.05)
+    raise DemoError(f"workers did not all get calendar slots within {timeout:.0f} s (have {slots})")
+
+
+def run_demo(config: DemoConfig = DemoConfig(),
+             on_progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
+    """Run the demo end to end. `on_progress(stage, done, total)` is called with stage "setup"
+    (steps), "send" (events sent) and "drain" (events delivered)."""
+    from ejlb.control.client import LBManager
+    from ejlb.control.config import ControlConfig, InstanceConfig
+    from ejlb.control.server import ControlPlane
+    from ejlb.shim.receiver import Receiver
+    from ejlb.shim.sender import Sender
+
+    progress = on_progress or (lambda stage, done, total: None)
+    ip = "::1" if config.ipv6 else "127.0.0.1"
+    family = 6 if config.ipv6 else 4
+    expected = demo_payload(config.size)
+    names = [f"worker-{i + 1}" for i in range(config.workers)]
+    setup_steps = 4
+
+    data_port = free_udp_port(ip)  # the software LB's own data port; loopback-only, ephemeral
+    instance = InstanceConfig(lb_id=0, ipv4=None if config.ipv6 else ip, ipv6=ip if config.ipv6 else None,
+                              data_min_port=data_port, data_max_port=data_port)
+    cp_config = ControlConfig(host=ip, port=0, instances=(instance,), backend="software",
+                              sync_ipv4=None if config.ipv6 else ip, sync_ipv6=ip if config.ipv6 else None,
+                              controller_period=config.controller_period)
+    receivers: list = []
+    drains: list[_Drain] = []
+    with ControlPlane(cp_config) as cp:
+        progress("setup", 1, setup_steps)
+        admin = LBManager(cp.admin_uri)
+        reservation = None
+        try:
+            reservation = admin.reserve(DEMO_LB_NAME, until=timedelta(minutes=10), senders=[ip],
+                                        ip_family="ipv6" if config.ipv6 else "ipv4")
+            lb_id = reservation.lb_id
+            progress("setup", 2, setup_steps)
+            for name in names:
+                rx = Receiver(reservation.uri, ip, 0, port_range=WORKER_PORT_BITS, register=True, name=name)
+                receivers.append(rx)
+                drains.append(_Drain(rx, expected))
+            for d in drains:
+                d.start()
+            progress("setup", 3, setup_steps)
+            slots = _wait_for_slots(admin, lb_id, set(names), config.settle_timeout)
+            progress("setup", 4, setup_steps)
+
+            start = time.monotonic()
+            with Sender(reservation.uri, mtu=config.mtu, rate_gbps=config.rate_gbps, family=family) as sender:
+                step = max(1, config.events // 100)
+                for n in range(config.events):
+                    sender.send(expected)
+                    if n % step == 0:
+                        progress("send", n + 1, config.events)
+                progress("send", config.events, config.events)
+            deadline = time.monotonic() + config.drain_timeout
+            while time.monotonic() < deadline:
+                got = sum(d.events for d in drains)
+                progress("drain", got, config.events)
+                if got >= config.events:
+                    break
+                time.sleep(0.02)
+            last = max((d.last_at for d in drains), default=start)
+            elapsed = max(last - start, 1e-9)
+            slots = {w.name: w.slotsAssigned for w in admin.status(lb_id).workers} or slots
+            for d in drains:
+                d.stop()
+            counts = [WorkerCounts(name=name, events=d.events, bytes=d.bytes, bad_events=d.bad,
+                                   lost=d.receiver.stats().lost, slots=slots.get(name, 0))
+                      for name, d in zip(names, drains)]
+            return summarize(lb_id, config.events, config.size, counts, elapsed)
+        finally:
+            for d in drains:
+                d.stop()
+            for rx in receivers:
+                rx.close()
+            if reservation is not None:
+                try:
+                    admin.free(reservation.lb_id)
+                except Exception:  # the control plane stops next anyway; never hide the real error
+                    pass
+            admin.close()
