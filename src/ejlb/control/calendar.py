@@ -1,0 +1,159 @@
+"""Calendar computation: worker weights → slot counts → the 512-slot layout of one epoch. Pure.
+
+Counts follow the deployed algorithm (spec/control-api.md, "Slot counts"): proportional to weight,
+rounded, clamped to [round(even·minFactor), round(even·maxFactor)] with even = floor(512/n), the
+leftover (positive or negative) handed out one slot per worker per round to the largest deficit
+(surplus), total exactly 512. Bounds that cannot all hold (Σmin > 512 or Σmax < 512) are relaxed.
+
+Layout improvement over the deployed interleave-and-shuffle: with `previous` given, every slot
+keeps its owner unless that owner's count shrank, so the number of slots that change owner equals
+the lower bound Σ max(0, old_count − new_count) (see `min_moves`). Fewer moved slots means fewer
+calendar writes and less re-steering of ticks when a new epoch starts.
+"""
+from __future__ import annotations
+
+import random
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ejlb.dataplane.tables import UNASSIGNED
+from ejlb.wire import CALENDAR_SLOTS
+
+STRATEGIES = ("", "dynamic", "static", "explicit")
+
+
+class CalendarError(ValueError):
+    pass
+
+
+def slot_counts(
+    weights: Sequence[float],
+    min_factors: Sequence[float] | None = None,
+    max_factors: Sequence[float] | None = None,
+    slots: int = CALENDAR_SLOTS,
+) -> list[int]:
+    """Slots per worker, in input order; sums to `slots` whenever there is at least one worker."""
+    n = len(weights)
+    if n == 0:
+        return []
+    w = np.maximum(np.asarray(weights, dtype=np.float64), 0.0)
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+        w = np.ones(n)
+    exact = slots * w / w.sum()
+    even = slots // n
+    mins = np.zeros(n) if min_factors is None else np.asarray(min_factors, dtype=np.float64)
+    maxs = np.zeros(n) if max_factors is None else np.asarray(max_factors, dtype=np.float64)
+    lo = np.rint(even * np.maximum(mins, 0.0)).astype(np.int64)
+    hi = np.where(maxs > 0, np.rint(even * maxs), slots).astype(np.int64)
+    hi = np.maximum(hi, lo)
+    if lo.sum() > slots:  # minimums cannot all be met: drop them
+        lo[:] = 0
+    if hi.sum() < slots:  # maximums leave slots unowned: drop them
+        hi[:] = slots
+    count = np.clip(np.rint(exact).astype(np.int64), lo, hi)
+    order = np.arange(n)
+    while (left := slots - int(count.sum())) != 0:
+        if left > 0:
+            ok = count < hi
+            key = exact - count  # largest deficit first; ties to the lower index (stable sort)
+        else:
+            ok = count > lo
+            key = count - exact
+        idx = order[ok][np.argsort(-key[ok], kind="stable")][: abs(left)]
+        count[idx] += 1 if left > 0 else -1
+    return count.tolist()
+
+
+def _interleaved(quota: Mapping[int, int]) -> list[int]:
+    """Members repeated by quota and spread evenly: member m's k-th copy sits at (k + ½)/q_m."""
+    keyed = [((k + 0.5) / q, i, m) for i, (m, q) in enumerate(quota.items()) for k in range(q)]
+    keyed.sort()
+    return [m for _, _, m in keyed]
+
+
+def _place_demands(cal: list[int], quota: dict[int, int], demands: Mapping[int, Sequence[tuple[int, int]]]) -> None:
+    for member, ranges in demands.items():
+        for index, length in ranges:
+            if index >= 0:
+                slots = [s for s in range(index, min(index + length, len(cal))) if cal[s] == UNASSIGNED]
+            else:  # first free run long enough, else whatever free slots exist
+                slots = _free_run(cal, length)
+            for s in slots:
+                cal[s] = member
+            quota[member] = quota.get(member, 0) - len(slots)
+
+
+def _free_run(cal: list[int], length: int) -> list[int]:
+    run = []
+    for s, m in enumerate(cal):
+        run = run + [s] if m == UNASSIGNED else []
+        if len(run) == length:
+            return run
+    return [s for s, m in enumerate(cal) if m == UNASSIGNED][:length]
+
+
+def layout(
+    counts: Mapping[int, int],
+    previous: Sequence[int] | None = None,
+    *,
+    strategy: str = "",
+    demands: Mapping[int, Sequence[tuple[int, int]]] | None = None,
+    sticky: bool = True,
+    rng: random.Random | None = None,
+    slots: int = CALENDAR_SLOTS,
+) -> tuple[int, ...]:
+    """The calendar: slot → member id (UNASSIGNED where no one owns it).
+
+    strategy "" / "dynamic": counts only; "static": demanded ranges first, then counts;
+    "explicit": demanded ranges only. `sticky=False` reproduces the deployed layout
+    (interleave, shuffled for "dynamic") and ignores `previous`."""
+    if strategy not in STRATEGIES:
+        raise CalendarError(f"strategy={strategy!r}: must be one of {STRATEGIES}")
+    cal = [UNASSIGNED] * slots
+    quota = {m: int(c) for m, c in counts.items() if c > 0}
+    if strategy in ("static", "explicit") and demands:
+        _place_demands(cal, quota, demands)
+        if strategy == "explicit":
+            return tuple(cal)
+    quota = {m: q for m, q in quota.items() if q > 0}
+    if sticky and previous is not None:
+        for s, m in enumerate(previous[:slots]):
+            if cal[s] == UNASSIGNED and quota.get(m, 0) > 0:
+                cal[s] = m
+                quota[m] -= 1
+    fill = _interleaved(quota)
+    if not sticky and strategy == "dynamic":
+        (rng or random.Random()).shuffle(fill)
+    free = (s for s in range(slots) if cal[s] == UNASSIGNED)
+    for s, m in zip(free, fill):
+        cal[s] = m
+    return tuple(cal)
+
+
+def moves(previous: Sequence[int], current: Sequence[int]) -> int:
+    """Slots whose owner changed (slots that were unassigned before do not count)."""
+    return sum(1 for a, b in zip(previous, current) if a != UNASSIGNED and a != b)
+
+
+def min_moves(previous: Sequence[int], counts: Mapping[int, int]) -> int:
+    """Lower bound on `moves` for any layout with these counts: every slot above a member's new count
+    must change owner."""
+    old: dict[int, int] = {}
+    for m in previous:
+        if m != UNASSIGNED:
+            old[m] = old.get(m, 0) + 1
+    return sum(max(0, c - counts.get(m, 0)) for m, c in old.items())
+
+
+def slot_ranges(calendar: Sequence[int], member: int) -> list[tuple[int, int]]:
+    """The member's slots as (index, length) runs, for WorkerStatus.slots."""
+    out: list[tuple[int, int]] = []
+    for s, m in enumerate(calendar):
+        if m != member:
+            continue
+        if out and out[-1][0] + out[-1][1] == s:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((s, 1))
+    return out

@@ -1,0 +1,130 @@
+"""Epochs: boundary prediction from sync samples, the ring of 4 live epochs, and their tick ranges
+and LPM prefixes. Pure.
+
+A new epoch takes effect at the event number predicted for now + LEAD_S, so the tables are
+installed before any tick of the new epoch arrives and in-flight events keep the old calendar.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ejlb.dataplane.tables import NUM_EPOCHS, TICK_MAX, EpochRange
+from ejlb.wire import TICK_RATE_HZ
+
+LEAD_S = 0.8
+MAX_SAMPLES = 10  # kept per reservation; also bounds what a sender can make us store
+MAX_SAMPLE_AGE_S = 60.0
+TICK_BITS = 64
+
+
+@dataclass(frozen=True)
+class SyncSample:
+    recv_time: float  # control-plane clock, s
+    event_number: int
+    rate_hz: int
+    src_id: int = 0
+
+
+def seed_sample(now: float) -> SyncSample:
+    """Reserve seeds µs-timestamp ticks so an LB works before the first sync packet."""
+    return SyncSample(now, int(now * TICK_RATE_HZ), TICK_RATE_HZ, 0)
+
+
+def _clamp(x: float) -> int:
+    return int(min(max(x, 0), TICK_MAX))
+
+
+def predict(samples: Sequence[SyncSample], at: float) -> int | None:
+    """Event number expected at control-plane time `at`; None without samples.
+
+    With a rate in the newest sample: extrapolate from it. With rate 0: least squares through the
+    last ≤ MAX_SAMPLES samples at most MAX_SAMPLE_AGE_S old (one sample: its event number)."""
+    if not samples:
+        return None
+    newest = max(samples, key=lambda s: s.recv_time)
+    if newest.rate_hz > 0:
+        return _clamp(newest.event_number + newest.rate_hz * (at - newest.recv_time))
+    recent = sorted((s for s in samples if newest.recv_time - s.recv_time <= MAX_SAMPLE_AGE_S),
+                    key=lambda s: s.recv_time)[-MAX_SAMPLES:]
+    t = np.array([s.recv_time for s in recent], dtype=np.float64)
+    e = np.array([float(s.event_number) for s in recent], dtype=np.float64)
+    if len(recent) < 2 or np.ptp(t) == 0:
+        return newest.event_number
+    t0, e0 = t[-1], e[-1]  # centre on the newest sample: µs ticks need float64 headroom
+    slope, intercept = np.polyfit(t - t0, e - e0, 1)
+    return _clamp(e0 + intercept + max(slope, 0.0) * (at - t0))
+
+
+def next_boundary(samples: Sequence[SyncSample], now: float, previous: int | None) -> int:
+    """Start tick of a new epoch: predicted for now + LEAD_S, strictly after the previous boundary."""
+    b = predict(samples, now + LEAD_S)
+    if b is None:
+        b = int((now + LEAD_S) * TICK_RATE_HZ)
+    if previous is not None and b <= previous:
+        b = min(previous + 1, TICK_MAX)
+    return b
+
+
+@dataclass(frozen=True)
+class Epoch:
+    seq: int  # epochs ever started by this reservation; the table's epoch id is seq mod 4
+    boundary: int
+    calendar: tuple[int, ...]
+
+    @property
+    def epoch_id(self) -> int:
+        return self.seq % NUM_EPOCHS
+
+
+def advance(live: Sequence[Epoch], boundary: int, calendar: Sequence[int]) -> tuple[Epoch, ...]:
+    """The live epochs after starting a new one (the oldest falls out beyond NUM_EPOCHS)."""
+    seq = live[-1].seq + 1 if live else 0
+    return (*live, Epoch(seq, boundary, tuple(calendar)))[-NUM_EPOCHS:]
+
+
+def ranges(live: Sequence[Epoch]) -> dict[int, EpochRange]:
+    """epoch id → tick range: [b_i, b_{i+1}) for older epochs; the newest from its boundary on and
+    catch-all (it also takes ticks older than the oldest boundary)."""
+    out = {}
+    for older, newer in zip(live, live[1:]):
+        out[older.epoch_id] = EpochRange(older.boundary, newer.boundary)
+    if live:
+        out[live[-1].epoch_id] = EpochRange(live[-1].boundary, None, catch_all=True)
+    return out
+
+
+def range_prefixes(start: int, end: int, bits: int = TICK_BITS) -> list[tuple[int, int]]:
+    """[start, end) as the fewest aligned prefixes (value, prefix_len), in ascending order."""
+    out = []
+    while start < end:
+        size = (start & -start) if start else (1 << bits)
+        while size > end - start:
+            size >>= 1
+        out.append((start, bits - size.bit_length() + 1))
+        start += size
+    return out
+
+
+def lpm_entries(live: Sequence[Epoch], bits: int = TICK_BITS) -> list[tuple[int, int, int]]:
+    """FPGA-style epoch table: (value, prefix_len, epoch id). The newest epoch is the /0 default;
+    each older epoch's range overrides it with longer prefixes, so longest-prefix match on a tick
+    gives the same epoch as `ranges`."""
+    if not live:
+        return []
+    out = [(0, 0, live[-1].epoch_id)]
+    for older, newer in zip(live, live[1:]):
+        out += [(v, n, older.epoch_id) for v, n in range_prefixes(older.boundary, newer.boundary, bits)]
+    return out
+
+
+def lpm_lookup(entries: Sequence[tuple[int, int, int]], tick: int, bits: int = TICK_BITS) -> int | None:
+    """Reference longest-prefix match over `lpm_entries` (for tests and the reference model)."""
+    best, best_len = None, -1
+    for value, length, epoch in entries:
+        shift = bits - length
+        if (tick >> shift) == (value >> shift) and length > best_len:
+            best, best_len = epoch, length
+    return best

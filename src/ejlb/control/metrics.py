@@ -1,0 +1,61 @@
+"""Prometheus metrics of the control plane, on a registry of its own (several control planes can
+live in one process, e.g. in tests)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ejlb.control.controller import Controller, spread
+
+STATS = ("min", "avg", "max", "stddev")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.sessions = Gauge("ejlb_lb_active_sessions", "Registered, not removed worker sessions", ["lb"], registry=r)
+        self.ready = Gauge("ejlb_lb_ready_sessions", "Sessions that get slots", ["lb"], registry=r)
+        self.boundary = Gauge("ejlb_lb_epoch_boundary", "First tick of the newest epoch", ["lb"], registry=r)
+        self.epoch = Gauge("ejlb_lb_epoch", "Epochs started by the reservation", ["lb"], registry=r)
+        self.slots = Gauge("ejlb_lb_slots", "Slots per ready worker", ["lb", "stat"], registry=r)
+        self.fill = Gauge("ejlb_lb_fill", "Reported worker queue fill (0..1)", ["lb", "stat"], registry=r)
+        self.moves = Gauge("ejlb_lb_slots_moved", "Slots that changed owner in the newest epoch", ["lb"], registry=r)
+        self.sync = Counter("ejlb_sync_packets", "Sync datagrams by outcome", ["outcome"], registry=r)
+        self.rpcs = Counter("ejlb_rpc", "RPCs by method and status code", ["method", "code"], registry=r)
+        self.rpc_seconds = Histogram("ejlb_rpc_seconds", "RPC handling time", ["method"], registry=r,
+                                     buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0))
+        self.tick_seconds = Histogram("ejlb_controller_tick_seconds", "Controller tick duration", registry=r,
+                                      buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0))
+        self._lbs: set[str] = set()
+
+    def rpc(self, method: str, code, seconds: float) -> None:
+        self.rpcs.labels(method, code.name).inc()
+        self.rpc_seconds.labels(method).observe(seconds)
+
+    def observe_tick(self, controller: Controller) -> None:
+        self.tick_seconds.observe(controller.last_tick_s)
+        live = set()
+        for rid, st in controller.stats.items():
+            if rid not in controller.service.reservations:
+                continue
+            lb = str(rid)
+            live.add(lb)
+            self.sessions.labels(lb).set(st.active_sessions)
+            self.ready.labels(lb).set(st.ready_sessions)
+            self.boundary.labels(lb).set(st.boundary)
+            self.epoch.labels(lb).set(st.epoch)
+            self.moves.labels(lb).set(st.moves)
+            for k, v in spread([float(x) for x in st.slots]).items():
+                self.slots.labels(lb, k).set(v)
+            for k, v in spread(st.fills).items():
+                self.fill.labels(lb, k).set(v)
+        for lb in self._lbs - live:  # freed reservations leave no stale series
+            for g, labels in [(g, (lb,)) for g in (self.sessions, self.ready, self.boundary, self.epoch, self.moves)] \
+                    + [(g, (lb, k)) for g in (self.slots, self.fill) for k in STATS]:
+                try:
+                    g.remove(*labels)
+                except KeyError:
+                    pass
+        self._lbs = live
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)

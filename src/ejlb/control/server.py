@@ -1,0 +1,158 @@
+"""The embeddable control plane: gRPC service + sync listeners + controller thread (+ /metrics).
+
+    with ControlPlane(ControlConfig(port=0)) as cp:
+        LBManager(cp.admin_uri).reserve("demo")
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Callable
+
+import grpc
+
+from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
+from ejlb.control.config import ControlConfig
+from ejlb.control.controller import Controller
+from ejlb.control.metrics import Metrics
+from ejlb.control.service import ControlService
+from ejlb.control.servicer import LoadBalancerServicer, _bracket
+from ejlb.control.state import Reservation
+from ejlb.control.store import Store
+from ejlb.control.sync import SyncListener
+from ejlb.dataplane.tables import Backend, MemoryBackend
+
+log = logging.getLogger("ejlb.control")
+
+
+def make_backend(name: str, config: ControlConfig) -> Backend:
+    """The data plane named in the configuration ("memory" is always available)."""
+    if name == "memory":
+        return MemoryBackend()
+    try:
+        from ejlb.dataplane.backends import create_backend
+    except ImportError:
+        log.warning("backend %r: ejlb.dataplane.backends not available, using the memory backend", name)
+        return MemoryBackend()
+    return create_backend(name, config)
+
+
+class ControlPlane:
+    def __init__(self, config: ControlConfig, backend: Backend | None = None):
+        self.config = config
+        self._own_backend = backend is None
+        self.backend = backend if backend is not None else make_backend(config.backend, config)
+        self.clock: Callable[[], float] = time.time  # replace to drive liveness/expiry in tests
+        self.store = Store(config.db)
+        self.service = ControlService(config, self.store, clock=lambda: self.clock())
+        self.metrics = Metrics()
+        self.controller = Controller(self.service, self.backend)
+        self.sync = SyncListener(self._on_sync, clock=lambda: self.clock())
+        self.service.on_reserve = self._open_sync
+        self.service.on_free = lambda res: self.sync.close(res.id)
+        self.port: int | None = None
+        self._grpc: grpc.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._http = None
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self, run_controller: bool = True) -> "ControlPlane":
+        """Bind and serve. `run_controller=False` leaves ticking to `tick()` (deterministic tests)."""
+        cfg = self.config
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="ejlb-rpc"),
+                                 options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_LoadBalancerServicer_to_server(LoadBalancerServicer(self.service, self.metrics), self._grpc)
+        addr = f"{_bracket(cfg.host)}:{cfg.port}"
+        if cfg.tls:
+            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
+            self.port = self._grpc.add_secure_port(addr, creds)
+        else:
+            self.port = self._grpc.add_insecure_port(addr)
+        if not self.port:
+            raise OSError(f"listen={addr}: cannot bind the gRPC port")
+        self.service.public_port = self.port
+        for res in list(self.service.reservations.values()):  # restart: resume sync listeners
+            try:
+                res.sync_port = self._open_sync(res)
+            except OSError as e:
+                log.error("lb %s: cannot rebind sync port %s: %s", res.id, res.sync_port, e)
+        self.controller.sync_tables()  # re-apply what was installed before a restart
+        self.sync.start()
+        self._grpc.start()
+        if cfg.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            self._http, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry)
+        if run_controller:
+            self._thread = threading.Thread(target=self._run, name="ejlb-controller", daemon=True)
+            self._thread.start()
+        log.info("control plane on %s:%d (%d reservations resumed)", _bracket(cfg.host), self.port,
+                 len(self.service.reservations))
+        return self
+
+    def stop(self) -> None:
+        """Stop serving. The backend keeps its installed tables (the data plane forwards on)."""
+        self._stop.set()
+        self.service.tables_changed.set()
+        if self._grpc is not None:
+            self._grpc.stop(grace=0.5).wait(5)
+        if self._thread is not None:
+            self._thread.join(5)
+        self.sync.stop()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        with self.service.lock:
+            self.controller._flush()
+        self.store.close()
+        if self._own_backend:
+            self.backend.close()
+
+    def __enter__(self) -> "ControlPlane":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- helpers --------------------------------------------------------------------------------
+    @property
+    def admin_uri(self) -> str:
+        scheme = "ejfats" if self.config.tls else "ejfat"
+        return f"{scheme}://{self.config.admin_token}@{_bracket(self.config.host)}:{self.port}/"
+
+    def tick(self) -> None:
+        """One controller step, synchronously."""
+        self.controller.tick()
+        self.metrics.observe_tick(self.controller)
+
+    def _run(self) -> None:
+        period = self.config.controller_period
+        next_tick = time.monotonic() + period
+        while not self._stop.is_set():
+            woke = self.service.tables_changed.wait(max(0.0, next_tick - time.monotonic()))
+            if self._stop.is_set():
+                break
+            try:
+                if woke:
+                    self.service.tables_changed.clear()
+                    self.controller.sync_tables()
+                if time.monotonic() >= next_tick:
+                    next_tick += period
+                    if next_tick < time.monotonic():  # fell behind: skip, never burst
+                        next_tick = time.monotonic() + period
+                    self.tick()
+            except Exception:
+                log.exception("controller step failed; continuing")
+
+    def _open_sync(self, res: Reservation) -> int:
+        ips = {4: self.config.sync_ipv4, 6: self.config.sync_ipv6}
+        return self.sync.open(res.id, {f: ips[f] for f in self.service.families(res)}, res.sync_port)
+
+    def _on_sync(self, rid, src, sample) -> bool:
+        ok = self.service.accept_sync(rid, src, sample)
+        self.metrics.sync.labels("accepted" if ok else "rejected_source").inc()
+        return ok

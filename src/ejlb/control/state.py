@@ -1,0 +1,91 @@
+"""In-memory working state of the control plane (what the store persists), as plain dataclasses."""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from ejlb.control.config import InstanceConfig
+from ejlb.control.epochs import MAX_SAMPLES, Epoch, SyncSample
+from ejlb.control.tokens import Grant
+
+TOTALS = (
+    "total_events_recv", "total_events_reassembled", "total_events_reassembly_err",
+    "total_events_dequeued", "total_event_enqueue_err", "total_bytes_recv", "total_packets_recv",
+)
+# SendState / WorkerStatus field names of the seven counters, in the same order
+TOTALS_PROTO = (
+    "totalEventsRecv", "totalEventsReassembled", "totalEventsReassemblyErr",
+    "totalEventsDequeued", "totalEventEnqueueErr", "totalBytesRecv", "totalPacketsRecv",
+)
+
+
+@dataclass
+class Token:
+    id: int
+    parent_id: int | None
+    name: str
+    hash: str
+    created_at: str  # RFC 3339
+    grants: tuple[Grant, ...]
+
+
+@dataclass
+class Session:
+    id: int
+    reservation_id: int
+    name: str
+    ip: str
+    port: int
+    port_bits: int
+    weight: float
+    min_factor: float
+    max_factor: float
+    keep_lb_header: bool
+    demands: list  # [(index, length)]
+    member_id: int
+    token_id: int | None
+    registered_at: float
+    last_report: float | None = None
+    is_ready: bool = False
+    fill: float = 0.0
+    control_signal: float = 0.0
+    dyn_weight: float = 1000.0
+    totals: dict = field(default_factory=lambda: dict.fromkeys(TOTALS, 0))
+    removed_at: float | None = None  # set: gone, kept only while a live epoch still names it
+    dirty: bool = False  # report fields not yet flushed to the store
+
+    @property
+    def live(self) -> bool:
+        return self.removed_at is None
+
+
+@dataclass
+class Reservation:
+    id: int
+    lb: InstanceConfig
+    name: str
+    until: float | None
+    ip_family: int
+    strategy: str
+    token_id: int | None
+    created: float
+    sync_port: int
+    senders: set[str] = field(default_factory=set)
+    epochs: tuple[Epoch, ...] = ()
+    samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_SAMPLES))
+    sessions: dict[int, Session] = field(default_factory=dict)
+    samples_dirty: bool = False
+    sync_accepted: int = 0
+    sync_rejected: int = 0
+
+    def add_sample(self, s: SyncSample) -> None:
+        self.samples.append(s)
+        self.samples_dirty = True
+
+    @property
+    def live_sessions(self) -> list[Session]:
+        return [s for s in self.sessions.values() if s.live]
+
+    @property
+    def calendar(self) -> tuple[int, ...] | None:
+        return self.epochs[-1].calendar if self.epochs else None

@@ -1,0 +1,124 @@
+"""Token tree and permission checks: pure (no storage, no gRPC).
+
+Scopes nest global ⊃ load balancer (an LB instance) ⊃ reservation ⊃ session. A grant covers a
+need when its level is at least the needed level and its scope is on the needed resource's
+lineage. Levels are totally ordered READ_ONLY < REGISTER < RESERVE < UPDATE: UPDATE implies all,
+RESERVE implies REGISTER (the documented intent) and READ_ONLY, REGISTER implies READ_ONLY.
+
+Tokens are 256-bit random secrets; only their SHA-256 is stored, so a leaked database holds no
+usable token. Ancestry is checked on token *ids* (never names).
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from ejlb.control.errors import InvalidArgument, Unauthenticated
+
+
+class Resource(enum.IntEnum):  # TokenPermission.ResourceType values
+    ALL = 0
+    LOAD_BALANCER = 1
+    RESERVATION = 2
+    SESSION = 3
+
+
+class Level(enum.IntEnum):  # TokenPermission.PermissionType values
+    READ_ONLY = 0
+    REGISTER = 1
+    RESERVE = 2
+    UPDATE = 3
+
+
+@dataclass(frozen=True)
+class Grant:
+    resource: Resource
+    resource_id: str  # "" for ALL; decimal id otherwise
+    level: Level
+
+    @classmethod
+    def make(cls, resource: int, resource_id: str, level: int) -> "Grant":
+        """Validated grant from wire values; InvalidArgument names the bad field."""
+        try:
+            r = Resource(resource)
+        except ValueError:
+            raise InvalidArgument(f"resourceType={resource!r}: must be 0..3") from None
+        try:
+            lv = Level(level)
+        except ValueError:
+            raise InvalidArgument(f"permission={level!r}: must be 0..3") from None
+        rid = (resource_id or "").strip()
+        if r is Resource.ALL:
+            rid = ""
+        elif not rid.isdigit():
+            raise InvalidArgument(f"resourceId={resource_id!r}: must be a decimal id for {r.name}")
+        else:
+            rid = str(int(rid))
+        return cls(r, rid, lv)
+
+
+# A resource's lineage: its own scope and every enclosing one, e.g. for session 9 of reservation 4
+# on LB instance 1: ((ALL, ""), (LOAD_BALANCER, "1"), (RESERVATION, "4"), (SESSION, "9")).
+Lineage = Sequence[tuple[Resource, str]]
+
+GLOBAL: Lineage = ((Resource.ALL, ""),)
+
+
+def lineage(lb: int | None = None, reservation: int | None = None, session: int | None = None) -> Lineage:
+    out = [(Resource.ALL, "")]
+    if lb is not None:
+        out.append((Resource.LOAD_BALANCER, str(lb)))
+    if reservation is not None:
+        out.append((Resource.RESERVATION, str(reservation)))
+    if session is not None:
+        out.append((Resource.SESSION, str(session)))
+    return tuple(out)
+
+
+def covers(grants: Iterable[Grant], need: Lineage, level: Level) -> bool:
+    scopes = set(need)
+    return any(g.level >= level and (g.resource, g.resource_id) in scopes for g in grants)
+
+
+def grant_within(granted: Grant, held: Iterable[Grant], resolve) -> bool:
+    """May a holder of `held` delegate `granted`? Only if a held grant covers its scope at its level.
+    `resolve(resource, id)` returns the lineage of that resource (None when it does not exist;
+    then only a global grant can cover it)."""
+    target = resolve(granted.resource, granted.resource_id)
+    if target is None:
+        target = GLOBAL if granted.resource is Resource.ALL else ((granted.resource, granted.resource_id),)
+    return covers(held, target, granted.level)
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def same_hash(a: str, b: str) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | Mapping | None) -> str:
+    """The token of an `authorization: Bearer <token>` header.
+    Missing header → Unauthenticated; present without the Bearer prefix (or empty) → InvalidArgument."""
+    items = metadata.items() if isinstance(metadata, Mapping) else (metadata or ())
+    values = [v for k, v in items if k.lower() == "authorization"]
+    if not values:
+        raise Unauthenticated("authorization metadata missing: expected 'Bearer <token>'")
+    value = values[0]
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not value.startswith("Bearer "):
+        raise InvalidArgument(f"authorization={value[:16]!r}...: must start with 'Bearer '")
+    token = value[len("Bearer "):].strip()
+    if not token:
+        raise InvalidArgument("authorization: empty bearer token")
+    return token
