@@ -43,7 +43,10 @@ def _print(data, renderables) -> None:
         return
     out = render.console()
     for r in renderables:
-        out.print(r)
+        if isinstance(r, str):  # plain lines (URIs) must survive copy-paste: no wrapping, no markup
+            click.echo(r)
+        else:
+            out.print(r)
 
 
 # -- reservations ---------------------------------------------------------------------------------

@@ -61,10 +61,9 @@ def list_(target):
     """Permissions of TARGET (token id or token; default: the caller's token)."""
     opts = _opts()
     with manager(opts) as m:
-        reply = m.list_token_permissions(_target(target))
-    token = reply.token if hasattr(reply, "token") else reply
+        token = m.list_token_permissions(_target(target))
     if opts.json:
-        render.print_json(reply)
+        render.print_json(token)
     else:
         render.console().print(render.grid("token", ("id", "name", "permissions", "created"), _details_rows([token])))
 
@@ -75,10 +74,9 @@ def children(target):
     """All descendants of TARGET (default: the caller's token)."""
     opts = _opts()
     with manager(opts) as m:
-        reply = m.list_child_tokens(_target(target))
-    items = reply.tokens if hasattr(reply, "tokens") else reply
+        items = m.list_child_tokens(_target(target))
     if opts.json:
-        render.print_json(reply)
+        render.print_json(items)
     else:
         render.console().print(render.grid("child tokens", ("id", "name", "permissions", "created"), _details_rows(items)))
 

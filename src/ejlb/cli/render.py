@@ -18,7 +18,10 @@ import click
 def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not out.is_terminal:  # logs and pipes: don't squeeze tables into 80 columns
+        out.width = 160
+    return out
 
 
 def jsonable(obj: Any) -> Any:

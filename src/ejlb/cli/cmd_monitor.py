@@ -1,0 +1,99 @@
+"""`ejlb monitor`: a live, refreshing status view of one reservation (lbmonitor's job)."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import click
+
+from ejlb.cli import render
+from ejlb.cli.cmd_admin import _lb_id
+from ejlb.cli.session import manager
+
+
+def _opts():
+    return click.get_current_context().find_root().obj
+
+
+@click.command()
+@click.argument("lb_id", required=False)
+@click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("-n", "--count", type=click.IntRange(1), default=None, help="Stop after this many refreshes (default: until Ctrl-C).")
+def monitor(lb_id, interval, count):
+    """Refresh the status of a reservation every INTERVAL seconds: workers, fill, slots, counters,
+    and event rates between refreshes. With --json: one JSON object per refresh (JSON lines)."""
+    opts = _opts()
+    lb = _lb_id(opts, lb_id)
+    with manager(opts) as m:
+        snapshots = _poll(m, lb, interval, count)
+        if opts.json:
+            for status in snapshots:
+                click.echo(json.dumps(render.jsonable(status)))
+        else:
+            _live(lb, snapshots, interval)
+
+
+def _poll(m, lb: str, interval: float, count: int | None):
+    n = 0
+    next_at = time.monotonic()
+    try:
+        while count is None or n < count:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += interval
+            yield m.status(lb)
+            n += 1
+    except KeyboardInterrupt:
+        return
+
+
+def rates(previous, current) -> dict[str, tuple[float, float]]:
+    """Per-worker (events/s, Gb/s) between two status replies, keyed by session id (pure)."""
+    def at(status):
+        return status.timestamp.seconds + status.timestamp.nanos / 1e9
+
+    dt = at(current) - at(previous)
+    before = {w.sessionId: w for w in previous.workers}
+    out = {}
+    for w in current.workers:
+        old = before.get(w.sessionId)
+        if old is None or dt <= 0:
+            continue
+        events = max(w.totalEventsReassembled - old.totalEventsReassembled, 0)
+        nbytes = max(w.totalBytesRecv - old.totalBytesRecv, 0)
+        out[w.sessionId] = (events / dt, nbytes * 8 / dt / 1e9)
+    return out
+
+
+def _view(lb: str, status, previous):
+    from rich.console import Group
+
+    parts = render.status_renderables(lb, status)
+    if previous is not None and status.workers:
+        r = rates(previous, status)
+        rows = [(w.name, f"{r[w.sessionId][0]:.0f}", f"{r[w.sessionId][1]:.3f}") for w in status.workers if w.sessionId in r]
+        parts.append(render.grid("rates since last refresh", ("worker", "events/s", "Gb/s"), rows, right=(1, 2)))
+    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    parts.append(f"[dim]{stamp} UTC — Ctrl-C to stop[/dim]")
+    return Group(*parts)
+
+
+def _live(lb: str, snapshots, interval: float) -> None:
+    from rich.live import Live
+
+    console = render.console()
+    previous = None
+    if not console.is_terminal:  # a log, not a screen: one full view per refresh
+        for status in snapshots:
+            console.print(_view(lb, status, previous))
+            previous = status
+        return
+    with Live(console=console, refresh_per_second=max(1, int(1 / interval)), transient=False) as live:
+        for status in snapshots:
+            live.update(_view(lb, status, previous))
+            previous = status
+
+
+COMMANDS = [monitor]
