@@ -269,9 +269,14 @@ class Receiver:
             max_factor=max_factor, keep_lb_header=keep_lb_header,
         )
         self._reporter = StateReporter(
-            manager, spec, fill=self.fill, totals=lambda: self.stats().totals(), pid=self.pid, period=period,
+            manager, spec, fill=self.fill, totals=self._control_totals, pid=self.pid, period=period,
         )
         self._reporter.start()
+
+    def _control_totals(self) -> dict[str, int]:
+        from ejlb.control.state import TOTALS  # the client's names, same order as SENDSTATE_TOTALS
+
+        return dict(zip(TOTALS, self.stats().totals().values()))
 
     def fill(self) -> float:
         """Queue depth / capacity: the fill this receiver reports to the control plane."""

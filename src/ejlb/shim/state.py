@@ -81,15 +81,16 @@ class StateReporter:
         self.pid.reset()
 
     def report_once(self, dt: float) -> None:
-        """One state report; re-registers once if the control plane no longer knows the session."""
-        from ejlb.control.errors import NotFound
+        """One state report; registers again if the control plane no longer knows the session
+        (NotFound), or revoked its token with it (Unauthenticated: deregistered or timed out)."""
+        from ejlb.control.errors import NotFound, Unauthenticated
 
         fill = min(1.0, max(0.0, float(self._fill())))
         signal = self.pid.update(fill, dt)
         try:
             self.manager.send_state(fill_percent=fill, control_signal=signal, is_ready=True, totals=self._totals())
-        except NotFound:
-            log.warning("control plane lost session of %s; registering again", self.spec.name)
+        except (NotFound, Unauthenticated) as e:
+            log.warning("control plane lost the session of %s (%s); registering again", self.spec.name, e)
             self._register()
             self.manager.send_state(fill_percent=fill, control_signal=0.0, is_ready=True, totals=self._totals())
         self.stats.reports += 1
