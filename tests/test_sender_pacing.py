@@ -1,0 +1,70 @@
+"""Pacing: the token bucket on a simulated clock (exact), then a real paced Sender on loopback."""
+import random
+import time
+
+import pytest
+
+from ejlb.shim.pacing import TokenBucket
+from ejlb.shim.sender import MIN_SLEEP_S, Sender
+from ejlb.wire import WireError
+from sender_tools import Capture
+
+
+def simulate(rate_gbps: float, event_bytes: int, events: int, *, jitter: float, seed: int = 0) -> float:
+    """Drive the bucket the way Sender does, with a clock whose sleeps overshoot by up to
+    `jitter` seconds and whose sends take as long as the bytes need at 40 Gb/s; return the Gb/s
+    from the first send's start to the last send's start."""
+    rng = random.Random(seed)
+    bucket, now, start = TokenBucket(rate_gbps), 0.0, 0.0
+    for _ in range(events):
+        wait = bucket.reserve(event_bytes, now)
+        if wait > MIN_SLEEP_S:
+            now += wait + rng.uniform(0, jitter)
+        start = now
+        now += event_bytes * 8 / 40e9
+    return (events - 1) * event_bytes * 8 / start / 1e9
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 1, 3, 10])
+@pytest.mark.parametrize("event_bytes", [1_000, 64_000, 1 << 20])
+def test_average_rate_holds_despite_sleep_jitter(rate, event_bytes):
+    got = simulate(rate, event_bytes, 20_000, jitter=1e-3)
+    assert got == pytest.approx(rate, rel=0.02)
+
+
+def test_idle_time_banks_at_most_one_burst():
+    b = TokenBucket(8.0, burst_s=0.001)  # 1e9 B/s: 1 MB of credit at most
+    assert b.reserve(1_000_000, 0.0) == 0.0
+    assert b.reserve(1_000_000, 10.0) == 0.0  # long idle ...
+    assert b.reserve(1_000_000, 10.0) == 0.0  # ... buys exactly one burst of credit
+    assert b.reserve(1_000_000, 10.0) == pytest.approx(0.001)
+    assert b.reserve(1_000_000, 10.0) == pytest.approx(0.002)
+
+
+def test_waits_follow_an_absolute_schedule():
+    b = TokenBucket(0.8, burst_s=0)  # 1e8 B/s
+    assert b.reserve(1_000_000, 0.0) == 0.0
+    assert b.reserve(1_000_000, 0.0) == pytest.approx(0.01)
+    # woke up 4 ms late: the next wait is 4 ms shorter, so the average does not sag
+    assert b.reserve(1_000_000, 0.014) == pytest.approx(0.006)
+
+
+@pytest.mark.parametrize("rate", [0, -1, 1e9, "fast", None])
+def test_bad_rates_name_the_field(rate):
+    with pytest.raises(WireError) as e:
+        TokenBucket(rate)
+    assert e.value.field == "rate_gbps"
+
+
+def test_paced_sender_on_loopback_holds_the_rate():
+    """Measured over ~2 s of real sends (a rate any loaded machine can reach)."""
+    rate, ev = 0.4, bytes(50_000)
+    with Capture(rcvbuf=1 << 20) as cap, Sender(cap.uri(), mtu=9000, rate_gbps=rate, sync=False) as s:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 2.0:
+            s.send(ev)
+        sent = s.stats().bytes
+        # the last event was booked to end 1 event-time after its start
+        elapsed = time.perf_counter() - t0 + s.layout.udp_bytes(len(ev)) * 8 / (rate * 1e9)
+        cap.take(timeout=0)
+    assert sent * 8 / elapsed / 1e9 == pytest.approx(rate, rel=0.05)
