@@ -1,0 +1,161 @@
+"""`ejlb serve`: the control plane and a data plane in one process.
+
+The data plane (default: the software LB) is created here and handed to the control plane, so it
+outlives control-plane restarts: SIGHUP restarts the control plane from its database (reservations,
+sessions and tables resume) while datagrams keep flowing with the installed tables. SIGTERM/SIGINT
+stop both cleanly. The admin URI is printed on stdout (one line); logs go to stderr.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from ejlb.cli.main import EXIT_FAILURE, EXIT_USAGE, CLIError
+
+log = logging.getLogger("ejlb.serve")
+
+_INSTANCE_KEYS = ("lb_id", "ipv4", "ipv6", "mac", "ports", "sync_port")
+
+
+def parse_instance(text: str) -> dict:
+    """'lb_id=0,ipv4=10.0.0.1,ipv6=fd00::1,ports=19522-19529,mac=02:..' -> InstanceConfig kwargs."""
+    out: dict = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in _INSTANCE_KEYS:
+            raise CLIError(f"--instance {text!r}: {part!r} is not one of {', '.join(k + '=' for k in _INSTANCE_KEYS)}",
+                           EXIT_USAGE)
+        value = value.strip()
+        if key == "ports":
+            lo, _, hi = value.partition("-")
+            try:
+                out["data_min_port"], out["data_max_port"] = int(lo), int(hi or lo)
+            except ValueError:
+                raise CLIError(f"--instance ports={value!r}: expected PORT or MIN-MAX", EXIT_USAGE) from None
+        elif key in ("lb_id", "sync_port"):
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise CLIError(f"--instance {key}={value!r}: expected an integer", EXIT_USAGE) from None
+        else:
+            out[key] = None if value.lower() in ("", "none") else value
+    return out
+
+
+def build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
+                 controller_period):
+    from ejlb.control.config import ConfigError, ControlConfig
+
+    try:
+        data = {}
+        if config_file:
+            import yaml
+
+            try:
+                data = yaml.safe_load(open(config_file).read()) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise CLIError(f"--config {config_file}: {e}", EXIT_USAGE) from None
+            if not isinstance(data, dict):
+                raise CLIError(f"--config {config_file}: the configuration must be a mapping", EXIT_USAGE)
+        if listen:
+            host, sep, port = listen.rpartition(":")
+            if not sep or not port.isdigit():
+                raise CLIError(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
+            data["listen"] = {"host": host.strip("[]"), "port": int(port)}
+        flags = dict(backend=backend, db=db, admin_token=admin_token, sync_ipv4=sync_ipv4, sync_ipv6=sync_ipv6,
+                     metrics_port=metrics_port, controller_period=controller_period)
+        data.update({k: v for k, v in flags.items() if v is not None})
+        if instances:
+            data["instances"] = [parse_instance(i) for i in instances]
+        return ControlConfig.from_dict(data)
+    except ConfigError as e:
+        raise CLIError(f"configuration: {e}", EXIT_USAGE) from None
+
+
+@click.command()
+@click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML configuration (see ejlb.control.config); flags override it.")
+@click.option("--listen", help="gRPC HOST:PORT (default 127.0.0.1:18008; port 0 = ephemeral).")
+@click.option("--backend", help="Data plane: software (default), reference, memory, fpga, fpga-sim.")
+@click.option("--threads", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Software data plane worker threads (SO_REUSEPORT).")
+@click.option("--db", help="SQLite database (default: in memory, nothing survives a restart).")
+@click.option("--admin-token", envvar="EJLB_ADMIN_TOKEN", help="Root admin token (default: generated).")
+@click.option("--instance", "instances", multiple=True, metavar="SPEC",
+              help="LB instance, repeatable: lb_id=0,ipv4=A,ipv6=B,ports=MIN-MAX,mac=M,sync_port=P.")
+@click.option("--sync-ipv4", help="Address the sync listeners bind (IPv4).")
+@click.option("--sync-ipv6", help="Address the sync listeners bind (IPv6).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus /metrics on this port.")
+@click.option("--controller-period", type=float, help="Seconds between controller ticks (default 1).")
+@click.option("--uri-file", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the admin URI to this file (mode 0600).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def serve(config_file, listen, backend, threads, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
+          controller_period, uri_file, log_level):
+    """Run the control plane with a data plane. SIGHUP restarts the control plane (data plane keeps
+    forwarding); SIGTERM/SIGINT shut down."""
+    from ejlb.control.server import ControlPlane
+    from ejlb.dataplane.backends import BackendError, create_backend
+
+    logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6,
+                          metrics_port, controller_period)
+    options = {"threads": threads} if config.backend == "software" else {}
+    try:
+        dataplane = create_backend(config.backend, config, **options)
+    except (BackendError, ValueError) as e:
+        raise CLIError(f"backend: {e}", EXIT_USAGE) from None
+    except OSError as e:
+        raise CLIError(f"backend {config.backend}: {e}", EXIT_FAILURE) from None
+
+    stop, restart = threading.Event(), threading.Event()
+
+    def on_signal(signum, _frame):
+        (restart if signum == signal.SIGHUP else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    cp = None
+    try:
+        cp = _start(ControlPlane, config, dataplane)
+        uri = cp.admin_uri
+        click.echo(uri)
+        if uri_file:
+            import os
+
+            fd = os.open(uri_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(uri + "\n")
+        log.info("serving: backend %s, %d instance(s); SIGHUP restarts the control plane, SIGTERM stops",
+                 config.backend, len(config.instances))
+        while not stop.is_set():
+            if restart.wait(0.2):
+                restart.clear()
+                log.info("SIGHUP: restarting the control plane; the data plane keeps forwarding")
+                cp.stop()
+                # the same port, so clients and the printed URI stay valid
+                config.port = cp.port
+                cp = _start(ControlPlane, config, dataplane)
+                log.info("control plane restarted: %d reservations resumed", len(cp.service.reservations))
+    finally:
+        log.info("shutting down")
+        if cp is not None:
+            cp.stop()
+        dataplane.close()
+        log.info("stopped")
+
+
+def _start(cls, config, dataplane):
+    try:
+        return cls(config, backend=dataplane).start()
+    except OSError as e:
+        dataplane.close()
+        raise CLIError(f"serve: {e}", EXIT_FAILURE) from None
+
+
+COMMANDS = [serve]
