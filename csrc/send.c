@@ -137,7 +137,14 @@ static void finish_msg(struct ejlb_tx *tx, int m)
     }
 }
 
-static int gso_refusal(int e) { return e == EIO || e == EINVAL || e == ENOPROTOOPT || e == EOPNOTSUPP; }
+/* What a kernel or route says when it will not segment: EIO (no checksum offload, xfrm), EINVAL
+ * or EMSGSIZE (segment above the route MTU; which one depends on the kernel version), ENOPROTOOPT
+ * and EOPNOTSUPP (no UDP GSO at all). Our super-datagrams stay within the 64 KiB and segment-count
+ * limits, so on a GSO message these mean "not here". */
+static int gso_refusal(int e)
+{
+    return e == EIO || e == EINVAL || e == EMSGSIZE || e == ENOPROTOOPT || e == EOPNOTSUPP;
+}
 
 /* Send message m's datagrams one by one without GSO (the once-only fallback path). */
 static void send_plain(struct ejlb_tx *tx, int fd, int m)
@@ -183,8 +190,7 @@ static void flush(struct ejlb_tx *tx, int fd)
         if ((e == ENOBUFS || e == EAGAIN) && ++tries < 4)
             continue; /* transient: the queue drains */
         if (dgram_count(tx, m) > 1 && gso_refusal(e)) {
-            /* Kernel or route refuses UDP_SEGMENT (no checksum offload, xfrm, gso size above
-             * the route MTU, ...): stop using it for good and resend the rest plainly. */
+            /* stop using GSO for good and send the rest of the batch plainly */
             tx->st.gso = 0;
             for (; m < tx->nmsg; m++)
                 send_plain(tx, fd, m);
