@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 from ejlb.control.client import LBManager
 from ejlb.control.config import ControlConfig, InstanceConfig
@@ -11,8 +12,8 @@ from ejlb.control.server import ControlPlane
 class FakeClock:
     """Injectable control-plane clock (seconds), moved by hand."""
 
-    def __init__(self, t: float = 1_800_000_000.0):
-        self.t = t
+    def __init__(self, t: float | None = None):
+        self.t = float(int(time.time())) if t is None else t
 
     def __call__(self) -> float:
         return self.t
