@@ -151,8 +151,12 @@ def serve(config_file, listen, backend, threads, db, admin_token, instances, syn
 
 
 def _start(cls, config, dataplane):
+    from ejlb.dataplane.metrics import CountersCollector
+
     try:
-        return cls(config, backend=dataplane).start()
+        cp = cls(config, backend=dataplane)
+        cp.metrics.registry.register(CountersCollector(dataplane))  # data-plane counters on /metrics too
+        return cp.start()
     except OSError as e:
         dataplane.close()
         raise CLIError(f"serve: {e}", EXIT_FAILURE) from None
