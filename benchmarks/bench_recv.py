@@ -1,0 +1,110 @@
+"""Receiver throughput on loopback: highest sustained rate with zero loss, as a ratio to the
+`udp_gro` machine-limit probe measured in the same run.
+
+    python benchmarks/bench_recv.py [--events 1200] [--event-size 1048576] [--mtu 9000 1500] [--quick]
+
+For each MTU a GSO Sender (ejlb.shim.sender, back to back, LB header kept) sends 1 MiB events to a
+Receiver whose application thread takes every event. A trial is lossless when every event arrives
+whole (no lost/evicted/enqueue errors, every datagram the kernel accepted was received). The first
+trial is unpaced; if it loses anything, the sender's pacing rate is bisected down to the highest
+lossless rate. Figures: event goodput (Gb/s, events/s) and UDP payload rate, the latter divided by
+the `udp_gro` probe's rate at the same datagram size (1472 B at MTU 1500, 8972 B at MTU 9000: our
+segment at that MTU), which drains GSO super-datagrams with recvmmsg + GRO and does nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+from probes import Probes, markdown_table, ratio  # noqa: E402
+
+from ejlb.shim.receiver import Receiver, ReceiverClosed  # noqa: E402
+from ejlb.shim.sender import Sender  # noqa: E402
+
+
+def trial(mtu: int, rate_gbps: float | None, events: int, event: np.ndarray) -> dict:
+    with Receiver(None, "127.0.0.1", 0, with_lb_header=True, queue_size=256, rcvbuf=128 << 20) as rx:
+        times: list[float] = []
+
+        def consume():
+            try:
+                for _ in range(events):
+                    rx.recv(timeout=2.0)
+                    times.append(time.perf_counter())
+            except (TimeoutError, ReceiverClosed):
+                pass
+
+        t = threading.Thread(target=consume)
+        t.start()
+        uri = f"ejfat://bench:18347/lb/1?data=127.0.0.1:{rx.base_port}"
+        with Sender(uri, mtu=mtu, sync=False, sockets=4, sndbuf=64 << 20, rate_gbps=rate_gbps) as tx:
+            t0 = time.perf_counter()
+            for k in range(events):
+                tx.send(event, event_number=k)
+            sent = tx.stats()
+        t.join()
+        s = rx.stats()
+    dt = (times[-1] - t0) if times else float("inf")
+    lossless = (len(times) == events and s.events_reassembly_err == 0 and s.event_enqueue_err == 0
+                and s.packets_recv == sent.datagrams and sent.send_errors == 0)
+    return {
+        "rate": rate_gbps, "lossless": lossless, "delivered": len(times),
+        "event_gbps": len(times) * event.nbytes * 8 / dt / 1e9, "events_s": len(times) / dt,
+        "udp_gbps": s.bytes_recv * 8 / dt / 1e9, "mpps": s.packets_recv / dt / 1e6,
+        "gro_segments": s.packets_recv / max(1, s.gro_buffers), "gso": sent.gso,
+    }
+
+
+def highest_lossless(mtu: int, events: int, event: np.ndarray, steps: int) -> dict:
+    best = trial(mtu, None, events, event)
+    print(f"  mtu {mtu} unpaced: {best['udp_gbps']:.2f} Gb/s lossless={best['lossless']} "
+          f"delivered={best['delivered']}/{events}", flush=True)
+    if best["lossless"]:
+        return best
+    lo, hi, best = 0.0, max(best["udp_gbps"], 1.0), None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        r = trial(mtu, mid, events, event)
+        print(f"  mtu {mtu} paced {mid:.2f} Gb/s: {r['udp_gbps']:.2f} Gb/s lossless={r['lossless']}", flush=True)
+        if r["lossless"]:
+            lo, best = mid, r
+        else:
+            hi = mid
+    return best or {"rate": 0.0, "lossless": False, "event_gbps": 0.0, "events_s": 0.0, "udp_gbps": 0.0,
+                    "mpps": 0.0, "gro_segments": 0.0, "gso": True, "delivered": 0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1200)
+    ap.add_argument("--event-size", type=int, default=1 << 20)
+    ap.add_argument("--mtu", type=int, nargs="+", default=[9000, 1500])
+    ap.add_argument("--steps", type=int, default=5, help="bisection steps when unpaced loses events")
+    ap.add_argument("--seconds", type=float, default=2.0, help="probe duration")
+    ap.add_argument("--repeat", type=int, default=2, help="probe + search pairs per MTU (the machine is shared)")
+    ap.add_argument("--quick", action="store_true", help="tiny run (CI smoke)")
+    a = ap.parse_args()
+    if a.quick:
+        a.events, a.steps, a.seconds, a.repeat = 50, 2, 0.5, 1
+    event = np.random.default_rng(1).integers(0, 256, a.event_size, dtype=np.uint8)
+    rows = []
+    for mtu in a.mtu:
+        for _ in range(a.repeat):
+            probe = Probes(seconds=a.seconds).gro(mtu - 28)  # fresh probe next to each search
+            print(f"mtu {mtu}: udp_gro probe {probe}", flush=True)
+            r = highest_lossless(mtu, a.events, event, a.steps)
+            rows.append([mtu, "unpaced" if r["rate"] is None else f"{r['rate']:.2f}", r["event_gbps"],
+                         round(r["events_s"]), r["udp_gbps"], r["mpps"], probe.gbps,
+                         ratio(r["udp_gbps"], probe.gbps), r["gro_segments"]])
+    print()
+    print(markdown_table(["MTU", "pacing Gb/s", "events Gb/s", "events/s", "UDP Gb/s", "Mpps",
+                          "udp_gro probe Gb/s", "ratio", "segments/GRO buffer"], rows))
+
+
+if __name__ == "__main__":
+    main()
