@@ -25,12 +25,15 @@ class SyncSample:
     recv_time: float  # control-plane clock, s
     event_number: int
     rate_hz: int
-    src_id: int = 0
+    src_id: int = 0  # SEED_SRC marks the reserve-time seed
+
+
+SEED_SRC = -1  # never a real sender: event_src_id is a u32
 
 
 def seed_sample(now: float) -> SyncSample:
     """Reserve seeds µs-timestamp ticks so an LB works before the first sync packet."""
-    return SyncSample(now, int(now * TICK_RATE_HZ), TICK_RATE_HZ, 0)
+    return SyncSample(now, int(now * TICK_RATE_HZ), TICK_RATE_HZ, SEED_SRC)
 
 
 def _clamp(x: float) -> int:
@@ -39,12 +42,15 @@ def _clamp(x: float) -> int:
 
 def predict(samples: Sequence[SyncSample], at: float) -> int | None:
     """Event number expected at control-plane time `at`; None without samples.
+    The reserve-time seed is ignored as soon as a real sample exists.
 
     With a rate in the newest sample: extrapolate from it. With rate 0: least squares through the
     last ≤ MAX_SAMPLES samples at most MAX_SAMPLE_AGE_S old (one sample: its event number)."""
     if not samples:
         return None
-    newest = max(samples, key=lambda s: s.recv_time)
+    real = [s for s in samples if s.src_id != SEED_SRC]
+    samples = real or list(samples)  # the seed only stands in until a sender speaks
+    newest = max(reversed(samples), key=lambda s: s.recv_time)  # ties: the latest arrival
     if newest.rate_hz > 0:
         return _clamp(newest.event_number + newest.rate_hz * (at - newest.recv_time))
     recent = sorted((s for s in samples if newest.recv_time - s.recv_time <= MAX_SAMPLE_AGE_S),

@@ -1,0 +1,82 @@
+"""Sync listener over real UDP (IPv4 and IPv6 loopback): only valid 28-byte Sync packets from the
+reservation's allowed senders move the epoch prediction."""
+import socket
+import time
+
+import pytest
+
+from control_tools import FakeClock, admin, config, control_plane
+from ejlb.wire import SyncHeader
+
+
+def send(payload: bytes, dest, src_ip: str):
+    family = socket.AF_INET6 if ":" in src_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((src_ip, 0))
+        s.sendto(payload, (str(dest.ip), dest.port))
+
+
+def wait_for(cond, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def plane():
+    clock = FakeClock()
+    with control_plane(config(), clock=clock) as cp:
+        yield cp, clock
+
+
+def test_only_allowed_senders_and_valid_packets_count(plane):
+    cp, clock = plane
+    m = admin(cp)
+    r = m.reserve("sync", senders=["127.0.0.1"])
+    res = cp.service.reservations[int(r.lb_id)]
+    dest = r.uri.sync_address(4)
+    good = SyncHeader(7, 5_000_000, 1000, time.time_ns()).encode()
+
+    send(good, dest, "127.0.0.2")  # not on the allow-list
+    assert wait_for(lambda: res.sync_rejected == 1)
+    for bad in (good[:27], good + b"\0", b"XX" + good[2:], good[:2] + b"\x01" + good[3:]):
+        send(bad, dest, "127.0.0.1")
+    assert wait_for(lambda: cp.sync.malformed == 4)
+    assert res.sync_accepted == 0
+    before = m.status(r.lb_id).currentPredictedEventNumber  # from the µs seed sample
+    assert abs(before - clock.t * 1e6) < 10
+
+    send(good, dest, "127.0.0.1")
+    assert wait_for(lambda: res.sync_accepted == 1)  # the listener survived the garbage above
+    clock.advance(2.0)
+    assert m.status(r.lb_id).currentPredictedEventNumber == 5_000_000 + 2 * 1000
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+def test_ipv6_listener_and_sender_list_changes(plane):
+    cp, clock = plane
+    m = admin(cp)
+    r = m.reserve("sync6", senders=["127.0.0.1"])
+    res = cp.service.reservations[int(r.lb_id)]
+    dest = r.uri.sync_address(6)
+    pkt = SyncHeader(1, 123, 0, time.time_ns()).encode()
+    send(pkt, dest, "::1")
+    assert wait_for(lambda: res.sync_rejected == 1)
+    m.add_senders(["::1"], r.lb_id)
+    send(pkt, dest, "::1")
+    assert wait_for(lambda: res.sync_accepted == 1)
+    m.free(r.lb_id)  # the listener closes with the reservation
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", dest.port))  # port is free again
