@@ -37,7 +37,7 @@ class DemoConfig:
     events: int = 2000
     size: int = 256 * 1024  # bytes per event
     workers: int = 3
-    rate_gbps: float | None = 2.0  # None: as fast as the machine goes
+    rate_gbps: float | None = 1.0  # None: as fast as the machine goes (loopback UDP then drops)
     mtu: int = 9000
     ipv6: bool = False
     controller_period: float = 0.2  # seconds between calendar updates (the deployed default is 1 s)

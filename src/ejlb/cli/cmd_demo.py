@@ -18,7 +18,7 @@ def _opts():
 @click.option("-n", "--events", type=click.IntRange(1, 10**9), default=2000, show_default=True, help="Events to send.")
 @click.option("-s", "--size", type=SIZE, default="256k", show_default=True, help="Bytes per event (64k, 1Mi, ...).")
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=3, show_default=True, help="Receivers to start.")
-@click.option("-r", "--rate", type=click.FloatRange(0), default=2.0, show_default=True,
+@click.option("-r", "--rate", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Sender pacing in Gb/s (0: unpaced).")
 @click.option("--mtu", type=click.IntRange(576, 9000), default=9000, show_default=True)
 def demo(events, size, workers, rate, mtu):
