@@ -1,0 +1,150 @@
+// ejlb load balancer: AXI4-Stream in -> classify + rewrite -> AXI4-Stream out, tables and
+// counters through AXI4-Lite (register map: ejlb_regmap_pkg, generated from
+// src/ejlb/dataplane/regmap.py). Synchronous active-high reset. See hdl/README.md.
+//
+//   s_axis -> ingress --beats--> frame FIFO ------------------------> egress -> m_axis
+//                     --header--> classify (S1..S6) -> verdict FIFO -->   |
+//                                     ^ tables (shadow/active)            v counters
+module ejlb_lb
+  import ejlb_regmap_pkg::*;
+#(
+    parameter int DATA_WIDTH = 512,
+    parameter int FIFO_DEPTH = 64  // frame beats in flight; >= classifier latency + header beats
+) (
+    input  logic                    clk,
+    input  logic                    rst,
+    input  logic [DATA_WIDTH-1:0]   s_axis_tdata,
+    input  logic [DATA_WIDTH/8-1:0] s_axis_tkeep,
+    input  logic                    s_axis_tvalid,
+    output logic                    s_axis_tready,
+    input  logic                    s_axis_tlast,
+    output logic [DATA_WIDTH-1:0]   m_axis_tdata,
+    output logic [DATA_WIDTH/8-1:0] m_axis_tkeep,
+    output logic                    m_axis_tvalid,
+    input  logic                    m_axis_tready,
+    output logic                    m_axis_tlast,
+    output logic                    m_axis_tuser,  // 1 on the last beat: frame aborted, discard
+    input  logic [ADDR_WIDTH-1:0]   s_axil_awaddr,
+    input  logic [2:0]              s_axil_awprot,
+    input  logic                    s_axil_awvalid,
+    output logic                    s_axil_awready,
+    input  logic [31:0]             s_axil_wdata,
+    input  logic [3:0]              s_axil_wstrb,
+    input  logic                    s_axil_wvalid,
+    output logic                    s_axil_wready,
+    output logic [1:0]              s_axil_bresp,
+    output logic                    s_axil_bvalid,
+    input  logic                    s_axil_bready,
+    input  logic [ADDR_WIDTH-1:0]   s_axil_araddr,
+    input  logic [2:0]              s_axil_arprot,
+    input  logic                    s_axil_arvalid,
+    output logic                    s_axil_arready,
+    output logic [31:0]             s_axil_rdata,
+    output logic [1:0]              s_axil_rresp,
+    output logic                    s_axil_rvalid,
+    input  logic                    s_axil_rready
+);
+  localparam int B = DATA_WIDTH / 8;
+  localparam int HB = 104;  // >= 14 + 4 + 60 + 8 + 16 header bytes, a multiple of 8
+  localparam int HO = HB - 16;
+
+  // ---------------- register bus
+  logic wr_en, wr_ready, rd_en;
+  logic [ADDR_WIDTH-1:0] wr_addr, rd_addr;
+  logic [31:0] wr_data, rd_data, cnt_rd_data;
+  ejlb_axil_slave #(.ADDR_WIDTH(ADDR_WIDTH)) axil (
+      .clk, .rst, .s_axil_awaddr, .s_axil_awprot, .s_axil_awvalid, .s_axil_awready, .s_axil_wdata,
+      .s_axil_wstrb, .s_axil_wvalid, .s_axil_wready, .s_axil_bresp, .s_axil_bvalid, .s_axil_bready,
+      .s_axil_araddr, .s_axil_arprot, .s_axil_arvalid, .s_axil_arready, .s_axil_rdata,
+      .s_axil_rresp, .s_axil_rvalid, .s_axil_rready, .wr_en, .wr_addr, .wr_data, .wr_ready, .rd_en,
+      .rd_addr, .rd_data);
+
+  logic bank, busy;
+  logic [31:0] commits;
+  logic [31:0] lb_act[NUM_LBS][8];
+  logic [31:0] ep_act[NUM_LBS*NUM_EPOCHS][5];
+  logic [31:0] snd_act[N_SENDERS][5];
+  logic [13:0] cal_addr;
+  logic [31:0] cal_data;
+  logic [3+MEMBER_ID_BITS:0] mem_addr;
+  logic [32*7-1:0] mem_data;
+  ejlb_tables tables (
+      .clk, .rst, .wr_en, .wr_addr, .wr_data, .wr_ready, .bank, .busy, .commits, .lb_act, .ep_act,
+      .snd_act, .cal_addr, .cal_data, .mem_addr, .mem_data);
+
+  // control registers, read with the same two-cycle latency as the counters
+  logic [31:0] ctrl_q;
+  logic ctrl_sel;
+  always_ff @(posedge clk) begin
+    ctrl_sel <= rd_addr < ADDR_WIDTH'(CTRL_BASE + CTRL_STRIDE);
+    case (rd_addr[5:2])
+      4'(CTRL_W_ID): ctrl_q <= ID_VALUE;
+      4'(CTRL_W_VERSION): ctrl_q <= VERSION_VALUE;
+      4'(CTRL_W_PARAMS): ctrl_q <= 32'(B) << CTRL_DATA_BYTES_LSB | 32'(N_SENDERS) << CTRL_N_SENDERS_LSB
+                                   | 32'(MEMBER_ID_BITS) << CTRL_MEMBER_ID_BITS_LSB;
+      4'(CTRL_W_STATUS): ctrl_q <= 32'(bank) << CTRL_ACTIVE_BANK_LSB | 32'(busy) << CTRL_BUSY_LSB;
+      4'(CTRL_W_COMMITS): ctrl_q <= commits;
+      default: ctrl_q <= '0;
+    endcase
+  end
+  assign rd_data = ctrl_sel ? ctrl_q : cnt_rd_data;
+
+  // ---------------- data path
+  localparam int FW = DATA_WIDTH + B + 1;
+  logic f_full, f_valid, f_rd, beat_push;
+  logic [FW-1:0] f_out;
+  logic d_valid, d_ended;
+  logic [HB*8-1:0] d_hdr;
+  logic [15:0] d_seen;
+  ejlb_ingress #(.DATA_WIDTH(DATA_WIDTH), .HB(HB)) ingress (
+      .clk, .rst, .s_axis_tdata, .s_axis_tkeep, .s_axis_tvalid, .s_axis_tready, .s_axis_tlast,
+      .room(!f_full), .beat_push, .d_valid, .d_hdr, .d_seen, .d_ended);
+
+  ejlb_fifo #(.WIDTH(FW), .DEPTH(FIFO_DEPTH)) frame_fifo (
+      .clk, .rst, .wr_en(beat_push), .wr_data({s_axis_tlast, s_axis_tkeep, s_axis_tdata}),
+      .full(f_full), .rd_en(f_rd), .rd_data(f_out), .rd_valid(f_valid));
+
+  logic c_valid, c_lb_known, c_strip;
+  logic [3:0] c_reason;
+  logic [2:0] c_lb;
+  logic [MEMBER_ID_BITS-1:0] c_member;
+  logic [1:0] c_version;
+  logic [15:0] c_len, c_need;
+  logic [HO*8-1:0] c_hdr;
+  ejlb_classify #(.HB(HB)) classify (
+      .clk, .rst, .in_valid(d_valid), .in_hdr(d_hdr), .in_seen(d_seen), .in_ended(d_ended),
+      .lb_act, .ep_act, .snd_act, .bank, .cal_addr, .cal_data, .mem_addr, .mem_data,
+      .v_valid(c_valid), .v_reason(c_reason), .v_lb_known(c_lb_known), .v_lb(c_lb),
+      .v_member(c_member), .v_version(c_version), .v_strip(c_strip), .v_len(c_len),
+      .v_need_len(c_need), .v_hdr(c_hdr));
+
+  // every frame in the classifier or verdict FIFO still has beats in the frame FIFO or the
+  // egress window, so 2 * FIFO_DEPTH verdict entries never overflow
+  localparam int VW = 4 + 1 + 3 + MEMBER_ID_BITS + 2 + 1 + 16 + 16 + HO * 8;
+  logic v_valid, v_rd, v_full;
+  logic [VW-1:0] v_out;
+  ejlb_fifo #(.WIDTH(VW), .DEPTH(2 * FIFO_DEPTH)) verdict_fifo (
+      .clk, .rst, .wr_en(c_valid),
+      .wr_data({c_reason, c_lb_known, c_lb, c_member, c_version, c_strip, c_len, c_need, c_hdr}),
+      .full(v_full), .rd_en(v_rd), .rd_data(v_out), .rd_valid(v_valid));
+
+  logic ev_valid, ev_lb_known;
+  logic [3:0] ev_reason;
+  logic [2:0] ev_lb;
+  logic [MEMBER_ID_BITS-1:0] ev_member;
+  logic [1:0] ev_version;
+  logic [15:0] ev_rx_bytes, ev_tx_bytes;
+  ejlb_egress #(.DATA_WIDTH(DATA_WIDTH), .HO(HO)) egress (
+      .clk, .rst, .f_valid, .f_data(f_out[DATA_WIDTH-1:0]), .f_keep(f_out[DATA_WIDTH+:B]),
+      .f_last(f_out[FW-1]), .f_rd, .v_valid,
+      .v_reason(v_out[VW-1-:4]), .v_lb_known(v_out[VW-5]), .v_lb(v_out[VW-6-:3]),
+      .v_member(v_out[VW-9-:MEMBER_ID_BITS]), .v_version(v_out[VW-9-MEMBER_ID_BITS-:2]),
+      .v_strip(v_out[VW-11-MEMBER_ID_BITS]), .v_len(v_out[HO*8+16+:16]), .v_need_len(v_out[HO*8+:16]),
+      .v_hdr(v_out[HO*8-1:0]), .v_rd,
+      .m_axis_tdata, .m_axis_tkeep, .m_axis_tvalid, .m_axis_tready, .m_axis_tlast, .m_axis_tuser,
+      .ev_valid, .ev_reason, .ev_lb_known, .ev_lb, .ev_member, .ev_version, .ev_rx_bytes, .ev_tx_bytes);
+
+  ejlb_counters counters (
+      .clk, .rst, .ev_valid, .ev_reason, .ev_lb_known, .ev_lb, .ev_member, .ev_version, .ev_rx_bytes,
+      .ev_tx_bytes, .rd_en, .rd_addr, .rd_data(cnt_rd_data));
+endmodule

@@ -1,0 +1,85 @@
+// Stage 1 (combinational): Ethernet (+ one 802.1Q tag), IPv4 (options) / IPv6, UDP and the LB
+// header fields from the first HB bytes of a frame. Every check of the reference model's parse()
+// except "the frame holds the whole IP packet" when the frame is longer than what was captured:
+// `need_len` goes with the frame and the egress checks it against the real length at its end.
+module ejlb_parser #(
+    parameter int HB = 104  // captured header bytes (>= 18 + 60 + 8 + 16)
+) (
+    input  logic [HB*8-1:0] hdr,      // frame byte k at hdr[8k+:8], zero past the frame
+    input  logic [15:0]     seen,     // frame bytes captured (== frame length when `ended`)
+    input  logic            ended,    // the whole frame is in `hdr`
+    output logic            ok,
+    output logic [15:0]     need_len, // the frame must be at least this long (l3 + IP total length)
+    output logic [6:0]      l3,
+    output logic            is6,
+    output logic [6:0]      udp,      // UDP header offset
+    output logic [15:0]     ulen,     // UDP length (== IP payload length when ok)
+    output logic [127:0]    src,      // IPv4 in the low 32 bits
+    output logic [127:0]    dst,
+    output logic [7:0]      ttl,
+    output logic [15:0]     dport,
+    output logic [15:0]     ucsum,
+    output logic [127:0]    lbh       // the 16 LB-header bytes, big-endian (byte 0 in bits 127:120)
+);
+  function automatic logic [7:0] b(input int unsigned k);
+    return hdr[8*k+:8];
+  endfunction
+  function automatic logic [15:0] w(input int unsigned k);
+    return {hdr[8*k+:8], hdr[8*(k+1)+:8]};
+  endfunction
+
+  logic [15:0] etype, frag;
+  logic [16:0] total, need;  // 17 bits: an IPv6 payload length near 64 KiB must not wrap
+  logic [5:0] hlen;
+  logic [20:0] acc;
+  logic [16:0] fold;
+  logic [15:0] hsum;
+  logic [127:0] lbh_fo;
+  logic len_ok, v4ok, v6ok;
+
+  always_comb begin
+    etype = w(12);
+    l3 = 7'd14;
+    if (etype == 16'h8100) begin
+      l3 = 7'd18;
+      etype = w(16);
+    end
+    is6 = etype == 16'h86DD;
+    hlen = is6 ? 6'd40 : {b(l3)[3:0], 2'b00};
+    total = is6 ? 17'(w(l3 + 4)) + 17'd40 : 17'(w(l3 + 2));
+    udp = l3 + 7'(hlen);
+    need = 17'(l3) + total;
+    need_len = need[16] ? 16'hFFFF : need[15:0];
+    ulen = w(udp + 4);
+    dport = w(udp + 2);
+    ucsum = w(udp + 6);
+    lbh_fo = hdr[8*(udp+8)+:128];
+    lbh = {<<8{lbh_fo}};  // frame byte order -> big-endian vector
+    frag = w(l3 + 6);
+
+    // IPv4 header checksum over IHL*4 bytes (IHL <= 15): one's-complement sum must be 0xFFFF
+    acc = '0;
+    for (int k = 0; k < 30; k++) if (k < int'(hlen) / 2) acc = acc + 21'(w(l3 + 2 * k));
+    fold = 17'(acc[15:0]) + 17'(acc[20:16]);
+    hsum = fold[15:0] + 16'(fold[16]);
+
+    if (is6) begin
+      src = {<<8{hdr[8*(l3+8)+:128]}};
+      dst = {<<8{hdr[8*(l3+24)+:128]}};
+      ttl = b(l3 + 7);
+    end else begin
+      src = {96'b0, w(l3 + 12), w(l3 + 14)};
+      dst = {96'b0, w(l3 + 16), w(l3 + 18)};
+      ttl = b(l3 + 8);
+    end
+
+    len_ok = !need[16] && (!ended || 17'(seen) >= need);
+    v4ok = etype == 16'h0800 && b(l3)[7:4] == 4'd4 && hlen >= 6'd20
+        && total >= 17'(hlen) + 17'd8 && hsum == 16'hFFFF && frag[13:0] == 14'd0
+        && b(l3 + 9) == 8'd17;
+    v6ok = is6 && b(l3)[7:4] == 4'd6 && w(l3 + 4) >= 16'd8 && b(l3 + 6) == 8'd17;
+    // the fixed-offset fields need the bytes to exist even when the length check is deferred
+    // len_ok also guarantees (when ended) that every header byte read above exists
+    ok = (v4ok || v6ok) && len_ok && 17'(ulen) == total - 17'(hlen);
+  end
+endmodule

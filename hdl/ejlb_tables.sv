@@ -1,0 +1,118 @@
+// The lookup tables, written through the register bus into a shadow copy and made active by a
+// commit, all at once:
+//   - LB instances, epochs and the sender allow-list are registers: commit copies shadow -> active
+//     in one cycle; the classifier reads every active register in one pipeline stage.
+//   - calendar and member tables are RAMs with two banks: writes go to the inactive bank and a
+//     commit flips `bank`. The classifier samples `bank` in the same stage as the registers and
+//     carries it to its RAM reads, so one packet never mixes two table versions. Because the new
+//     shadow bank holds the previous contents, the driver replays its writes after a commit; while
+//     packets that sampled the old bank may still read it (HOLD cycles), writes are stalled.
+module ejlb_tables
+  import ejlb_regmap_pkg::*;
+#(
+    parameter int HOLD = 8
+) (
+    input  logic                  clk,
+    input  logic                  rst,
+    // register bus (writes)
+    input  logic                  wr_en,
+    input  logic [ADDR_WIDTH-1:0] wr_addr,
+    input  logic [31:0]           wr_data,
+    output logic                  wr_ready,
+    output logic                  bank,
+    output logic                  busy,
+    output logic [31:0]           commits,
+    // active register tables, flat (entry-major, 32-bit words)
+    output logic [31:0]           lb_act[NUM_LBS][8],
+    output logic [31:0]           ep_act[NUM_LBS*NUM_EPOCHS][5],
+    output logic [31:0]           snd_act[N_SENDERS][5],
+    // calendar read: {bank, lb, epoch, slot[8:1]} -> pair of member ids, one cycle later
+    input  logic [13:0]           cal_addr,
+    output logic [31:0]           cal_data,
+    // member read: {bank, lb, member id} -> 7 words, one cycle later
+    input  logic [3+MEMBER_ID_BITS:0] mem_addr,
+    output logic [32*7-1:0]       mem_data
+);
+  localparam int MEM_DEPTH = 2 * (NUM_LBS << MEMBER_ID_BITS);
+
+  logic [31:0] lb_sh[NUM_LBS][8];
+  logic [31:0] ep_sh[NUM_LBS*NUM_EPOCHS][5];
+  logic [31:0] snd_sh[N_SENDERS][5];
+  logic [31:0] cal_ram[2*CALENDAR_COUNT];
+  logic [32*7-1:0] mem_ram[MEM_DEPTH];
+  logic [$clog2(HOLD+1)-1:0] hold;
+
+  wire commit_wr = wr_en && wr_addr == ADDR_WIDTH'(CTRL_BASE + 4 * CTRL_W_COMMIT);
+  assign busy = hold != 0;
+  assign wr_ready = !busy;
+
+  wire [31:0] wa = 32'(wr_addr);  // 32-bit compares: a block may end at 2^ADDR_WIDTH
+  wire [ADDR_WIDTH-1:0] off_lb = wr_addr - ADDR_WIDTH'(LB_BASE);
+  wire [ADDR_WIDTH-1:0] off_ep = wr_addr - ADDR_WIDTH'(EPOCH_BASE);
+  wire [ADDR_WIDTH-1:0] off_snd = wr_addr - ADDR_WIDTH'(SENDER_BASE);
+  wire [ADDR_WIDTH-1:0] off_cal = wr_addr - ADDR_WIDTH'(CALENDAR_BASE);
+  wire [ADDR_WIDTH-1:0] off_mem = wr_addr - ADDR_WIDTH'(MEMBER_BASE);
+  wire in_lb = wa >= LB_BASE && wa < LB_BASE + LB_STRIDE * LB_COUNT;
+  wire in_ep = wa >= EPOCH_BASE && wa < EPOCH_BASE + EPOCH_STRIDE * EPOCH_COUNT;
+  wire in_snd = wa >= SENDER_BASE && wa < SENDER_BASE + SENDER_STRIDE * SENDER_COUNT;
+  wire in_cal = wa >= CALENDAR_BASE && wa < CALENDAR_BASE + CALENDAR_STRIDE * CALENDAR_COUNT;
+  wire in_mem = wa >= MEMBER_BASE && wa < MEMBER_BASE + MEMBER_STRIDE * MEMBER_COUNT;
+  wire do_wr = wr_en && wr_ready;
+
+  // register tables: shadow writes, commit copies
+  always_ff @(posedge clk) begin
+    if (do_wr && in_lb && off_lb[5:2] < 8) lb_sh[off_lb[8:6]][off_lb[4:2]] <= wr_data;
+    if (do_wr && in_ep && off_ep[4:2] < 5) ep_sh[off_ep[9:5]][off_ep[4:2]] <= wr_data;
+    if (do_wr && in_snd && off_snd[4:2] < 5) snd_sh[off_snd[$clog2(N_SENDERS)+4:5]][off_snd[4:2]] <= wr_data;
+    if (do_wr && commit_wr && wr_data[CTRL_GO_LSB]) begin
+      lb_act <= lb_sh;
+      ep_act <= ep_sh;
+      snd_act <= snd_sh;
+    end
+    if (rst) begin
+      for (int i = 0; i < NUM_LBS; i++) for (int w = 0; w < 8; w++) begin
+        lb_act[i][w] <= '0;
+        lb_sh[i][w] <= '0;
+      end
+      for (int i = 0; i < NUM_LBS * NUM_EPOCHS; i++) for (int w = 0; w < 5; w++) begin
+        ep_act[i][w] <= '0;
+        ep_sh[i][w] <= '0;
+      end
+      for (int i = 0; i < N_SENDERS; i++) for (int w = 0; w < 5; w++) begin
+        snd_act[i][w] <= '0;
+        snd_sh[i][w] <= '0;
+      end
+    end
+  end
+
+  // commit control
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      bank <= 1'b0;
+      hold <= '0;
+      commits <= '0;
+    end else if (do_wr && commit_wr && wr_data[CTRL_GO_LSB]) begin
+      bank <= ~bank;
+      hold <= HOLD[$bits(hold)-1:0];
+      commits <= commits + 1;
+    end else if (hold != 0) begin
+      hold <= hold - 1'b1;
+    end
+  end
+
+  // RAM tables: writes to the inactive bank. The RAMs are not reset (like block RAM); the driver
+  // clears what it needs, and an all-zero member word means "invalid".
+  always_ff @(posedge clk) begin
+    if (do_wr && in_cal) cal_ram[{~bank, off_cal[14:2]}] <= wr_data;
+    if (do_wr && in_mem && off_mem[4:2] < 7)
+      mem_ram[{~bank, off_mem[MEMBER_ID_BITS+7:5]}][32*off_mem[4:2]+:32] <= wr_data;
+    cal_data <= cal_ram[cal_addr];
+    mem_data <= mem_ram[mem_addr];
+  end
+
+  initial begin
+    // simulation only: start from empty tables (an FPGA bitstream initialises RAM to zero as well)
+    for (int i = 0; i < 2 * CALENDAR_COUNT; i++) cal_ram[i] = '1;
+    for (int i = 0; i < MEM_DEPTH; i++) mem_ram[i] = '0;
+  end
+endmodule
