@@ -12,6 +12,7 @@ import click
 from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.params import IP, SIZE
+from ejlb.cli.session import build, receiver_manager
 from ejlb.wire import MAX_EVENT_LEN, MAX_PORT_RANGE
 
 
@@ -50,7 +51,7 @@ def send(files, generate, size, data_id, first_event, rate, mtu, sync):
     if generate and size > MAX_EVENT_LEN:
         raise CLIError(f"--size={size}: events are at most {MAX_EVENT_LEN} bytes", EXIT_USAGE)
     sent = []
-    with Sender(opts.ejfat_uri(), data_id=data_id, mtu=mtu, rate_gbps=rate, sync=sync, family=opts.family) as sender:
+    with build(Sender, opts.ejfat_uri(), data_id=data_id, mtu=mtu, rate_gbps=rate, sync=sync, family=opts.family) as sender:
         items = ((str(p), _file_event(p)) for p in files) if files else (
             (f"generated-{i}", pattern(size, seed=i)) for i in range(generate))
         for i, (label, event) in enumerate(items):
@@ -97,8 +98,9 @@ def recv(ip, port, port_range, threads, register, name, with_lb_header, out, cou
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     got = 0
-    with Receiver(uri, ip, port, threads=threads, port_range=port_range, with_lb_header=with_lb_header,
-                  register=register, name=name or f"recv-{socket.gethostname()}-{os.getpid()}") as rx:
+    with build(Receiver, uri, ip, port, threads=threads, port_range=port_range, with_lb_header=with_lb_header,
+               register=register, manager=receiver_manager(opts, uri),
+               name=name or f"recv-{socket.gethostname()}-{os.getpid()}") as rx:
         click.echo(f"receiving on {ip} ports {rx.ports.start}-{rx.ports.stop - 1}", err=True)
         try:
             while count is None or got < count:

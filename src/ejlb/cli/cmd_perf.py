@@ -12,6 +12,7 @@ from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.meter import RateMeter, save_plot
 from ejlb.cli.params import IP, SIZE
+from ejlb.cli.session import build, receiver_manager
 from ejlb.wire import MAX_EVENT_LEN, MAX_MTU, MAX_PORT_RANGE
 
 SEND_KEYS = ("events", "bytes", "datagrams", "send_errors")
@@ -51,6 +52,7 @@ def _summary(meter: RateMeter, title: str, extra: dict) -> None:
         **{k: meter.total(k) for k in meter.keys},
         "events_per_s": round(meter.mean_rate("events"), 1),
         "gbps": round(meter.mean_rate("bytes") * 8 / 1e9, 4),
+        "active_gbps": round(meter.active_rate("bytes") * 8 / 1e9, 4),
         "peak_gbps": round(meter.peak_rate("bytes") * 8 / 1e9, 4),
         **extra,
     }
@@ -91,7 +93,7 @@ def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, 
     event = pattern(length)
     meter = RateMeter(SEND_KEYS)
     sent = 0
-    with Sender(opts.ejfat_uri(), data_id=data_id, mtu=mtu, lb_version=int(lb_version), sockets=sockets,
+    with build(Sender, opts.ejfat_uri(), data_id=data_id, mtu=mtu, lb_version=int(lb_version), sockets=sockets,
                 rate_gbps=rate, gso=gso, sync=sync, family=opts.family) as sender:
         def snapshot():
             st = sender.stats()
@@ -148,8 +150,9 @@ def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, cou
         raise CLIError("--register needs a URI naming a load balancer (…/lb/<id>)", EXIT_USAGE)
     meter = RateMeter(RECV_KEYS)
     got = 0
-    with Receiver(uri, ip, port, threads=threads, port_range=port_range, with_lb_header=with_lb_header,
-                  register=register, name=name or f"perf-{socket.gethostname()}-{port or os.getpid()}") as rx:
+    with build(Receiver, uri, ip, port, threads=threads, port_range=port_range, with_lb_header=with_lb_header,
+               register=register, manager=receiver_manager(opts, uri),
+               name=name or f"perf-{socket.gethostname()}-{port or os.getpid()}") as rx:
         ports = rx.ports
         click.echo(f"receiving on {ip} ports {ports.start}-{ports.stop - 1}"
                    f"{' (registered)' if register else ''}", err=True)

@@ -54,6 +54,11 @@ class RateMeter:
     def mean_rate(self, key: str) -> float:
         return self.total(key) / self.elapsed if self.elapsed > 0 else 0.0
 
+    def active_rate(self, key: str) -> float:
+        """Mean over the intervals in which `key` moved (a receiver's idle wait left out)."""
+        busy = sum(r.dt for r in self.rows if r.deltas[key])
+        return self.total(key) / busy if busy > 0 else 0.0
+
     def peak_rate(self, key: str) -> float:
         return max((r.rate(key) for r in self.rows if r.dt > 0), default=0.0)
 

@@ -25,6 +25,24 @@ def manager(opts: Options, uri=None) -> Iterator:
         mgr.close()
 
 
+def build(factory, *args, **kwargs):
+    """Construct a Sender/Receiver; its ValueErrors (bad parameters, named) are usage errors (exit 2)."""
+    try:
+        return factory(*args, **kwargs)
+    except ValueError as e:
+        raise CLIError(str(e), EXIT_USAGE) from None
+
+
+def receiver_manager(opts: Options, uri):
+    """The LBManager a registering Receiver should use: one honouring --ca/--insecure for TLS URIs
+    (None lets the Receiver open its own plain one)."""
+    if uri is None or not uri.tls:
+        return None
+    from ejlb.control.client import LBManager
+
+    return LBManager(uri, ca_file=opts.ca, insecure=opts.insecure)
+
+
 def require(value, what: str, hint: str):
     if value in (None, ""):
         raise CLIError(f"{what} is missing: {hint}", EXIT_USAGE)
