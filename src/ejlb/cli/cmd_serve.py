@@ -137,7 +137,10 @@ def serve(config_file, listen, backend, threads, db, admin_token, instances, syn
             if restart.wait(0.2):
                 restart.clear()
                 log.info("SIGHUP: restarting the control plane; the data plane keeps forwarding")
-                cp.stop()
+                try:
+                    cp.stop()
+                except Exception:  # a half-stopped control plane must not take the data plane down
+                    log.exception("control plane stop failed; starting a new one anyway")
                 # the same port, so clients and the printed URI stay valid
                 config.port = cp.port
                 cp = _start(ControlPlane, config, dataplane)

@@ -1,0 +1,138 @@
+"""Software LB throughput: sender -> software LB -> 4 receivers versus sender -> 4 receivers
+directly, in the same run on loopback, with the machine-limit probes of that run.
+
+    python benchmarks/bench_lb.py [--events 400] [--event-size 1048576] [--mtu 9000 1500] [--threads 1]
+
+The same four Receivers (127.0.0.1, consecutive ports, LB header expected) take part in both modes:
+directly, one GSO Sender rotates events over their ports; through the LB, the Sender targets the
+LB's data address and the LB spreads events over the four members (keep-LB-header members, so the
+receivers see identical datagrams in both modes). A trial is unpaced; if it loses events, it is
+repeated paced at 90 % of the delivered rate (up to 4 times) so that lossless figures are compared.
+Figures: event goodput (Gb/s), datagram rate through the LB (Mpps, from its counters), the ratio
+via-LB / direct (target >= 0.6), and the udp_gso / udp_gro probes at the same datagram size.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import random
+import sys
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+from probes import Probes, markdown_table, ratio  # noqa: E402
+
+from ejlb.dataplane.software import SoftwareLB  # noqa: E402
+from ejlb.dataplane.tables import EpochRange, LBInstance, Member, Tables, diff  # noqa: E402
+from ejlb.shim.receiver import Receiver, ReceiverClosed  # noqa: E402
+from ejlb.shim.sender import Sender  # noqa: E402
+from ejlb.wire import CALENDAR_SLOTS  # noqa: E402
+
+LB_IP, LB_PORT, WORKERS = "127.0.16.1", 19560, 4
+
+
+def lb_tables(base: int) -> Tables:
+    ip = ipaddress.ip_address
+    return Tables(
+        lbs={0: LBInstance(0, b"\x02" * 6, ip(LB_IP))},
+        senders=frozenset({(0, ip("127.0.0.1"))}),
+        epochs={(0, 0): EpochRange(0, None)},
+        calendars={(0, 0): tuple(k % WORKERS for k in range(CALENDAR_SLOTS))},
+        members={(0, k): Member(ip("127.0.0.1"), base + k, keep_lb_header=True) for k in range(WORKERS)},
+    )
+
+
+def trial(receivers, uri: str, mtu: int, rate, events: int, event: np.ndarray, lb=None) -> dict:
+    got = [0] * len(receivers)
+    last = [0.0]
+    done = threading.Event()
+
+    def consume(i, rx):
+        while not done.is_set():
+            try:
+                rx.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            except ReceiverClosed:
+                return
+            got[i] += 1
+            last[0] = time.perf_counter()
+
+    threads = [threading.Thread(target=consume, args=(i, rx), daemon=True) for i, rx in enumerate(receivers)]
+    for t in threads:
+        t.start()
+    before = lb.counters().lb[0]["rx_packets"] if lb else 0
+    with Sender(uri, mtu=mtu, sync=False, sockets=4, sndbuf=64 << 20, rate_gbps=rate) as tx:
+        t0 = time.perf_counter()
+        for k in range(events):
+            tx.send(event, event_number=k)
+        sent = tx.stats()
+    deadline = time.monotonic() + 3.0
+    while sum(got) < events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    done.set()
+    for t in threads:
+        t.join()
+    dt = max(last[0] - t0, 1e-9)
+    n = sum(got)
+    out = {"rate": rate, "delivered": n, "lossless": n == events, "event_gbps": n * event.nbytes * 8 / dt / 1e9,
+           "datagrams": sent.datagrams, "mpps": sent.datagrams / dt / 1e6, "per_worker": list(got)}
+    if lb:
+        out["lb_rx"] = lb.counters().lb[0]["rx_packets"] - before
+        out["mpps"] = out["lb_rx"] / dt / 1e6
+    return out
+
+
+def lossless(run, first_rate=None, tries: int = 4) -> dict:
+    r = run(first_rate)
+    for _ in range(tries):
+        if r["lossless"]:
+            break
+        r = run(max(0.1, 0.9 * r["event_gbps"]))
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=400)
+    ap.add_argument("--event-size", type=int, default=1 << 20)
+    ap.add_argument("--mtu", type=int, nargs="+", default=[9000, 1500])
+    ap.add_argument("--threads", type=int, default=1, help="software LB worker threads")
+    ap.add_argument("--probe-seconds", type=float, default=2.0)
+    args = ap.parse_args()
+    event = np.random.default_rng(1).integers(0, 256, args.event_size, dtype=np.uint8)
+    probes = Probes(seconds=args.probe_seconds)
+    rows = []
+    base = random.randint(41000, 48000)
+    receivers = [Receiver(None, "127.0.0.1", base + k, with_lb_header=True, queue_size=512, rcvbuf=64 << 20)
+                 for k in range(WORKERS)]
+    try:
+        with SoftwareLB(ports={0: (LB_PORT, LB_PORT)}, threads=args.threads) as lb:
+            lb.apply(diff(Tables(), lb_tables(base)))
+            for mtu in args.mtu:
+                direct_uri = f"ejfat://bench:18347/lb/1?data=127.0.0.1:{base}-{base + WORKERS - 1}"
+                via_uri = f"ejfat://bench:18347/lb/1?data={LB_IP}:{LB_PORT}"
+                direct = lossless(lambda r: trial(receivers, direct_uri, mtu, r, args.events, event))
+                via = lossless(lambda r: trial(receivers, via_uri, mtu, r, args.events, event, lb=lb))
+                seg = mtu - 28
+                gso, gro = probes.gso(seg), probes.gro(seg)
+                rows.append([mtu, direct["event_gbps"], via["event_gbps"], ratio(via["event_gbps"], direct["event_gbps"]),
+                             via["mpps"], gro.gbps, ratio(via["event_gbps"], gro.gbps), gso.gbps,
+                             "/".join(map(str, via["per_worker"])), f"{via['delivered']}/{args.events}"])
+                print(f"MTU {mtu}: direct {direct['event_gbps']:.2f} Gb/s | via LB {via['event_gbps']:.2f} Gb/s "
+                      f"{via['mpps']:.3f} Mpps (ratio {rows[-1][3]:.2f}) | probes at {seg} B: gso {gso} gro {gro}",
+                      flush=True)
+            print("LB stats:", lb.stats())
+    finally:
+        for rx in receivers:
+            rx.close()
+    print()
+    print(markdown_table(["MTU", "direct Gb/s", "via LB Gb/s", "via/direct", "LB Mpps", "gro probe Gb/s",
+                          "via/gro", "gso probe Gb/s", "events per worker", "delivered"], rows))
+
+
+if __name__ == "__main__":
+    main()
