@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from probes import Probes, markdown_table, ratio  # noqa: E402
+from probes import Probes, markdown_table  # noqa: E402
 
 from ejlb.native import buffer_address, lib  # noqa: E402
 from ejlb.shim.sender import Sender  # noqa: E402
@@ -43,40 +43,41 @@ def run_sender(bin_dir, mtu: int, gso: bool, seconds: float, event_size: int, ze
     try:
         with Sender(f"ejfat://bench:18347/lb/1?data=127.0.0.1:{port}", mtu=mtu, gso=gso, sync=False,
                     sockets=1, sndbuf=64 << 20, zero_copy=zero_copy) as s:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             n = 0
             while time.perf_counter() - t0 < seconds:
                 for _ in range(8):
                     s.send(event)
                 n += 8
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
             st = s.stats()
         out, _ = rx.communicate(timeout=30)
     finally:
         if rx.poll() is None:
             rx.kill()
     return {
-        "gbps": st.bytes * 8 / dt / 1e9, "mpps": st.datagrams / dt / 1e6, "events": n,
+        "gbps": st.bytes * 8 / dt / 1e9, "mpps": st.datagrams / dt / 1e6, "events": n, "cpu": cpu / dt,
         "errors": st.send_errors, "gso": st.gso, "recv": out.strip(),
     }
 
 
 def python_overhead(n: int = 200_000) -> tuple[float, float]:
-    """µs per event of Sender.send and of a bare ejlb_tx_send1, both for empty events to a port
-    nobody listens on (so the kernel cost is one small datagram each)."""
+    """CPU µs per event of Sender.send and of a bare ejlb_tx_send1, both for empty events to a
+    port nobody listens on (so the kernel cost is one small datagram each). Thread CPU time, so
+    that other load on the machine does not count."""
     port = random.randint(30000, 49999)
     with Sender(f"ejfat://bench:18347/lb/1?data=127.0.0.1:{port}", sync=False, sockets=1) as s:
         ev = b""
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for _ in range(n):
             s.send(ev)
-        t_send = (time.perf_counter() - t0) / n
+        t_send = (time.thread_time() - t0) / n
         ptr, nb = buffer_address(ev)
         tx, fd, send1 = s._tx, s._fds[0], lib.ejlb_tx_send1
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for i in range(n):
             send1(tx, fd, ptr, nb, i, i, 0, 0, 0, port)
-        t_bare = (time.perf_counter() - t0) / n
+        t_bare = (time.thread_time() - t0) / n
     return t_send * 1e6, t_bare * 1e6
 
 
@@ -99,43 +100,61 @@ def pacing(bin_dir, gbps: float, seconds: float, event_size: int = 65536) -> flo
     return b * 8 / dt / 1e9
 
 
+def best_of(rounds: int, secs: float, mode_probe, ours) -> tuple[float, float, float, dict]:
+    """Alternate probe and ejlb `rounds` times; the best of each (a shared, noisy machine only
+    ever slows a run down), and the median of the per-round ratios."""
+    probe_runs, our_runs = [], []
+    for _ in range(rounds):
+        probe_runs.append(mode_probe(Probes(seconds=secs)))
+        our_runs.append(ours())
+    ratios = sorted(o["gbps"] / p.gbps for o, p in zip(our_runs, probe_runs) if p.gbps)
+    best = max(our_runs, key=lambda r: r["gbps"])
+    return max(p.gbps for p in probe_runs), best["gbps"], ratios[len(ratios) // 2], best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--seconds", type=float, default=1.0, help="per figure")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of probe and ejlb per mode")
     ap.add_argument("--event-size", type=int, default=1 << 20)
-    ap.add_argument("--quick", action="store_true", help="tiny run (CI smoke): 0.3 s per figure")
+    ap.add_argument("--quick", action="store_true", help="tiny run (CI smoke): 0.3 s, 1 round")
     a = ap.parse_args()
-    secs = 0.3 if a.quick else a.seconds
-    probes = Probes(seconds=secs)
+    secs, rounds = (0.3, 1) if a.quick else (a.seconds, a.rounds)
+    bin_dir = Probes(seconds=secs).bin
     rows = []
     for mtu in (1500, 9000):
         size = mtu - 28
         for gso in (False, True):
-            probe = probes.gso(size) if gso else probes.sendmmsg(size)
-            r = run_sender(probes.bin, mtu, gso, secs, a.event_size)
-            rows.append([mtu, "on" if gso else "off", round(r["gbps"], 2), round(r["mpps"], 3),
-                         round(probe.gbps, 2), round(ratio(r["gbps"], probe.gbps), 2), r["errors"]])
-            print(f"mtu {mtu} gso {gso}: {r} | probe {probe}", file=sys.stderr)
-    print(markdown_table(["MTU", "GSO", "Gb/s", "Mdgram/s", "probe Gb/s", "ratio", "errors"], rows))
+            probe, ours, med, best = best_of(
+                rounds, secs, lambda p: p.gso(size) if gso else p.sendmmsg(size),
+                lambda: run_sender(bin_dir, mtu, gso, secs, a.event_size))
+            rows.append([mtu, "on" if gso else "off", round(ours, 2), round(best["mpps"], 3),
+                         round(best["cpu"], 2), round(probe, 2), round(ours / probe, 2), round(med, 2)])
+            print(f"mtu {mtu} gso {gso}: {best} | probe best {probe:.2f} Gb/s", file=sys.stderr)
+    print(f"1 MiB events, one Sender.send loop, best of {rounds} x {secs} s alternated with the probe")
+    print(markdown_table(["MTU", "GSO", "Gb/s", "Mdgram/s", "sender CPU", "probe Gb/s", "ratio (best)",
+                          "ratio (median)"], rows))
 
     copy_rows = []
     for mtu in (1500, 9000):
-        zc = run_sender(probes.bin, mtu, True, secs, a.event_size)
-        cp = run_sender(probes.bin, mtu, True, secs, a.event_size, zero_copy=False)
-        copy_rows.append([mtu, round(zc["gbps"], 2), round(cp["gbps"], 2), round(ratio(zc["gbps"], cp["gbps"]), 2)])
+        zc, cp = [], []
+        for _ in range(rounds):
+            zc.append(run_sender(bin_dir, mtu, True, secs, a.event_size)["gbps"])
+            cp.append(run_sender(bin_dir, mtu, True, secs, a.event_size, zero_copy=False)["gbps"])
+        copy_rows.append([mtu, round(max(zc), 2), round(max(cp), 2), round(max(zc) / max(cp), 2)])
     print()
     print(markdown_table(["MTU (GSO)", "iovec pairs Gb/s", "staged copy Gb/s", "zero-copy / copy"], copy_rows))
 
     t_send, t_bare = python_overhead(20_000 if a.quick else 200_000)
-    print(f"\nPython overhead per event: Sender.send {t_send:.2f} µs - bare native call {t_bare:.2f} µs"
+    print(f"\nPython overhead per event (CPU): Sender.send {t_send:.2f} µs - bare native call {t_bare:.2f} µs"
           f" = {t_send - t_bare:.2f} µs")
 
     print()
     prow = []
     for g in (0.1, 1.0, 10.0):
-        got = pacing(probes.bin, g, max(secs, 1.0) if not a.quick else 0.5)
+        got = pacing(bin_dir, g, 0.5 if a.quick else max(secs, 2.0))
         prow.append([g, round(got, 3), f"{(got / g - 1) * 100:+.1f} %"])
-    print(markdown_table(["target Gb/s", "measured Gb/s", "error"], prow))
+    print(markdown_table(["pacing target Gb/s", "measured Gb/s", "error"], prow))
 
 
 if __name__ == "__main__":

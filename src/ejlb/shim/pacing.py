@@ -17,9 +17,10 @@ DEFAULT_BURST_S = 0.002  # burst credit in seconds of traffic: covers sleep jitt
 
 
 class TokenBucket:
-    """`reserve(nbytes, now) -> seconds to wait` before sending nbytes; pure arithmetic."""
+    """`reserve(nbytes, now) -> seconds to wait` before sending nbytes, then `started(now)` once
+    the send begins; pure arithmetic on the times passed in."""
 
-    __slots__ = ("rate", "burst_s", "next")
+    __slots__ = ("rate", "burst_s", "next", "_due", "_late")
 
     def __init__(self, rate_gbps: float, burst_s: float = DEFAULT_BURST_S):
         try:
@@ -33,12 +34,31 @@ class TokenBucket:
         self.rate = gbps * 1e9 / 8  # bytes per second
         self.burst_s = burst_s
         self.next: float | None = None
+        self._due: float | None = None  # start time of a send that had to wait
+        self._late = 0.0
 
     def reserve(self, nbytes: int, now: float) -> float:
         """Book nbytes on the schedule; return how long to wait before sending them (>= 0)."""
         nxt = self.next
-        if nxt is None or nxt < now - self.burst_s:
-            nxt = now - self.burst_s if nxt is not None else now  # bank at most one burst
+        if nxt is None:
+            nxt = now
+        else:
+            # Credit for time behind schedule: one burst (idle caller), plus how late the latest
+            # sleep woke up (a slow wake-up is ours to make up; a caller slower than the rate is
+            # not, so credit never accumulates across events).
+            floor = now - self.burst_s - self._late
+            if nxt < floor:
+                nxt = floor
         self.next = nxt + nbytes / self.rate
         wait = nxt - now
-        return wait if wait > 0 else 0.0
+        if wait > 0:
+            self._due = nxt
+            return wait
+        self._due = None
+        return 0.0
+
+    def started(self, now: float) -> None:
+        """The send booked last began at `now` (only matters after a wait: how late it woke)."""
+        if self._due is not None:
+            self._late = max(0.0, now - self._due)
+            self._due = None

@@ -214,6 +214,7 @@ class Sender:
                 wait = self._bucket.reserve(self.layout.udp_bytes(nbytes), time.monotonic())
                 if wait > MIN_SLEEP_S:
                     time.sleep(wait)
+                    self._bucket.started(time.monotonic())
             tick, evn, ent, slot = self._numbering.stamp(time.time_ns() // 1000, event_number, entropy, tick)
             sock, port = self._rotation.next()
             lib.ejlb_tx_send1(self._tx, self._fds[sock], ptr, nbytes, tick, evn, ent, slot, did, port)
