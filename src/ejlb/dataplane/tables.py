@@ -171,10 +171,13 @@ class Tables:
             _check_range("calendar.epoch_id", epoch, 0, NUM_EPOCHS - 1)
             if len(cal) != CALENDAR_SLOTS:
                 raise TableError(f"calendar ({lb_id},{epoch}) length={len(cal)}: must be {CALENDAR_SLOTS}")
-            for m in cal:
-                if not 0 <= m <= UNASSIGNED:
-                    raise TableError(f"calendar ({lb_id},{epoch}) member={m}: must be 0..65535")
+            if min(cal) < 0 or max(cal) > UNASSIGNED:  # C-speed scan; the loop only names the culprit
+                for m in cal:
+                    if not 0 <= m <= UNASSIGNED:
+                        raise TableError(f"calendar ({lb_id},{epoch}) member={m}: must be 0..65535")
         for lb_id, member_id in self.members:
+            if type(lb_id) is int and type(member_id) is int and 0 <= lb_id < NUM_LBS and 0 <= member_id < MAX_MEMBERS:
+                continue  # fast path for the thousands of members a controller tick plans
             _check_range("member.lb_id", lb_id, 0, NUM_LBS - 1)
             _check_range("member_id", member_id, 0, MAX_MEMBERS - 1)
 
@@ -222,7 +225,7 @@ def diff(old: Tables, new: Tables) -> TableDiff:
     sets, deletes = {}, {}
     for name in _TABLE_NAMES:
         a, b = getattr(old, name), getattr(new, name)
-        sets[name] = {k: v for k, v in b.items() if a.get(k) != v}
+        sets[name] = {k: v for k, v in b.items() if (o := a.get(k)) is not v and o != v}  # identity: fast path
         deletes[name] = frozenset(k for k in a if k not in b)
     return TableDiff(
         set=sets,
