@@ -2,14 +2,14 @@
 
 `plan_tables` is pure (state in, Tables out). `Controller.tick` runs one step for every
 reservation: expiry, liveness, weights, slot counts, layout, a new epoch only when the calendar
-changes, then diff against the backend's installed tables and `apply`. `sync_tables` applies the
-current state without a new epoch (start-up after a restart, and after Free/Reset/senders changes).
+changes, then a diff against the backend's installed tables and `apply`. `sync_tables` applies the
+current state without a new epoch (start-up after a restart, and after Free/Reset/sender changes).
+Worker reports are persisted by a writer thread in batches, off the tick's critical path.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,10 +20,10 @@ import numpy as np
 from ejlb.control import calendar as cal
 from ejlb.control import epochs as ep
 from ejlb.control import feedback
-from ejlb.control.liveness import Liveness, classify
+from ejlb.control.liveness import FIRST_REPORT_S, READY_S, REMOVE_S
 from ejlb.control.service import ControlService
 from ejlb.control.state import Reservation
-from ejlb.dataplane.tables import NUM_EPOCHS, Backend, Member, Tables, diff
+from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS, Backend, Tables, diff
 
 log = logging.getLogger("ejlb.control.controller")
 
@@ -34,14 +34,13 @@ def plan_tables(reservations: Iterable[Reservation]) -> Tables:
     for res in reservations:
         lb = res.lb.lb_id
         lbs[lb] = res.lb.lb_instance()
-        senders |= {(lb, ipaddress.ip_address(a)) for a in res.senders}
+        senders.update((lb, ipaddress.ip_address(a)) for a in res.senders)
         for eid, rng in ep.ranges(res.epochs).items():
             epochs[(lb, eid)] = rng
         for e in res.epochs:
             calendars[(lb, e.epoch_id)] = e.calendar
         for s in res.sessions.values():
-            members[(lb, s.member_id)] = Member(ipaddress.ip_address(s.ip), s.port, s.port_bits,
-                                                keep_lb_header=s.keep_lb_header, drop=not s.live)
+            members[(lb, s.member_id)] = s.member
     return Tables(lbs=lbs, senders=frozenset(senders), epochs=epochs, calendars=calendars, members=members)
 
 
@@ -53,8 +52,8 @@ class LBStats:
     ready_sessions: int = 0
     boundary: int = 0
     epoch: int = 0
-    slots: list[int] = field(default_factory=list)
-    fills: list[float] = field(default_factory=list)
+    slots: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fills: np.ndarray = field(default_factory=lambda: np.zeros(0))
     moves: int = 0
 
 
@@ -67,7 +66,14 @@ class Controller:
         self.epochs_started = 0
         self.slots_moved = 0
         self._apply_lock = threading.Lock()
+        self._pending: dict[int, tuple] = {}  # session id -> hot row awaiting the writer
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._planned_version = -1
 
+    # -- the tick -------------------------------------------------------------------------------
     def tick(self) -> None:
         t0 = time.perf_counter()
         svc = self.service
@@ -79,69 +85,80 @@ class Controller:
                     svc._free(res)
                     continue
                 self._step(res, now)
-            self._flush()
-            tables = plan_tables(svc.reservations.values())
-        self._install(tables)
+            for rid in [r for r in self.stats if r not in svc.reservations]:
+                del self.stats[rid]
+            self._collect_reports()
+            version = svc.tables_version
+            tables = plan_tables(svc.reservations.values()) if version != self._planned_version else None
+        if tables is not None:  # steady state: nothing to plan, diff or apply
+            self._install(tables, version)
         self.last_tick_s = time.perf_counter() - t0
 
     def sync_tables(self) -> None:
         with self.service.lock:
+            version = self.service.tables_version
             tables = plan_tables(self.service.reservations.values())
-        self._install(tables)
+        self._install(tables, version)
 
-    def _install(self, tables: Tables) -> None:
+    def _install(self, tables: Tables, version: int) -> None:
         with self._apply_lock:
             d = diff(self.backend.installed, tables)
             if d:
                 self.backend.apply(d)
+            self._planned_version = version
 
     def _step(self, res: Reservation, now: float) -> None:
         svc = self.service
         cfg = svc.config
-        for s in res.live_sessions:
-            if classify(now, s.registered_at, s.last_report, s.is_ready) is Liveness.REMOVED:
+        ready = []
+        for s in list(res.sessions.values()):  # liveness, inlined (liveness.classify) for 1000s of workers
+            if s.removed_at is not None:
+                continue
+            if (now - s.last_report > REMOVE_S) if s.last_report is not None else (now - s.registered_at > FIRST_REPORT_S):
                 log.info("session %s of lb %s removed: no state report", s.id, res.id)
                 svc._remove_session(res, s, now)
+            elif s.last_report is not None and s.is_ready and now - s.last_report <= READY_S:
+                ready.append(s)
         live = res.live_sessions
-        ready = [s for s in live if classify(now, s.registered_at, s.last_report, s.is_ready) is Liveness.READY]
         stats = self.stats.setdefault(res.id, LBStats())
         stats.active_sessions, stats.ready_sessions = len(live), len(ready)
         if ready:
-            weights = feedback.step([feedback.Report(s.dyn_weight, s.control_signal, s.fill) for s in ready],
-                                    cfg.fill_gain)
-            for s, w in zip(ready, weights):
-                s.dyn_weight = w
-                s.dirty = True
+            weights = feedback.step_arrays([s.dyn_weight for s in ready], [s.control_signal for s in ready],
+                                           [s.fill for s in ready], cfg.fill_gain)
+            for s, w in zip(ready, weights.tolist()):
+                if s.dyn_weight != w:
+                    s.dyn_weight = w
+                    s.dirty = True
             counts = cal.slot_counts(weights, [s.min_factor for s in ready], [s.max_factor for s in ready])
-            by_member = {s.member_id: c for s, c in zip(ready, counts)}
             previous = res.calendar
-            new = cal.layout(by_member, previous, strategy=res.strategy,
+            new = cal.layout({s.member_id: c for s, c in zip(ready, counts)}, previous, strategy=res.strategy,
                              demands={s.member_id: s.demands for s in ready if s.demands},
                              sticky=cfg.sticky_calendar)
             if new != previous:
-                self._start_epoch(res, now, new)
                 stats.moves = cal.moves(previous, new) if previous else 0
                 self.slots_moved += stats.moves
-        current = res.calendar or ()
-        owned = np.bincount(np.asarray([m for m in current if m < 1024], dtype=np.int64), minlength=1024)
-        stats.slots = [int(owned[s.member_id]) for s in ready]
-        stats.fills = [s.fill for s in live if s.last_report is not None]
+                self._start_epoch(res, now, new)
+        current = np.asarray(res.calendar or (), dtype=np.int64)
+        owned = np.bincount(current[current < MAX_MEMBERS], minlength=MAX_MEMBERS)
+        ids = np.array([s.id for s in live], dtype=np.int64)
+        member_ids = np.array([s.member_id for s in live], dtype=np.int64)
+        fills = np.array([s.fill for s in live], dtype=np.float32)
+        signals = np.array([s.control_signal for s in live], dtype=np.float32)
+        slots = owned[member_ids].astype(np.int32) if live else np.zeros(0, np.int32)
+        stats.slots = owned[[s.member_id for s in ready]] if ready else np.zeros(0)
+        stats.fills = np.array([s.fill for s in live if s.last_report is not None])
         stats.epoch = res.epochs[-1].seq if res.epochs else 0
         stats.boundary = res.epochs[-1].boundary if res.epochs else 0
-        ms = now
-        svc.record(f"/lb/{res.id}/epoch", ms, stats.epoch, "count", False)
-        svc.record(f"/lb/{res.id}/predictedEventNumber", ms, min(svc.predicted_event(res, now), (1 << 63) - 1),
+        res.history.append((int(now * 1000), ids, fills, signals, slots))
+        svc.record(f"/lb/{res.id}/epoch", now, stats.epoch, "count", False)
+        svc.record(f"/lb/{res.id}/predictedEventNumber", now, min(svc.predicted_event(res, now), (1 << 63) - 1),
                    "tick", False)
-        for s in live:
-            base = f"/lb/{res.id}/session/{s.id}/"
-            svc.record(base + "fillPercent", ms, s.fill, "fraction", True)
-            svc.record(base + "controlSignal", ms, s.control_signal, "", True)
-            svc.record(base + "slotsAssigned", ms, int(owned[s.member_id]), "slots", False)
 
     def _start_epoch(self, res: Reservation, now: float, calendar: tuple[int, ...]) -> None:
         prev = res.epochs[-1].boundary if res.epochs else None
         boundary = ep.next_boundary(res.samples, now, prev)
         res.epochs = ep.advance(res.epochs, boundary, calendar)
+        self.service.tables_version += 1
         newest = res.epochs[-1]
         self.service.store.add_epoch(res.id, newest.seq, boundary,
                                      np.asarray(calendar, dtype="<u2").tobytes(), NUM_EPOCHS)
@@ -149,26 +166,63 @@ class Controller:
         self.epochs_started += 1
         log.debug("lb %s epoch %s from tick %s", res.id, newest.seq, boundary)
 
-    def _flush(self) -> None:
+    # -- persistence of worker reports ----------------------------------------------------------
+    def _collect_reports(self) -> None:
+        """Under the service lock: hand dirty report rows to the writer (or write them now)."""
         svc = self.service
-        rows = []
+        rows = {}
         for res in svc.reservations.values():
             for s in res.sessions.values():
                 if s.dirty:
-                    rows.append({"id": s.id, "last_report": s.last_report, "is_ready": s.is_ready, "fill": s.fill,
-                                 "control_signal": s.control_signal, "dyn_weight": s.dyn_weight, "totals": s.totals})
+                    rows[s.id] = s.hot_row()
                     s.dirty = False
             if res.samples_dirty:
                 svc.store.replace_samples(res.id, [(x.recv_time, x.event_number, x.rate_hz, x.src_id)
                                                    for x in res.samples])
                 res.samples_dirty = False
+        if not rows:
+            return
+        with self._pending_lock:
+            self._pending.update(rows)
+        if self._writer is None:
+            self.flush()
+        else:
+            self._wake.set()
+
+    def flush(self) -> None:
+        with self._pending_lock:
+            rows, self._pending = self._pending, {}
         if rows:
-            svc.store.update_sessions_hot(rows)
+            alive = set(self.service.sessions)  # rows of sessions deleted meanwhile update nothing
+            self.service.store.update_sessions_hot([r for sid, r in rows.items() if sid in alive])
+
+    def start_writer(self) -> None:
+        def run():
+            while not self._closing:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                try:
+                    self.flush()
+                except Exception:
+                    log.exception("persisting worker reports failed; will retry")
+        self._writer = threading.Thread(target=run, name="ejlb-report-writer", daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        """Stop the writer and persist whatever is pending."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.join(5)
+            self._writer = None
+        with self.service.lock:
+            self._collect_reports()
+        self.flush()
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    """min/avg/max/stddev of a list (zeros when empty)."""
-    if not values:
+def spread(values) -> dict[str, float]:
+    """min/avg/max/stddev (population) of a sequence (zeros when empty)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
         return dict.fromkeys(("min", "avg", "max", "stddev"), 0.0)
-    return {"min": float(min(values)), "avg": float(statistics.fmean(values)), "max": float(max(values)),
-            "stddev": float(statistics.pstdev(values))}
+    return {"min": float(a.min()), "avg": float(a.mean()), "max": float(a.max()), "stddev": float(a.std())}

@@ -35,12 +35,19 @@ def step(reports: Sequence[Report], fill_gain: float = 0.0) -> list[float]:
     """One tick of the weight update for the ready workers of one reservation."""
     if not reports:
         return []
-    w = np.array([r.weight for r in reports], dtype=np.float64)
-    signal = np.array([r.control_signal for r in reports], dtype=np.float64)
-    w += np.nan_to_num(signal)
+    return step_arrays([r.weight for r in reports], [r.control_signal for r in reports],
+                       [r.fill for r in reports], fill_gain).tolist()
+
+
+def step_arrays(weights, signals, fills, fill_gain: float = 0.0) -> np.ndarray:
+    """`step` on parallel sequences (what the controller uses: no per-worker objects)."""
+    w = np.array(weights, dtype=np.float64)
+    if w.size == 0:
+        return w
+    signal = np.nan_to_num(np.asarray(signals, dtype=np.float64))
+    w += signal
     if fill_gain:
-        fill = np.clip(np.nan_to_num(np.array([r.fill for r in reports], dtype=np.float64)), 0.0, 1.0)
-        silent = signal == 0
-        w += np.where(silent, fill_gain * BASE * (fill.mean() - fill), 0.0)
+        fill = np.clip(np.nan_to_num(np.asarray(fills, dtype=np.float64)), 0.0, 1.0)
+        w += np.where(signal == 0, fill_gain * BASE * (fill.mean() - fill), 0.0)
     w = np.maximum(w, MIN_WEIGHT)
-    return (w * (BASE / w.mean())).tolist()
+    return w * (BASE / w.mean())

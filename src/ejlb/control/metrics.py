@@ -44,7 +44,7 @@ class Metrics:
             self.boundary.labels(lb).set(st.boundary)
             self.epoch.labels(lb).set(st.epoch)
             self.moves.labels(lb).set(st.moves)
-            for k, v in spread([float(x) for x in st.slots]).items():
+            for k, v in spread(st.slots).items():
                 self.slots.labels(lb, k).set(v)
             for k, v in spread(st.fills).items():
                 self.fill.labels(lb, k).set(v)

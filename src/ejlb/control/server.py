@@ -81,6 +81,7 @@ class ControlPlane:
             except OSError as e:
                 log.error("lb %s: cannot rebind sync port %s: %s", res.id, res.sync_port, e)
         self.controller.sync_tables()  # re-apply what was installed before a restart
+        self.controller.start_writer()
         self.sync.start()
         self._grpc.start()
         if cfg.metrics_port is not None:
@@ -106,8 +107,7 @@ class ControlPlane:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
-        with self.service.lock:
-            self.controller._flush()
+        self.controller.close()
         self.store.close()
         if self._own_backend:
             self.backend.close()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import fnmatch
-import json
 import ipaddress
+import json
 import logging
 import math
 import threading
@@ -40,7 +40,7 @@ ROOT_TOKEN_ID = 1
 MAX_NAME = 256
 MAX_SENDERS = 256  # per reservation: the FPGA allow-list holds 256 per family
 MAX_GRANTS = 64
-SERIES_POINTS = 600  # per timeseries: 10 minutes at the default period
+SERIES_POINTS = 600  # per scalar timeseries: 10 minutes at the default period
 IP_FAMILIES = {0: (4, 6), 1: (4,), 2: (6,)}  # IpFamily -> address families handed out
 
 
@@ -93,6 +93,13 @@ def parse_demands(field: str, ranges: Iterable[tuple[int, int]]) -> list[tuple[i
     return out
 
 
+SESSION_SERIES = (  # (name, column of a history snapshot, unit, float?)
+    ("fillPercent", 2, "fraction", True),
+    ("controlSignal", 3, "", True),
+    ("slotsAssigned", 4, "slots", False),
+)
+
+
 @dataclass
 class Series:
     unit: str
@@ -118,7 +125,12 @@ class ControlService:
         self.on_reserve: Callable[[Reservation], int] = lambda r: r.sync_port
         self.on_free: Callable[[Reservation], None] = lambda r: None
         self.tables_changed = threading.Event()  # wakes the controller to re-sync tables early
+        self.tables_version = 0  # bumped by every change that alters the planned tables
         self._load()
+
+    def _changed(self) -> None:
+        self.tables_version += 1
+        self.tables_changed.set()
 
     # -- start-up -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -160,7 +172,7 @@ class ControlService:
                 continue
             row = dict(s)
             row["demands"] = [tuple(d) for d in json.loads(row["demands"])]
-            row["totals"] = json.loads(row["totals"])
+            row["totals"] = tuple(row.pop(k) for k in TOTALS)
             row["keep_lb_header"] = bool(row["keep_lb_header"])
             row["is_ready"] = bool(row["is_ready"])
             sess = Session(**row)
@@ -316,7 +328,7 @@ class ControlService:
             self.store.replace_samples(rid, [(s.recv_time, s.event_number, s.rate_hz, s.src_id) for s in res.samples])
             res.samples_dirty = False
             log.info("reserved lb=%s instance=%s name=%r until=%s by token %s", rid, inst.lb_id, name, until, caller.id)
-            self.tables_changed.set()
+            self._changed()
             return res, token_secret
 
     def _has_families(self, inst: InstanceConfig, ip_family: int) -> bool:
@@ -343,11 +355,11 @@ class ControlService:
         for sess in res.sessions.values():
             self.sessions.pop(sess.id, None)
             self._revoke(sess.token_id)
-            self._drop_series(f"/lb/{res.id}/")
+        self._drop_series(f"/lb/{res.id}/")
         self._revoke(res.token_id)
         self.store.delete_reservation(res.id)
         self.on_free(res)
-        self.tables_changed.set()
+        self._changed()
         log.info("freed lb=%s (instance %s)", res.id, res.lb.lb_id)
 
     def reset(self, secret: str, lb_id: str, sync: bool, epochs: bool, senders: bool, workers: bool) -> None:
@@ -367,7 +379,7 @@ class ControlService:
                 res.epochs = ()
                 self.store.clear_epochs(res.id)
                 self._purge_unreferenced(res)
-            self.tables_changed.set()
+            self._changed()
 
     def extend(self, secret: str, lb_id: str, until: float | None) -> float | None:
         with self.lock:
@@ -390,7 +402,7 @@ class ControlService:
             else:
                 self.store.set_senders(res.id, remove=sorted(addrs & res.senders))
                 res.senders -= addrs
-            self.tables_changed.set()
+            self._changed()
 
     # -- workers --------------------------------------------------------------------------------
     def register(self, secret: str, lb_id: str, name: str, weight: float, ip: str, port: int, port_range: int,
@@ -428,13 +440,14 @@ class ControlService:
             row = {k: getattr(sess, k) for k in
                    ("reservation_id", "name", "ip", "port", "port_bits", "weight", "min_factor", "max_factor",
                     "keep_lb_header", "demands", "member_id", "token_id", "registered_at", "last_report",
-                    "is_ready", "fill", "control_signal", "dyn_weight", "totals", "removed_at")}
+                    "is_ready", "fill", "control_signal", "dyn_weight", "removed_at")}
             sess.id = self.store.add_session(row)
             tok, token_secret = self._mint(caller, f"session {sess.id} ({name})",
                                            [Grant(Resource.SESSION, str(sess.id), Level.UPDATE)])
             sess.token_id = tok.id
             self.store.update_session(sess.id, token_id=tok.id)
             res.sessions[sess.id] = self.sessions[sess.id] = sess
+            self.tables_version += 1
             log.info("registered session=%s lb=%s %s:%s/%s member=%s", sess.id, res.id, addr, port, port_range, member)
             return sess, token_secret
 
@@ -442,11 +455,12 @@ class ControlService:
         with self.lock:
             res, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
             self._remove_session(res, sess, self.clock())
-            self.tables_changed.set()
+            self._changed()
 
     def _remove_session(self, res: Reservation, sess: Session, now: float) -> None:
         """Soft removal: the member keeps its id (as an explicit drop) while a live epoch names it."""
         sess.removed_at = now
+        self.tables_version += 1
         self._revoke(sess.token_id)
         sess.token_id = None
         self.store.update_session(sess.id, removed_at=now, token_id=None)
@@ -458,8 +472,8 @@ class ControlService:
         for s in gone:
             del res.sessions[s.id]
             self.sessions.pop(s.id, None)
-            self._drop_series(f"/lb/{res.id}/session/{s.id}/")
         if gone:
+            self.tables_version += 1
             self.store.delete_sessions([s.id for s in gone])
 
     def send_state(self, secret: str, lb_id: str, session_id: str, fill: float, control_signal: float,
@@ -469,7 +483,7 @@ class ControlService:
             sess.fill = _finite("fillPercent", fill, 0.0, 1.0)
             sess.control_signal = _finite("controlSignal", control_signal)
             sess.is_ready = bool(is_ready)
-            sess.totals = {k: int(totals.get(k, 0)) for k in TOTALS}
+            sess.totals = tuple(int(totals.get(k, 0)) for k in TOTALS)
             sess.last_report = self.clock()  # our clock: liveness never trusts the worker's
             sess.dirty = True
 
@@ -529,20 +543,32 @@ class ControlService:
 
     def timeseries(self, secret: str, selectors: Sequence[str], since: float | None) -> list[tuple[str, Series, list]]:
         """Series matching any selector (shell-style patterns, e.g. '/lb/3/session/*/fillPercent'),
-        restricted to reservations the caller may read."""
+        restricted to reservations the caller may read. Per-session series are cut from the
+        per-tick snapshots of each reservation."""
         with self.lock:
             caller = self.authenticate(secret)
-            readable = {f"/lb/{r.id}/" for r in self.readable(caller)}
             since_ms = int(since * 1000) if since is not None else None
+            match = lambda name: not selectors or any(fnmatch.fnmatchcase(name, sel) for sel in selectors)  # noqa: E731
             out = []
-            for name, s in sorted(self.series.items()):
-                parts = name.split("/")
-                if len(parts) < 3 or f"/lb/{parts[2]}/" not in readable:
-                    continue
-                if selectors and not any(fnmatch.fnmatchcase(name, sel) for sel in selectors):
-                    continue
-                pts = [p for p in s.points if since_ms is None or p[0] >= since_ms]
-                out.append((name, s, pts))
+            for res in sorted(self.readable(caller), key=lambda r: r.id):
+                prefix = f"/lb/{res.id}/"
+                for name, s in sorted(self.series.items()):
+                    if name.startswith(prefix) and match(name):
+                        out.append((name, s, [p for p in s.points if since_ms is None or p[0] >= since_ms]))
+                snaps = [h for h in res.history if since_ms is None or h[0] >= since_ms]
+                sids = sorted({int(i) for h in snaps for i in h[1]})
+                for metric, col, unit, is_float in SESSION_SERIES:
+                    for sid in sids:
+                        name = f"{prefix}session/{sid}/{metric}"
+                        if not match(name):
+                            continue
+                        pts = []
+                        for h in snaps:
+                            idx = np.flatnonzero(h[1] == sid)
+                            if idx.size:
+                                v = h[col][idx[0]]
+                                pts.append((h[0], float(v) if is_float else int(v)))
+                        out.append((name, Series(unit, is_float, collections.deque()), pts))
             return out
 
     # -- token RPCs -----------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def status_reply(svc: ControlService, res: Reservation) -> pb.LoadBalancerStatus
             slots=[pb.SlotRange(index=i, length=n) for i, n in cal.slot_ranges(calendar, s.member_id)],
             slotDemands=[pb.SlotRange(index=i, length=n) for i, n in s.demands],
             healthIssues=w_issues, sessionId=s.id,
-            **{p: s.totals.get(k, 0) for k, p in zip(TOTALS, TOTALS_PROTO)},
+            **dict(zip(TOTALS_PROTO, s.totals)),
         ))
     if res.sessions and not any(not w.healthIssues for w in workers):
         issues.append(pb.HealthIssue(type="no_ready_workers", severity="error",

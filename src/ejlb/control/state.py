@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import collections
+import ipaddress
 from dataclasses import dataclass, field
 
 from ejlb.control.config import InstanceConfig
 from ejlb.control.epochs import MAX_SAMPLES, Epoch, SyncSample
-from ejlb.control.tokens import Grant
 
-TOTALS = (
-    "total_events_recv", "total_events_reassembled", "total_events_reassembly_err",
-    "total_events_dequeued", "total_event_enqueue_err", "total_bytes_recv", "total_packets_recv",
-)
+HISTORY_POINTS = 300  # per reservation: 5 minutes at the default 1 s period
+from ejlb.control.tokens import Grant
+from ejlb.dataplane.tables import Member
+
+from ejlb.control.store import TOTALS  # noqa: E402  (re-exported: the client's counter names)
+
 # SendState / WorkerStatus field names of the seven counters, in the same order
 TOTALS_PROTO = (
     "totalEventsRecv", "totalEventsReassembled", "totalEventsReassemblyErr",
@@ -50,13 +52,28 @@ class Session:
     fill: float = 0.0
     control_signal: float = 0.0
     dyn_weight: float = 1000.0
-    totals: dict = field(default_factory=lambda: dict.fromkeys(TOTALS, 0))
+    totals: tuple[int, ...] = (0,) * len(TOTALS)  # in TOTALS order
     removed_at: float | None = None  # set: gone, kept only while a live epoch still names it
     dirty: bool = False  # report fields not yet flushed to the store
+    _member: Member | None = field(default=None, repr=False, compare=False)
 
     @property
     def live(self) -> bool:
         return self.removed_at is None
+
+    @property
+    def member(self) -> Member:
+        """Member-table entry (cached: the controller asks every tick); an explicit drop once removed."""
+        m = self._member
+        if m is None or m.drop == self.live:
+            m = self._member = Member(ipaddress.ip_address(self.ip), self.port, self.port_bits,
+                                      keep_lb_header=self.keep_lb_header, drop=not self.live)
+        return m
+
+    def hot_row(self) -> tuple:
+        """The store's HOT_SESSION_COLUMNS + id."""
+        return (self.last_report, int(self.is_ready), self.fill, self.control_signal, self.dyn_weight,
+                *self.totals, self.id)
 
 
 @dataclass
@@ -77,6 +94,8 @@ class Reservation:
     samples_dirty: bool = False
     sync_accepted: int = 0
     sync_rejected: int = 0
+    # per-tick snapshots for Timeseries: (ms, session ids, fill, control signal, slots), bounded
+    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS))
 
     def add_sample(self, s: SyncSample) -> None:
         self.samples.append(s)

@@ -42,7 +42,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     keep_lb_header INTEGER NOT NULL, demands TEXT NOT NULL, member_id INTEGER NOT NULL,
     token_id INTEGER, registered_at REAL NOT NULL, last_report REAL, is_ready INTEGER NOT NULL,
     fill REAL NOT NULL, control_signal REAL NOT NULL, dyn_weight REAL NOT NULL,
-    totals TEXT NOT NULL, removed_at REAL);
+    total_events_recv INTEGER NOT NULL DEFAULT 0, total_events_reassembled INTEGER NOT NULL DEFAULT 0,
+    total_events_reassembly_err INTEGER NOT NULL DEFAULT 0, total_events_dequeued INTEGER NOT NULL DEFAULT 0,
+    total_event_enqueue_err INTEGER NOT NULL DEFAULT 0, total_bytes_recv INTEGER NOT NULL DEFAULT 0,
+    total_packets_recv INTEGER NOT NULL DEFAULT 0, removed_at REAL);
 CREATE TABLE IF NOT EXISTS epochs (
     reservation_id INTEGER NOT NULL REFERENCES reservations(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL, boundary TEXT NOT NULL, calendar BLOB NOT NULL,
@@ -52,12 +55,17 @@ CREATE TABLE IF NOT EXISTS sync_samples (
     recv_time REAL NOT NULL, event_number TEXT NOT NULL, rate INTEGER NOT NULL, src_id INTEGER NOT NULL);
 """
 
+TOTALS = (  # the seven SendState counters (snake_case of the proto names, same order)
+    "total_events_recv", "total_events_reassembled", "total_events_reassembly_err",
+    "total_events_dequeued", "total_event_enqueue_err", "total_bytes_recv", "total_packets_recv",
+)
 SESSION_COLUMNS = (
     "id", "reservation_id", "name", "ip", "port", "port_bits", "weight", "min_factor", "max_factor",
     "keep_lb_header", "demands", "member_id", "token_id", "registered_at", "last_report", "is_ready",
-    "fill", "control_signal", "dyn_weight", "totals", "removed_at",
+    "fill", "control_signal", "dyn_weight", "removed_at",
 )
-HOT_SESSION_COLUMNS = ("last_report", "is_ready", "fill", "control_signal", "dyn_weight", "totals")
+# written by the controller's batched flush, as tuples in this order followed by the session id
+HOT_SESSION_COLUMNS = ("last_report", "is_ready", "fill", "control_signal", "dyn_weight") + TOTALS
 
 
 @dataclass
@@ -173,12 +181,11 @@ class Store:
         sets = ", ".join(f"{k}=?" for k in cols)
         self._tx([(f"UPDATE sessions SET {sets} WHERE id=?", (*(_encode(k, v) for k, v in cols.items()), sid))])
 
-    def update_sessions_hot(self, rows: Iterable[dict]) -> None:
-        """Batched flush of worker-report fields."""
+    def update_sessions_hot(self, rows: Iterable[tuple]) -> None:
+        """Batched flush of worker-report fields: tuples of HOT_SESSION_COLUMNS + (session id,)."""
         sets = ", ".join(f"{c}=?" for c in HOT_SESSION_COLUMNS)
         with self.transaction() as db:
-            db.executemany(f"UPDATE sessions SET {sets} WHERE id=?",
-                           [tuple(_encode(c, r[c]) for c in HOT_SESSION_COLUMNS) + (r["id"],) for r in rows])
+            db.executemany(f"UPDATE sessions SET {sets} WHERE id=?", rows)
 
     def delete_sessions(self, ids: Iterable[int]) -> None:
         self._tx([("DELETE FROM sessions WHERE id=?", (i,)) for i in ids])
@@ -200,7 +207,7 @@ class Store:
 
 
 def _encode(col: str, value):
-    if col in ("demands", "totals"):
+    if col == "demands":
         return json.dumps(value)
     if isinstance(value, bool):
         return int(value)
