@@ -54,10 +54,11 @@ def test_slow_consumer_raises_fill_then_drains():
     push.connect("inproc://ejlb-rx-zmq-test")
     try:
         with Receiver(None, "127.0.0.1", 0, zmq_push=push, queue_size=4) as rx:
-            for evn in range(12):
+            for evn in range(12):  # one at a time: the queue only overflows once zmq holds all it can
                 send_all(datagrams(bytes([evn]) * 1000, event_number=evn, with_lb=False), ("127.0.0.1", rx.base_port))
-            assert wait_for(lambda: rx.stats().events_reassembled == 12)
-            assert wait_for(lambda: rx.fill() == 1.0)  # nobody reads: the queue backs up
+                assert wait_for(lambda: rx.stats().events_reassembled == evn + 1)
+                time.sleep(0.01)
+            assert wait_for(lambda: rx.fill() == 1.0), rx.stats()  # nobody reads: the queue backs up
             assert rx.stats().event_enqueue_err > 0
             seen = []
             pull.setsockopt(zmq.RCVTIMEO, 2000)

@@ -24,7 +24,7 @@ def plan(n, seed):
 
 
 def run(mtu, events, family="127.0.0.1", rate_gbps=4.0):
-    with Receiver(None, family, 0, with_lb_header=True, queue_size=64, rcvbuf=64 << 20) as rx:
+    with Receiver(None, family, 0, with_lb_header=True, queue_size=1024, rcvbuf=128 << 20) as rx:
         host = f"[{family}]" if ":" in family else family
         uri = f"ejfat://127.0.0.1:18008/lb/1?data={host}:{rx.base_port}"
         bad, seen = [], set()
@@ -46,7 +46,7 @@ def run(mtu, events, family="127.0.0.1", rate_gbps=4.0):
         t.join(60)
         s = rx.stats()
         assert not t.is_alive(), s
-        assert bad == [] and seen == set(range(len(events)))
+        assert bad == [] and seen == set(range(len(events))), (s, tx.stats(), rx.lost_events()[:5])
         assert s.events_reassembled == s.events_dequeued == len(events)
         assert s.events_reassembly_err == s.event_enqueue_err == s.bad_headers == s.duplicates == 0
         return s
