@@ -107,3 +107,18 @@ def test_worker_rows_show_port_range_readiness_and_counters():
     row, old = worker_rows(status, now)
     assert row == ("w", 4, "10.0.0.2:20000-20007", "yes", "50.0%", "-0.250", 100, "1.0s ago", 7, 6, 1, "2.5 MB")
     assert old[2] == ":30000" and old[3] == "stale" and old[7] == "5.0s ago"
+
+
+def test_monitor_rates_between_two_status_replies():
+    from ejlb.cli.cmd_monitor import rates
+
+    def status(t, events, nbytes, extra=()):
+        s = pb.LoadBalancerStatusReply(workers=[pb.WorkerStatus(sessionId=1, totalEventsReassembled=events,
+                                                                totalBytesRecv=nbytes), *extra])
+        s.timestamp.FromNanoseconds(int(t * 1e9))
+        return s
+
+    before = status(100.0, 10, 1_000)
+    after = status(102.0, 30, 500_001_000, [pb.WorkerStatus(sessionId=2, totalEventsReassembled=5)])
+    assert rates(before, after) == {1: (10.0, 2.0)}  # the newcomer (session 2) has no rate yet
+    assert rates(after, status(102.0, 40, 0)) == {}  # no time passed: no rate rather than a division by 0

@@ -11,22 +11,9 @@ import click
 from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.params import DURATION, IP, UNTIL, parse_duration, parse_until
-from ejlb.cli.session import FAMILY_NAMES, manager, own_sender_address, require
+from ejlb.cli.session import (FAMILY_NAMES, current_options, lb_id_or_uri, manager, own_sender_address,
+                              require)
 from ejlb.wire import MAX_PORT_RANGE
-
-def _opts():
-    return click.get_current_context().find_root().obj
-
-
-def _lb_id(opts, lb_id: str | None) -> str | None:
-    """An explicit LB id, else the URI's (the client falls back to it too; checked here for a clear error)."""
-    if lb_id is not None:
-        if not lb_id.isdigit():
-            raise CLIError(f"LB_ID={lb_id!r}: must be a decimal id", EXIT_USAGE)
-        return lb_id
-    return require(opts.ejfat_uri().lb_id, "the load balancer id",
-                   "pass LB_ID or use a URI with /lb/<id> (printed by `ejlb reserve`)")
-
 
 def _until(duration: timedelta | None, until: datetime | None):
     if duration is not None and until is not None:
@@ -37,7 +24,7 @@ def _until(duration: timedelta | None, until: datetime | None):
 
 
 def _print(data, renderables) -> None:
-    opts = _opts()
+    opts = current_options()
     if opts.json:
         render.print_json(data)
         return
@@ -63,7 +50,7 @@ def _print(data, renderables) -> None:
 @click.option("--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` for the shell.")
 def reserve(name, duration, until, senders, auto_sender, ip_family, strategy, export):
     """Reserve a load balancer NAME; prints its instance URI (token included)."""
-    opts = _opts()
+    opts = current_options()
     when = _until(duration, until)
     uri = opts.ejfat_uri()
     senders = list(senders)
@@ -86,22 +73,23 @@ def reserve(name, duration, until, senders, auto_sender, ip_family, strategy, ex
 @click.option("--until", type=UNTIL, help="New expiry as an ISO 8601 time.")
 def extend(lb_id, duration, until):
     """Move the expiry of a reservation."""
-    opts = _opts()
+    opts = current_options()
     when = _until(duration, until)
     require(when, "the new expiry", "give --duration or --until")
     if isinstance(when, timedelta):
         when = datetime.now(timezone.utc) + when
+    lb = lb_id_or_uri(opts, lb_id)
     with manager(opts) as m:
-        m.extend(when, lb_id=_lb_id(opts, lb_id))
-    _print({"lbId": _lb_id(opts, lb_id), "until": when}, [f"reservation extended until {when.isoformat(timespec='seconds')}"])
+        m.extend(when, lb_id=lb)
+    _print({"lbId": lb, "until": when}, [f"reservation extended until {when.isoformat(timespec='seconds')}"])
 
 
 @click.command()
 @click.argument("lb_id", required=False)
 def free(lb_id):
     """Free a reservation (default: the one in the URI)."""
-    opts = _opts()
-    lb = _lb_id(opts, lb_id)
+    opts = current_options()
+    lb = lb_id_or_uri(opts, lb_id)
     with manager(opts) as m:
         m.free(lb)
     _print({"lbId": lb, "freed": True}, [f"freed load balancer {lb}"])
@@ -111,8 +99,8 @@ def free(lb_id):
 @click.argument("lb_id", required=False)
 def status(lb_id):
     """Reservation state and its workers: fill, control signal, slots, last update, counters."""
-    opts = _opts()
-    lb = _lb_id(opts, lb_id)
+    opts = current_options()
+    lb = lb_id_or_uri(opts, lb_id)
     with manager(opts) as m:
         reply = m.status(lb)
     _print(reply, render.status_renderables(lb, reply))
@@ -121,7 +109,7 @@ def status(lb_id):
 @click.command()
 def overview():
     """Every load balancer the token may read, with its workers."""
-    opts = _opts()
+    opts = current_options()
     with manager(opts) as m:
         reply = m.overview()
     rows = []
@@ -149,7 +137,7 @@ def overview():
 @click.option("--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` (session URI).")
 def register(name, ip, port, port_range, weight, min_factor, max_factor, keep_lb_header, export):
     """Register a worker; prints the session URI (session token + sessionid) for send-state/deregister."""
-    opts = _opts()
+    opts = current_options()
     uri = opts.ejfat_uri()
     require(uri.lb_id, "the load balancer id", "use the URI printed by `ejlb reserve`")
     with manager(opts, uri) as m:
@@ -173,7 +161,7 @@ def _session_uri(opts):
 @click.command()
 def deregister():
     """Remove the worker session named by the URI's sessionid."""
-    opts = _opts()
+    opts = current_options()
     uri = _session_uri(opts)
     with manager(opts, uri) as m:
         m.deregister()
@@ -196,7 +184,7 @@ def _fraction(text: str) -> float:
 @click.option("--ready/--not-ready", default=True, show_default=True)
 def send_state(fill, control_signal, ready):
     """Report a worker's state once (workers normally do this themselves every ~100 ms)."""
-    opts = _opts()
+    opts = current_options()
     uri = _session_uri(opts)
     with manager(opts, uri) as m:
         m.send_state(fill_percent=fill, control_signal=control_signal, is_ready=ready)
@@ -211,9 +199,9 @@ def _senders_command(name: str, add: bool):
     @click.argument("addresses", nargs=-1, type=IP)
     @click.option("--lb-id", "lb_id", default=None, help="Load balancer id (default: the URI's).")
     def command(addresses, lb_id):
-        opts = _opts()
+        opts = current_options()
         uri = opts.ejfat_uri()
-        lb = _lb_id(opts, lb_id)
+        lb = lb_id_or_uri(opts, lb_id)
         addresses = list(addresses) or [own_sender_address(uri, opts.family)]
         with manager(opts, uri) as m:
             (m.add_senders if add else m.remove_senders)(addresses, lb_id=lb)
@@ -236,7 +224,7 @@ def version():
     """Versions of this client and of the control plane."""
     from ejlb import __version__
 
-    opts = _opts()
+    opts = current_options()
     with manager(opts) as m:
         reply = m.version()
     _print({"client": __version__, "server": reply},
@@ -277,7 +265,7 @@ def timeseries_rows(reply) -> list[tuple[str, str, int, float]]:
 def timeseries(selectors, since, fmt):
     """Metric samples as CSV (name,unit,timestamp_ms,value) or JSON. SELECTORS as the control plane
     names them, e.g. /lb/1/session/*/fillPercent."""
-    opts = _opts()
+    opts = current_options()
     with manager(opts) as m:
         reply = m.timeseries(list(selectors), since=_since(since))
     if opts.json or fmt == "json":

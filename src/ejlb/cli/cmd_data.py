@@ -12,12 +12,8 @@ import click
 from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.params import IP, SIZE
-from ejlb.cli.session import build, receiver_manager
+from ejlb.cli.session import build, current_options, receiver_manager
 from ejlb.wire import MAX_EVENT_LEN, MAX_PORT_RANGE
-
-
-def _opts():
-    return click.get_current_context().find_root().obj
 
 
 def _file_event(path: Path):
@@ -45,7 +41,7 @@ def send(files, generate, size, data_id, first_event, rate, mtu, sync):
     from ejlb.cli.cmd_perf import pattern
     from ejlb.shim.sender import Sender
 
-    opts = _opts()
+    opts = current_options()
     if bool(files) == bool(generate):
         raise CLIError("give FILES or --generate N (one of them)", EXIT_USAGE)
     if generate and size > MAX_EVENT_LEN:
@@ -91,7 +87,7 @@ def recv(ip, port, port_range, threads, register, name, with_lb_header, out, cou
     """Receive events; print one line each (JSON lines with --json) or write them to --out."""
     from ejlb.shim.receiver import Receiver
 
-    opts = _opts()
+    opts = current_options()
     uri = opts.ejfat_uri() if opts.uri else None
     if register and uri is None:
         raise CLIError("--register needs a URI (--uri or EJFAT_URI) with a token", EXIT_USAGE)

@@ -4,14 +4,11 @@ from __future__ import annotations
 import click
 
 from ejlb.cli import render
+from ejlb.cli.session import current_options
 from ejlb.cli.main import EXIT_FAILURE, EXIT_USAGE, CLIError
 from ejlb.cli.params import SIZE
 
 _STAGES = {"setup": "starting control plane, LB and workers", "send": "sending events", "drain": "receiving"}
-
-
-def _opts():
-    return click.get_current_context().find_root().obj
 
 
 @click.command()
@@ -25,7 +22,7 @@ def demo(events, size, workers, rate, mtu):
     """Run everything on loopback: control plane, software LB, workers, a sender; print who got what."""
     from ejlb.demo import DemoConfig, DemoError, run_demo
 
-    opts = _opts()
+    opts = current_options()
     try:
         config = DemoConfig(events=events, size=size, workers=workers, rate_gbps=rate or None, mtu=mtu,
                             ipv6=opts.family == 6)

@@ -8,12 +8,7 @@ from datetime import datetime, timezone
 import click
 
 from ejlb.cli import render
-from ejlb.cli.cmd_admin import _lb_id
-from ejlb.cli.session import manager
-
-
-def _opts():
-    return click.get_current_context().find_root().obj
+from ejlb.cli.session import current_options, lb_id_or_uri, manager
 
 
 @click.command()
@@ -23,8 +18,8 @@ def _opts():
 def monitor(lb_id, interval, count):
     """Refresh the status of a reservation every INTERVAL seconds: workers, fill, slots, counters,
     and event rates between refreshes. With --json: one JSON object per refresh (JSON lines)."""
-    opts = _opts()
-    lb = _lb_id(opts, lb_id)
+    opts = current_options()
+    lb = lb_id_or_uri(opts, lb_id)
     with manager(opts) as m:
         snapshots = _poll(m, lb, interval, count)
         if opts.json:

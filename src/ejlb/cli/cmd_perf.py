@@ -12,15 +12,11 @@ from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.meter import RateMeter, save_plot
 from ejlb.cli.params import IP, SIZE
-from ejlb.cli.session import build, receiver_manager
+from ejlb.cli.session import build, current_options, receiver_manager
 from ejlb.wire import MAX_EVENT_LEN, MAX_MTU, MAX_PORT_RANGE
 
 SEND_KEYS = ("events", "bytes", "datagrams", "send_errors")
 RECV_KEYS = ("events", "bytes", "packets", "lost", "bad_headers")
-
-
-def _opts():
-    return click.get_current_context().find_root().obj
 
 
 def pattern(length: int, seed: int = 0) -> np.ndarray:
@@ -56,7 +52,7 @@ def _summary(meter: RateMeter, title: str, extra: dict) -> None:
         "peak_gbps": round(meter.peak_rate("bytes") * 8 / 1e9, 4),
         **extra,
     }
-    if _opts().json:
+    if current_options().json:
         render.print_json(summary)
     else:
         render.console().print(render.kv_table(title, summary.items()))
@@ -85,7 +81,7 @@ def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, 
     """Send generated events to the URI's data address (an LB, or a worker directly)."""
     from ejlb.shim.sender import Sender
 
-    opts = _opts()
+    opts = current_options()
     if length > MAX_EVENT_LEN:
         raise CLIError(f"--length={length}: events are at most {MAX_EVENT_LEN} bytes", EXIT_USAGE)
     if count is None and duration is None:
@@ -142,7 +138,7 @@ def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, cou
 
     from ejlb.shim.receiver import Receiver
 
-    opts = _opts()
+    opts = current_options()
     uri = opts.ejfat_uri() if opts.uri else None  # no control plane: no URI needed
     if register is None:
         register = bool(uri is not None and uri.lb_id)

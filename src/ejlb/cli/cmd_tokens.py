@@ -5,14 +5,10 @@ import click
 
 from ejlb.cli import render
 from ejlb.cli.params import PERMISSION, RESOURCE_TYPES, PERMISSION_TYPES
-from ejlb.cli.session import manager
+from ejlb.cli.session import current_options, manager
 
 _RESOURCE_NAMES = {v: k for k, v in RESOURCE_TYPES.items() if k != "load_balancer"}
 _LEVEL_NAMES = {v: k for k, v in PERMISSION_TYPES.items() if k != "read"}
-
-
-def _opts():
-    return click.get_current_context().find_root().obj
 
 
 def _target(text: str | None):
@@ -44,7 +40,7 @@ def tokens():
                    "read_only|register|reserve|update (repeatable), e.g. -p reservation:3:read_only.")
 def create(name, permissions):
     """Mint a child token of the caller's token."""
-    opts = _opts()
+    opts = current_options()
     with manager(opts) as m:
         reply = m.create_token(name, list(permissions))
     if opts.json:
@@ -59,7 +55,7 @@ def create(name, permissions):
 @click.argument("target", required=False)
 def list_(target):
     """Permissions of TARGET (token id or token; default: the caller's token)."""
-    opts = _opts()
+    opts = current_options()
     with manager(opts) as m:
         token = m.list_token_permissions(_target(target))
     if opts.json:
@@ -72,7 +68,7 @@ def list_(target):
 @click.argument("target", required=False)
 def children(target):
     """All descendants of TARGET (default: the caller's token)."""
-    opts = _opts()
+    opts = current_options()
     with manager(opts) as m:
         items = m.list_child_tokens(_target(target))
     if opts.json:
@@ -85,7 +81,7 @@ def children(target):
 @click.argument("target")
 def revoke(target):
     """Revoke TARGET (token id or token) and all its descendants."""
-    opts = _opts()
+    opts = current_options()
     with manager(opts) as m:
         m.revoke_token(_target(target))
     if opts.json:

@@ -6,7 +6,8 @@ restarted peer) count as a fresh start instead of a negative rate.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Mapping
 
 
@@ -23,24 +24,34 @@ class Interval:
         return self.rate(key) * 8 / 1e9
 
 
-@dataclass
 class RateMeter:
-    keys: tuple[str, ...]
-    rows: list[Interval] = field(default_factory=list)
-    _t0: float | None = None
-    _last_t: float | None = None
-    _last: dict[str, int] = field(default_factory=dict)
-    _first: dict[str, int] = field(default_factory=dict)
+    """Totals, busy time and peaks are kept incrementally; only the newest `history` intervals are
+    kept as rows (for the plot), so a perf run of any length holds bounded memory."""
+
+    def __init__(self, keys: tuple[str, ...], history: int = 100_000):
+        self.keys = tuple(keys)
+        self.rows: deque[Interval] = deque(maxlen=history)
+        self._t0: float | None = None
+        self._last_t = 0.0
+        self._last: dict[str, int] = {}
+        self._total = dict.fromkeys(self.keys, 0)
+        self._busy = dict.fromkeys(self.keys, 0.0)
+        self._peak = dict.fromkeys(self.keys, 0.0)
 
     def feed(self, now: float, counters: Mapping[str, int]) -> Interval | None:
         """Record a snapshot; returns the interval since the previous one (None for the first)."""
         values = {k: int(counters.get(k, 0)) for k in self.keys}
         if self._t0 is None:
-            self._t0, self._last_t, self._last, self._first = now, now, values, dict(values)
+            self._t0, self._last_t, self._last = now, now, values
             return None
         deltas = {k: values[k] - self._last[k] if values[k] >= self._last[k] else values[k] for k in self.keys}
         row = Interval(t=now - self._t0, dt=max(now - self._last_t, 0.0), deltas=deltas)
         self._last_t, self._last = now, values
+        for k, d in deltas.items():
+            self._total[k] += d
+            if d:
+                self._busy[k] += row.dt
+            self._peak[k] = max(self._peak[k], row.rate(k))
         self.rows.append(row)
         return row
 
@@ -49,18 +60,17 @@ class RateMeter:
         return (self._last_t - self._t0) if self._t0 is not None else 0.0
 
     def total(self, key: str) -> int:
-        return sum(r.deltas[key] for r in self.rows)
+        return self._total[key]
 
     def mean_rate(self, key: str) -> float:
-        return self.total(key) / self.elapsed if self.elapsed > 0 else 0.0
+        return self._total[key] / self.elapsed if self.elapsed > 0 else 0.0
 
     def active_rate(self, key: str) -> float:
         """Mean over the intervals in which `key` moved (a receiver's idle wait left out)."""
-        busy = sum(r.dt for r in self.rows if r.deltas[key])
-        return self.total(key) / busy if busy > 0 else 0.0
+        return self._total[key] / self._busy[key] if self._busy[key] > 0 else 0.0
 
     def peak_rate(self, key: str) -> float:
-        return max((r.rate(key) for r in self.rows if r.dt > 0), default=0.0)
+        return self._peak[key]
 
 
 def save_plot(meter: RateMeter, path: str, title: str, key: str = "bytes") -> None:

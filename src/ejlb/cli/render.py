@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import sys
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -146,10 +145,3 @@ def status_renderables(lb_id: str, status, now: datetime | None = None) -> list:
         out.append(grid(None, WORKER_COLUMNS, worker_rows(status, now), right=(4, 5, 6, 8, 9, 10, 11)))
     return out
 
-
-def write_err(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def isatty() -> bool:
-    return sys.stdout.isatty()

@@ -12,6 +12,13 @@ from ejlb.cli.main import EXIT_USAGE, CLIError, Options
 FAMILY_NAMES = {None: "dual", 4: "ipv4", 6: "ipv6"}
 
 
+def current_options() -> Options:
+    """The global options of the running `ejlb` invocation."""
+    import click
+
+    return click.get_current_context().find_root().obj
+
+
 @contextmanager
 def manager(opts: Options, uri=None) -> Iterator:
     """An LBManager for `uri` (default: --uri / $EJFAT_URI), closed on exit. Control-plane errors
@@ -76,3 +83,13 @@ def own_sender_address(uri, family: int | None) -> str:
             infos = socket.getaddrinfo(uri.host, uri.port, type=socket.SOCK_DGRAM)
             target = infos[0][4][0]
     return source_address_towards(target)
+
+
+def lb_id_or_uri(opts: Options, lb_id: str | None) -> str:
+    """An explicit LB_ID argument, else the URI's /lb/<id>; a usage error naming both otherwise."""
+    if lb_id is not None:
+        if not lb_id.isdigit():
+            raise CLIError(f"LB_ID={lb_id!r}: must be a decimal id", EXIT_USAGE)
+        return lb_id
+    return require(opts.ejfat_uri().lb_id, "the load balancer id",
+                   "pass LB_ID or use a URI with /lb/<id> (printed by `ejlb reserve`)")
