@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from cli_helpers import ejlb
-from ejlb.demo import DemoConfig, WorkerCounts, run_demo, summarize
+from ejlb.demo import DemoConfig, DemoError, WorkerCounts, run_demo, summarize
 from ejlb.wire import CALENDAR_SLOTS
 
 
@@ -58,6 +58,20 @@ def test_run_demo_delivers_every_event_whole_and_cleans_up():
     def ours():
         return [t.name for t in threading.enumerate() if not t.name.startswith("ejlb-rpc")]
 
+    for _ in range(50):
+        if len(ours()) <= before:
+            break
+        threading.Event().wait(0.1)
+    assert len(ours()) <= before, ours()
+
+
+def test_a_failed_step_is_named_and_everything_is_cleaned_up():
+    def ours():
+        return [t.name for t in threading.enumerate() if not t.name.startswith("ejlb-rpc")]
+
+    before = len(ours())
+    with pytest.raises(DemoError, match="calendar slots within 0 s"):
+        run_demo(DemoConfig(events=1, workers=2, settle_timeout=0.0))
     for _ in range(50):
         if len(ours()) <= before:
             break

@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Sequence
@@ -177,10 +178,23 @@ def _wait_for_slots(mgr, lb_id: str, names: set[str], timeout: float) -> dict[st
     raise DemoError(f"workers did not all get calendar slots within {timeout:.0f} s (have {slots})")
 
 
+@contextmanager
+def _step(what: str):
+    """Failures inside a step become a DemoError naming the step (the user's first run must say
+    what did not work, not show a traceback)."""
+    try:
+        yield
+    except (DemoError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise DemoError(f"{what}: {type(e).__name__}: {e}") from e
+
+
 def run_demo(config: DemoConfig = DemoConfig(),
              on_progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
     """Run the demo end to end. `on_progress(stage, done, total)` is called with stage "setup"
-    (steps), "send" (events sent) and "drain" (events delivered)."""
+    (steps), "send" (events sent) and "drain" (events delivered). Raises DemoError naming the
+    step that failed; everything started is stopped and freed in any case."""
     from ejlb.control.client import LBManager
     from ejlb.control.config import ControlConfig, InstanceConfig
     from ejlb.control.server import ControlPlane
@@ -189,70 +203,73 @@ def run_demo(config: DemoConfig = DemoConfig(),
 
     progress = on_progress or (lambda stage, done, total: None)
     ip = "::1" if config.ipv6 else "127.0.0.1"
-    family = 6 if config.ipv6 else 4
     expected = demo_payload(config.size)
     names = [f"worker-{i + 1}" for i in range(config.workers)]
     setup_steps = 4
-
-    data_port = free_udp_port(ip)  # the software LB's own data port; loopback-only, ephemeral
-    instance = InstanceConfig(lb_id=0, ipv4=None if config.ipv6 else ip, ipv6=ip if config.ipv6 else None,
-                              data_min_port=data_port, data_max_port=data_port)
-    cp_config = ControlConfig(host=ip, port=0, instances=(instance,), backend="software",
-                              sync_ipv4=None if config.ipv6 else ip, sync_ipv6=ip if config.ipv6 else None,
-                              controller_period=config.controller_period)
     receivers: list = []
     drains: list[_Drain] = []
-    with ControlPlane(cp_config) as cp:
+    admin = reservation = None
+
+    with _step(f"starting the control plane and software LB on {ip}"):
+        data_port = free_udp_port(ip)  # the software LB's own data port; loopback-only, ephemeral
+        v4, v6 = (None, ip) if config.ipv6 else (ip, None)
+        cp = ControlPlane(ControlConfig(
+            host=ip, port=0, backend="software", sync_ipv4=v4, sync_ipv6=v6,
+            controller_period=config.controller_period,
+            instances=(InstanceConfig(lb_id=0, ipv4=v4, ipv6=v6, data_min_port=data_port, data_max_port=data_port),),
+        )).start()
+    try:
         progress("setup", 1, setup_steps)
-        admin = LBManager(cp.admin_uri)
-        reservation = None
-        try:
+        with _step("reserving a load balancer"):
+            admin = LBManager(cp.admin_uri)
             reservation = admin.reserve(DEMO_LB_NAME, until=timedelta(minutes=10), senders=[ip],
                                         ip_family="ipv6" if config.ipv6 else "ipv4")
-            lb_id = reservation.lb_id
-            progress("setup", 2, setup_steps)
-            for name in names:
+        progress("setup", 2, setup_steps)
+        for name in names:
+            with _step(f"starting receiver {name}"):
                 rx = Receiver(reservation.uri, ip, 0, port_range=WORKER_PORT_BITS, register=True, name=name)
                 receivers.append(rx)
                 drains.append(_Drain(rx, expected))
-            for d in drains:
-                d.start()
-            progress("setup", 3, setup_steps)
-            slots = _wait_for_slots(admin, lb_id, set(names), config.settle_timeout)
-            progress("setup", 4, setup_steps)
+                drains[-1].start()
+        progress("setup", 3, setup_steps)
+        slots = _wait_for_slots(admin, reservation.lb_id, set(names), config.settle_timeout)
+        progress("setup", 4, setup_steps)
 
-            start = time.monotonic()
-            with Sender(reservation.uri, mtu=config.mtu, rate_gbps=config.rate_gbps, family=family) as sender:
-                step = max(1, config.events // 100)
-                for n in range(config.events):
-                    sender.send(expected)
-                    if n % step == 0:
-                        progress("send", n + 1, config.events)
-                progress("send", config.events, config.events)
-            deadline = time.monotonic() + config.drain_timeout
-            while time.monotonic() < deadline:
-                got = sum(d.events for d in drains)
-                progress("drain", got, config.events)
-                if got >= config.events:
-                    break
-                time.sleep(0.02)
-            last = max((d.last_at for d in drains), default=start)
-            elapsed = max(last - start, 1e-9)
-            slots = {w.name: w.slotsAssigned for w in admin.status(lb_id).workers} or slots
-            for d in drains:
-                d.stop()
-            counts = [WorkerCounts(name=name, events=d.events, bytes=d.bytes, bad_events=d.bad,
-                                   lost=d.receiver.stats().lost, slots=slots.get(name, 0))
-                      for name, d in zip(names, drains)]
-            return summarize(lb_id, config.events, config.size, counts, elapsed)
-        finally:
-            for d in drains:
-                d.stop()
-            for rx in receivers:
-                rx.close()
+        start = time.monotonic()
+        with _step("sending events"), Sender(reservation.uri, mtu=config.mtu, rate_gbps=config.rate_gbps,
+                                             family=6 if config.ipv6 else 4) as sender:
+            step = max(1, config.events // 100)
+            for n in range(config.events):
+                sender.send(expected)
+                if n % step == 0:
+                    progress("send", n + 1, config.events)
+            progress("send", config.events, config.events)
+        deadline = time.monotonic() + config.drain_timeout
+        while time.monotonic() < deadline:
+            got = sum(d.events for d in drains)
+            progress("drain", got, config.events)
+            if got >= config.events:
+                break
+            time.sleep(0.02)
+        for d in drains:
+            d.stop()
+        last = max((d.last_at for d in drains), default=start)
+        with _step("reading the final status"):
+            slots = {w.name: w.slotsAssigned for w in admin.status(reservation.lb_id).workers} or slots
+        counts = [WorkerCounts(name=name, events=d.events, bytes=d.bytes, bad_events=d.bad,
+                               lost=d.receiver.stats().lost, slots=slots.get(name, 0))
+                  for name, d in zip(names, drains)]
+        return summarize(reservation.lb_id, config.events, config.size, counts, max(last - start, 1e-9))
+    finally:
+        for d in drains:
+            d.stop()
+        for rx in receivers:
+            rx.close()
+        if admin is not None:
             if reservation is not None:
                 try:
                     admin.free(reservation.lb_id)
                 except Exception:  # the control plane stops next anyway; never hide the real error
                     pass
             admin.close()
+        cp.stop()
