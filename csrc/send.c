@@ -90,7 +90,22 @@ void ejlb_tx_free(ejlb_tx *tx)
     }
 }
 
-void ejlb_tx_get_stats(const ejlb_tx *tx, ejlb_tx_stats *out) { *out = tx->st; }
+/* Counters are written by the sending thread and read by any other (Sender.stats) while a send
+ * runs: relaxed atomics, no lock on the data path. */
+#define ST_ADD(tx, field, v) __atomic_fetch_add(&(tx)->st.field, (v), __ATOMIC_RELAXED)
+#define ST_SET(tx, field, v) __atomic_store_n(&(tx)->st.field, (v), __ATOMIC_RELAXED)
+#define ST_GET(tx, field) __atomic_load_n(&(tx)->st.field, __ATOMIC_RELAXED)
+
+void ejlb_tx_get_stats(const ejlb_tx *tx, ejlb_tx_stats *out)
+{
+    out->events = ST_GET(tx, events);
+    out->datagrams = ST_GET(tx, datagrams);
+    out->bytes = ST_GET(tx, bytes);
+    out->syscalls = ST_GET(tx, syscalls);
+    out->send_errors = ST_GET(tx, send_errors);
+    out->last_errno = ST_GET(tx, last_errno);
+    out->gso = ST_GET(tx, gso);
+}
 
 static void set_port(struct sockaddr_storage *ss, uint16_t port)
 {
@@ -156,13 +171,13 @@ static void send_plain(struct ejlb_tx *tx, int fd, int m)
         do
             r = sendmsg(fd, &h, 0);
         while (r < 0 && errno == EINTR);
-        tx->st.syscalls++;
+        ST_ADD(tx, syscalls, 1);
         if (r < 0) {
-            tx->st.send_errors++;
-            tx->st.last_errno = errno;
+            ST_ADD(tx, send_errors, 1);
+            ST_SET(tx, last_errno, errno);
         } else {
-            tx->st.datagrams++;
-            tx->st.bytes += (uint64_t)r;
+            ST_ADD(tx, datagrams, 1);
+            ST_ADD(tx, bytes, (uint64_t)r);
         }
     }
 }
@@ -174,12 +189,15 @@ static void flush(struct ejlb_tx *tx, int fd)
         finish_msg(tx, i);
     while (m < tx->nmsg) {
         int r = sendmmsg(fd, &tx->msgs[m], (unsigned)(tx->nmsg - m), 0);
-        tx->st.syscalls++;
+        ST_ADD(tx, syscalls, 1);
         if (r > 0) {
+            uint64_t dg = 0, by = 0;
             for (int i = m; i < m + r; i++) {
-                tx->st.datagrams += (uint64_t)dgram_count(tx, i);
-                tx->st.bytes += tx->msgs[i].msg_len;
+                dg += (uint64_t)dgram_count(tx, i);
+                by += tx->msgs[i].msg_len;
             }
+            ST_ADD(tx, datagrams, dg);
+            ST_ADD(tx, bytes, by);
             m += r;
             tries = 0;
             continue;
@@ -191,13 +209,13 @@ static void flush(struct ejlb_tx *tx, int fd)
             continue; /* transient: the queue drains */
         if (dgram_count(tx, m) > 1 && gso_refusal(e)) {
             /* stop using GSO for good and send the rest of the batch plainly */
-            tx->st.gso = 0;
+            ST_SET(tx, gso, 0);
             for (; m < tx->nmsg; m++)
                 send_plain(tx, fd, m);
             break;
         }
-        tx->st.send_errors += (uint64_t)dgram_count(tx, m);
-        tx->st.last_errno = e;
+        ST_ADD(tx, send_errors, (uint64_t)dgram_count(tx, m));
+        ST_SET(tx, last_errno, e);
         m++;
         tries = 0;
     }
@@ -239,13 +257,13 @@ static void add_event(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev)
 
 int64_t ejlb_tx_send(ejlb_tx *tx, int fd, const ejlb_tx_event *events, int n)
 {
-    uint64_t before = tx->st.datagrams;
+    uint64_t before = ST_GET(tx, datagrams);
     for (int i = 0; i < n; i++)
         add_event(tx, fd, &events[i]);
     if (tx->nmsg)
         flush(tx, fd);
-    tx->st.events += (uint64_t)(n > 0 ? n : 0);
-    return (int64_t)(tx->st.datagrams - before);
+    ST_ADD(tx, events, (uint64_t)(n > 0 ? n : 0));
+    return (int64_t)(ST_GET(tx, datagrams) - before);
 }
 
 int64_t ejlb_tx_send1(ejlb_tx *tx, int fd, const void *data, uint64_t len, uint64_t tick,

@@ -85,6 +85,25 @@ def test_any_buffer_is_sent_as_its_bytes():
     assert got == {k: memoryview(b).tobytes() for k, b in enumerate(bufs)}
 
 
+@pytest.mark.parametrize("gso", ["on", "off"])
+def test_send_many_shares_system_calls(gso):
+    fragment = 1436
+    events = [bytes([k]) * (k * 97) for k in range(200)]  # 0 B .. 19 kB
+    with Capture() as cap, Sender(cap.uri(), data_id=2, gso=gso, sync=False) as s:
+        assert s.send_many(events[:100]) == list(range(100))
+        assert s.send(b"single") == 100
+        assert s.send_many(events[100:], data_id=6) == list(range(101, 201))
+        n = sum(s.layout.datagrams(len(e)) for e in events) + 1
+        dgrams = cap.take(n)
+        st = s.stats()
+    got = events_of(dgrams, fragment=fragment)
+    assert got == {**dict(enumerate(events[:100])), 100: b"single",
+                   **{101 + k: e for k, e in enumerate(events[100:])}}
+    assert {d.re.data_id for d in dgrams if d.re.event_number > 100} == {6}
+    assert st.events == 201 and st.datagrams == n
+    assert st.syscalls < (n if gso == "off" else 201) / 8  # batched, not one call per event
+
+
 def test_caller_supplied_numbering_and_data_id():
     with Capture() as cap, Sender(cap.uri(), data_id=1, lb_version=3, sync=False) as s:
         assert s.send(b"a" * 3000, event_number=77, tick=0x1_2345_6789, entropy=0xBEEF, data_id=4) == 77
@@ -211,8 +230,11 @@ def test_full_queue_blocks_with_timeout_or_fails_at_once():
     with Capture() as cap:
         s = Sender(cap.uri(), sync=False, queue_size=2, rate_gbps=0.001)
         ev = bytes(20_000)
-        futs = [s.submit(ev), s.submit(ev)]
-        futs[0].result(timeout=5)  # the worker now waits ~160 ms before the second event
+        futs = [s.submit(ev)]
+        futs[0].result(timeout=5)  # sent at once; the next one is due 160 ms later
+        futs.append(s.submit(ev))
+        while s.stats().queued:  # the worker took it and sleeps
+            time.sleep(0.001)
         futs += [s.submit(ev, block=False), s.submit(ev, block=False)]  # fills the queue
         with pytest.raises(SendQueueFull):
             s.submit(ev, block=False)
@@ -234,12 +256,20 @@ def test_kernel_refusals_are_counted_not_raised():
     assert (st.events, st.datagrams, st.send_errors, st.last_errno) == (2, 0, 5, errno.EACCES)
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
 def test_memory_stays_flat_over_100k_events():
+    """Python objects (tracemalloc) and the whole process (RSS, which sees the C core too)."""
     with Capture(rcvbuf=1 << 20) as cap, Sender(cap.uri(), sync=False, queue_size=256) as s:
         ev = bytes(200)
         for _ in range(5000):  # warm up caches and free lists
             s.send(ev)
             s.submit(ev)
+        s.submit(ev).result(timeout=10)
+        rss = _rss()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(50_000):
@@ -248,6 +278,8 @@ def test_memory_stays_flat_over_100k_events():
         s.submit(ev).result(timeout=10)
         grown = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
-        assert s.stats().events == 110_001
-    assert grown < 256 * 1024, f"{grown} bytes still held after 100 000 events"
+        rss_grown = _rss() - rss
+        assert s.stats().events == 110_002
+    assert grown < 256 * 1024, f"{grown} bytes of Python objects still held after 100 000 events"
+    assert rss_grown < 4 << 20, f"RSS grew by {rss_grown} bytes over 100 000 events"
 
