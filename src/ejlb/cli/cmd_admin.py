@@ -15,7 +15,9 @@ from ejlb.cli.session import (FAMILY_NAMES, current_options, lb_id_or_uri, manag
                               require)
 from ejlb.wire import MAX_PORT_RANGE
 
-def _until(duration: timedelta | None, until: datetime | None):
+
+def _until(duration: timedelta | None, until: datetime | None) -> datetime | timedelta | None:
+    """--duration or --until (never both); LBManager takes either."""
     if duration is not None and until is not None:
         raise CLIError("--duration and --until are exclusive: give one", EXIT_USAGE)
     if until is not None and until <= datetime.now(timezone.utc):

@@ -68,7 +68,8 @@ def send(files, generate, size, data_id, first_event, rate, mtu, sync):
 
 
 @click.command()
-@click.option("--ip", "ip", type=IP, default="127.0.0.1", show_default=True, help="Address to listen on (and register).")
+@click.option("--ip", "ip", type=IP, default=None,
+              help="Address to listen on (and register); default 127.0.0.1, or ::1 with -6.")
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Base UDP port (0: a free block in the EJFAT data-port range).")
 @click.option("--port-range", type=click.IntRange(0, MAX_PORT_RANGE), default=None,
@@ -88,6 +89,7 @@ def recv(ip, port, port_range, threads, register, name, with_lb_header, out, cou
     from ejlb.shim.receiver import Receiver
 
     opts = current_options()
+    ip = ip or ("::1" if opts.family == 6 else "127.0.0.1")
     uri = opts.ejfat_uri() if opts.uri else None
     if register and uri is None:
         raise CLIError("--register needs a URI (--uri or EJFAT_URI) with a token", EXIT_USAGE)

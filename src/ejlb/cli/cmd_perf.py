@@ -117,7 +117,8 @@ def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, 
 
 
 @perf.command("recv")
-@click.option("--ip", "ip", type=IP, default="127.0.0.1", show_default=True, help="Address to listen on (and register).")
+@click.option("--ip", "ip", type=IP, default=None,
+              help="Address to listen on (and register); default 127.0.0.1, or ::1 with -6.")
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Base UDP port (0: a free block in the EJFAT data-port range).")
 @click.option("--port-range", type=click.IntRange(0, MAX_PORT_RANGE), default=None,
@@ -139,6 +140,7 @@ def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, cou
     from ejlb.shim.receiver import Receiver
 
     opts = current_options()
+    ip = ip or ("::1" if opts.family == 6 else "127.0.0.1")
     uri = opts.ejfat_uri() if opts.uri else None  # no control plane: no URI needed
     if register is None:
         register = bool(uri is not None and uri.lb_id)

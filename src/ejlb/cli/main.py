@@ -8,6 +8,7 @@ errors too); 3 permission / authentication refused by the control plane; 4 not f
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:  # gRPC's C core logs handshake failures itself; the error line below says it once
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         cli.main(args=argv, prog_name="ejlb", standalone_mode=False)
     except click.exceptions.Abort:
