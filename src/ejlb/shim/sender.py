@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ejlb.native import buffer_address, ffi, lib
 from ejlb.shim.pacing import TokenBucket
 from ejlb.shim.plan import Layout, Numbering, Rotation, SyncState, check_event_len, check_lb_version, check_uint
-from ejlb.shim.sync import SyncThread
+from ejlb.shim.sync import SyncSchedule, SyncThread
 from ejlb.uri import EjfatURI, URIError
 from ejlb.wire import DEFAULT_MTU, MAX_MTU, WireError
 
@@ -150,6 +150,7 @@ class Sender:
         self.event_src_id = check_uint("event_src_id", event_src_id, 32)
         self._rotation = Rotation(sockets, data.min_port, data.max_port)
         self._bucket = TokenBucket(rate_gbps) if rate_gbps is not None else None
+        SyncSchedule(sync_period, 0.0)  # validates the period even when no sync is sent
         mode = _gso_mode(gso)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise WireError("queue_size", queue_size, "must be a positive integer")

@@ -50,7 +50,7 @@ class SyncThread:
 
     def __init__(self, address: tuple, family: int, event_src_id: int, period: float,
                  fields: Callable[[], tuple[int, int]]):
-        self._header_src = SyncHeader(event_src_id, 0, 0, 0).event_src_id  # validates u32
+        self._src = SyncHeader(event_src_id, 0, 0, 0).event_src_id  # raises WireError unless u32
         self._schedule = SyncSchedule(period, time.monotonic())
         self._address = address
         self._fields = fields
@@ -69,7 +69,7 @@ class SyncThread:
 
     def send_now(self) -> None:
         event_number, rate = self._fields()
-        packet = SyncHeader(self._header_src, event_number, rate, time.time_ns()).encode()
+        packet = SyncHeader(self._src, event_number, rate, time.time_ns()).encode()
         try:
             self._sock.sendto(packet, self._address)
             self.packets += 1
