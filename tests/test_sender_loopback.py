@@ -57,15 +57,19 @@ def test_events_arrive_exactly_per_spec(host, version, gso):
 
 @pytest.mark.parametrize("mtu", [1500, 9000])
 def test_gso_on_off_and_copy_modes_give_identical_datagrams(mtu):
-    events = [RNG.integers(0, 256, n, dtype=np.uint8) for n in (0, 5, 70_000, 300_001)]
+    # 3 MiB + 7: more datagrams than one native batch holds (1024), so a batch boundary falls
+    # inside a GSO super-datagram's worth of fragments
+    events = [RNG.integers(0, 256, n, dtype=np.uint8) for n in (0, 5, 70_000, 300_001, (3 << 20) + 7)]
     captured = []
     for opts in ({"gso": "on"}, {"gso": "off"}, {"gso": "on", "zero_copy": False}):
         with Capture() as cap, Sender(cap.uri(), mtu=mtu, sync=False, sockets=1, **opts) as s:
             for k, ev in enumerate(events):
                 s.send(ev, event_number=1000 + k, tick=555 + k, entropy=k)
             n = sum(s.layout.datagrams(ev.nbytes) for ev in events)
-            captured.append(sorted(d.data for d in cap.take(n)))
-            assert len(captured[-1]) == n
+            dgrams = cap.take(n)
+            assert len(dgrams) == n
+            assert events_of(dgrams, fragment=s.layout.fragment) == {1000 + k: ev.tobytes() for k, ev in enumerate(events)}
+            captured.append(sorted(d.data for d in dgrams))
     assert captured[0] == captured[1] == captured[2]
 
 
@@ -283,3 +287,29 @@ def test_memory_stays_flat_over_100k_events():
     assert grown < 256 * 1024, f"{grown} bytes of Python objects still held after 100 000 events"
     assert rss_grown < 4 << 20, f"RSS grew by {rss_grown} bytes over 100 000 events"
 
+
+
+@ipv6_only
+def test_family_picks_the_data_address_and_sndbuf_is_applied():
+    with Capture("::1") as cap:
+        uri = f"ejfat://lb.example:18347/lb/1?data=127.0.0.1:19522&data=[::1]:{cap.port}"
+        with Sender(uri, family=6, sndbuf=4 << 20, sync=False) as s:
+            assert str(s.data_address.ip) == "::1"
+            assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 4 << 20 for sock in s._socks)
+            s.send(b"v6")
+            (d,) = cap.take(1)
+    assert d.fragment == b"v6"
+
+
+def test_native_context_refuses_bad_arguments():
+    from ejlb.native import ffi, lib
+
+    v4 = bytes([127, 0, 0, 1])
+    good = (socket.AF_INET, v4, 0, 2, 1436, 44, 1, 0)
+    tx = lib.ejlb_tx_new(*good)
+    assert tx != ffi.NULL
+    lib.ejlb_tx_free(tx)
+    for k, bad in [(0, 12345), (3, 4), (4, 0), (5, 0), (5, 65), (4, 8936)]:  # 8936 x 44: > 64 KiB
+        args = list(good)
+        args[k] = bad
+        assert lib.ejlb_tx_new(*args) == ffi.NULL, (k, bad)
