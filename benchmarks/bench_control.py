@@ -74,17 +74,29 @@ def _client(port: int, sessions: list, rpc: str, seconds: float, window: int, q)
     q.put((done, errors))
 
 
-def rpc_rate(port: int, sessions: list, rpc: str, clients: int, seconds: float) -> tuple[float, int]:
+def rpc_rate(port: int, sessions: list, rpc: str, clients: int, seconds: float) -> tuple[float, int, float]:
+    """(RPC/s, errors, RPCs per CPU-second of this process = the server's capacity on one core)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     share = [sessions[i::clients] for i in range(clients)]
     procs = [ctx.Process(target=_client, args=(port, share[i], rpc, seconds, 64, q)) for i in range(clients)]
     for p in procs:
         p.start()
-    results = [q.get(timeout=seconds + 60) for _ in procs]
+    time.sleep(1.0)  # let the clients import and connect before the server's CPU clock starts
+    cpu0 = time.process_time()
+    results = []
+    deadline = time.monotonic() + seconds + 60
+    while len(results) < clients:
+        try:
+            results.append(q.get(timeout=1.0))
+        except Exception:
+            if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in procs):
+                raise RuntimeError(f"{rpc} load clients failed: exit codes {[p.exitcode for p in procs]}")
+    cpu = time.process_time() - cpu0
     for p in procs:
         p.join()
-    return sum(r[0] for r in results) / seconds, sum(r[1] for r in results)
+    done = sum(r[0] for r in results)
+    return done / seconds, sum(r[1] for r in results), done / cpu if cpu else float("nan")
 
 
 def bench_sendstate(workers: int, clients: int, seconds: float) -> dict:
@@ -98,10 +110,11 @@ def bench_sendstate(workers: int, clients: int, seconds: float) -> dict:
         for i in range(workers):
             reg = m.register(f"w{i}", "127.0.0.1", 20000 + i, lb_id=r.lb_id)
             sessions.append((r.lb_id, reg.session_id, reg.token))
-        send, send_err = rpc_rate(cp.port, sessions, "SendState", clients, seconds)
-        version, _ = rpc_rate(cp.port, sessions, "Version", clients, seconds)
+        send, send_err, send_cap = rpc_rate(cp.port, sessions, "SendState", clients, seconds)
+        version, _, version_cap = rpc_rate(cp.port, sessions, "Version", clients, seconds)
         assert sum(1 for s in cp.service.sessions.values() if s.last_report) == workers
-        return {"sendstate": send, "errors": send_err, "version": version}
+        return {"sendstate": send, "errors": send_err, "version": version,
+                "sendstate_cap": send_cap, "version_cap": version_cap}
 
 
 def bench_tick(lbs: int, workers: int, ticks: int) -> dict:
@@ -129,16 +142,18 @@ def bench_tick(lbs: int, workers: int, ticks: int) -> dict:
 
         out = {}
         for mode, signal in (("churn", lambda: rnd.uniform(-300, 300)), ("steady", lambda: 0.0)):
-            times = []
+            times, cpu = [], []
             started = cp.controller.epochs_started
             for _ in range(ticks):
                 clock[0] += 1.0
                 report(signal)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 cp.tick()
                 times.append(time.perf_counter() - t0)
-            times = times[1:]  # the first steady tick still changes from the churned weights
-            out[mode] = (statistics.median(times), max(times), cp.controller.epochs_started - started)
+                cpu.append(time.thread_time() - c0)
+            times, cpu = times[1:], cpu[1:]  # the first steady tick still changes from the churned weights
+            out[mode] = (statistics.median(times), max(times), cp.controller.epochs_started - started,
+                         statistics.median(cpu))
         out["moved_per_epoch"] = cp.controller.slots_moved / max(cp.controller.epochs_started, 1)
         return out
     finally:
@@ -196,16 +211,18 @@ def main() -> None:
     c = bench_calendar(1024, 5 if a.quick else 50)
 
     print(f"probe udp_limit sendmmsg 1472 B: {probe}")
-    print(markdown_table(["RPC", "rate (RPC/s)", "ratio to Version", "ratio to probe datagrams/s"], [
-        [f"SendState ({a.workers} workers, {a.clients} clients)", f"{s['sendstate']:.0f}",
+    print(markdown_table(["RPC", "rate (RPC/s)", "server RPC per CPU-s", "ratio to Version",
+                          "ratio to probe datagrams/s"], [
+        [f"SendState ({a.workers} workers, {a.clients} clients)", f"{s['sendstate']:.0f}", f"{s['sendstate_cap']:.0f}",
          f"{s['sendstate'] / s['version']:.2f}", f"{ratio(s['sendstate'], pps):.4f}"],
-        ["Version (auth only)", f"{s['version']:.0f}", "1.00", f"{ratio(s['version'], pps):.4f}"],
+        ["Version (auth only)", f"{s['version']:.0f}", f"{s['version_cap']:.0f}", "1.00", f"{ratio(s['version'], pps):.4f}"],
     ]))
     print(f"SendState errors: {s['errors']}")
-    print(markdown_table(["controller tick", "median (ms)", "max (ms)", f"epochs started in {ticks} ticks"], [
-        [f"{lbs} LBs x {per_lb} workers, churn", f"{t['churn'][0] * 1e3:.1f}", f"{t['churn'][1] * 1e3:.1f}", t["churn"][2]],
-        [f"{lbs} LBs x {per_lb} workers, steady", f"{t['steady'][0] * 1e3:.1f}", f"{t['steady'][1] * 1e3:.1f}", t["steady"][2]],
-    ]))
+    print(markdown_table(["controller tick", "median wall (ms)", "max wall (ms)", "median CPU (ms)",
+                          f"epochs started in {ticks - 1} ticks"], [
+        [f"{lbs} LBs x {per_lb} workers, {mode}", f"{t[mode][0] * 1e3:.1f}", f"{t[mode][1] * 1e3:.1f}",
+         f"{t[mode][3] * 1e3:.1f}", t[mode][2]] for mode in ("churn", "steady")]))
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"slots moved per new epoch under churn (sticky layout): {t['moved_per_epoch']:.1f} of 512")
     print(markdown_table(["calendar, 1024 workers", "median (ms)"], [
         ["slot counts", f"{c['counts'] * 1e3:.2f}"], ["layout from scratch", f"{c['layout'] * 1e3:.2f}"],

@@ -140,3 +140,14 @@ def test_controller_thread_runs_and_metrics_observe_ticks():
         count = [l for l in text.splitlines() if l.startswith("ejlb_controller_tick_seconds_count")][0]
         assert float(count.split()[-1]) >= 1
         assert f'ejlb_lb_fill{{lb="{r.lb_id}",stat="avg"}} 0.5' in text
+
+
+def test_metrics_http_endpoint():
+    import urllib.request
+
+    with control_plane(config(metrics_port=0)) as cp:
+        m = admin(cp)
+        m.version()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{cp.metrics_port}/metrics", timeout=5).read().decode()
+        assert 'ejlb_rpc_total{code="OK",method="Version"} 1.0' in body
+        assert "ejlb_sync_malformed 0.0" in body

@@ -20,6 +20,8 @@ class Metrics:
         self.fill = Gauge("ejlb_lb_fill", "Reported worker queue fill (0..1)", ["lb", "stat"], registry=r)
         self.moves = Gauge("ejlb_lb_slots_moved", "Slots that changed owner in the newest epoch", ["lb"], registry=r)
         self.sync = Counter("ejlb_sync_packets", "Sync datagrams by outcome", ["outcome"], registry=r)
+        self.sync_malformed = Gauge("ejlb_sync_malformed", "Sync datagrams that did not decode (all LBs)",
+                                    registry=r)
         self.rpcs = Counter("ejlb_rpc", "RPCs by method and status code", ["method", "code"], registry=r)
         self.rpc_seconds = Histogram("ejlb_rpc_seconds", "RPC handling time", ["method"], registry=r,
                                      buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0))

@@ -54,6 +54,8 @@ class ControlPlane:
         self.service.on_reserve = self._open_sync
         self.service.on_free = lambda res: self.sync.close(res.id)
         self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.metrics.sync_malformed.set_function(lambda: self.sync.malformed)
         self._grpc: grpc.Server | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -88,6 +90,7 @@ class ControlPlane:
             from prometheus_client import start_http_server
 
             self._http, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry)
+            self.metrics_port = self._http.server_port  # the real one when configured as 0
         if run_controller:
             self._thread = threading.Thread(target=self._run, name="ejlb-controller", daemon=True)
             self._thread.start()

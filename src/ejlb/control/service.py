@@ -40,6 +40,7 @@ ROOT_TOKEN_ID = 1
 MAX_NAME = 256
 MAX_SENDERS = 256  # per reservation: the FPGA allow-list holds 256 per family
 MAX_GRANTS = 64
+MAX_CHILD_TOKENS = 4096  # per token: a token holder cannot grow the token table without bound
 SERIES_POINTS = 600  # per scalar timeseries: 10 minutes at the default period
 IP_FAMILIES = {0: (4, 6), 1: (4,), 2: (6,)}  # IpFamily -> address families handed out
 
@@ -578,6 +579,8 @@ class ControlService:
             name = _name("name", name)
             if not grants or len(grants) > MAX_GRANTS:
                 raise InvalidArgument(f"permissions: {len(grants)} given, need 1..{MAX_GRANTS}")
+            if len(self.children.get(caller.id, ())) >= MAX_CHILD_TOKENS:
+                raise ResourceExhausted(f"token {caller.id} already has {MAX_CHILD_TOKENS} child tokens")
             parsed = [Grant.make(*g) for g in grants]
             for g in parsed:
                 if not tk.grant_within(g, caller.grants, self._resolve):
