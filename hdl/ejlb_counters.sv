@@ -13,6 +13,7 @@ module ejlb_counters
     input  logic [1:0]                ev_version,  // 2'b01: v2, 2'b10: v3, 0: not passed stage 3
     input  logic [15:0]               ev_rx_bytes,
     input  logic [15:0]               ev_tx_bytes,
+    output logic                      ready,      // member counters cleared after reset
     input  logic                      rd_en,
     input  logic [ADDR_WIDTH-1:0]     rd_addr,
     output logic [31:0]               rd_data
@@ -26,7 +27,20 @@ module ejlb_counters
 
   wire [MEMBER_ID_BITS+2:0] midx = {ev_lb, ev_member};
 
+  // the member counters are RAM: after reset, clear one entry per cycle (NM cycles) while the
+  // data path is held off through `ready`
+  logic [MEMBER_ID_BITS+3:0] clr;
+  assign ready = clr[MEMBER_ID_BITS+3];
   always_ff @(posedge clk) begin
+    if (rst) clr <= '0;
+    else if (!ready) clr <= clr + 1'b1;
+  end
+
+  always_ff @(posedge clk) begin
+    if (!ready) begin
+      m_pkts[clr[MEMBER_ID_BITS+2:0]] <= '0;
+      m_bytes[clr[MEMBER_ID_BITS+2:0]] <= '0;
+    end
     if (ev_valid) begin
       if (!ev_lb_known) begin
         gcnt[ev_reason == DROP_PARSE_FAIL ? GCNT_DROP_PARSE_FAIL : GCNT_DROP_NOT_LB] <=
@@ -40,7 +54,7 @@ module ejlb_counters
           // LB counters after the rx ones follow the drop codes from NO_LB_HDR on
           lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + int'(ev_reason - DROP_NO_LB_HDR)] <=
               lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + int'(ev_reason - DROP_NO_LB_HDR)] + 1;
-        end else begin
+        end else if (ready) begin
           m_pkts[midx] <= m_pkts[midx] + 1;
           m_bytes[midx] <= m_bytes[midx] + 64'(ev_tx_bytes);
         end
@@ -50,12 +64,6 @@ module ejlb_counters
       for (int i = 0; i < N_GLOBAL_COUNTERS; i++) gcnt[i] <= '0;
       for (int i = 0; i < NUM_LBS; i++) for (int c = 0; c < N_LB_COUNTERS; c++) lbcnt[i][c] <= '0;
     end
-  end
-
-  // member counters live in RAM and are cleared by the reset sequence in simulation only
-  initial for (int i = 0; i < NM; i++) begin
-    m_pkts[i] = '0;
-    m_bytes[i] = '0;
   end
 
   // reads

@@ -49,7 +49,7 @@ module ejlb_lb
   localparam int HO = HB - 16;
 
   // ---------------- register bus
-  logic wr_en, wr_ready, rd_en;
+  logic wr_en, wr_ready, rd_en, cnt_ready;
   logic [ADDR_WIDTH-1:0] wr_addr, rd_addr;
   logic [31:0] wr_data, rd_data, cnt_rd_data;
   ejlb_axil_slave #(.ADDR_WIDTH(ADDR_WIDTH)) axil (
@@ -98,7 +98,7 @@ module ejlb_lb
   logic [15:0] d_seen;
   ejlb_ingress #(.DATA_WIDTH(DATA_WIDTH), .HB(HB)) ingress (
       .clk, .rst, .s_axis_tdata, .s_axis_tkeep, .s_axis_tvalid, .s_axis_tready, .s_axis_tlast,
-      .room(!f_full), .beat_push, .d_valid, .d_hdr, .d_seen, .d_ended);
+      .room(!f_full && cnt_ready), .beat_push, .d_valid, .d_hdr, .d_seen, .d_ended);
 
   ejlb_fifo #(.WIDTH(FW), .DEPTH(FIFO_DEPTH)) frame_fifo (
       .clk, .rst, .wr_en(beat_push), .wr_data({s_axis_tlast, s_axis_tkeep, s_axis_tdata}),
@@ -146,5 +146,5 @@ module ejlb_lb
 
   ejlb_counters counters (
       .clk, .rst, .ev_valid, .ev_reason, .ev_lb_known, .ev_lb, .ev_member, .ev_version, .ev_rx_bytes,
-      .ev_tx_bytes, .rd_en, .rd_addr, .rd_data(cnt_rd_data));
+      .ev_tx_bytes, .ready(cnt_ready), .rd_en, .rd_addr, .rd_data(cnt_rd_data));
 endmodule
