@@ -258,8 +258,14 @@ static void add_event(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev)
 int64_t ejlb_tx_send(ejlb_tx *tx, int fd, const ejlb_tx_event *events, int n)
 {
     uint64_t before = ST_GET(tx, datagrams);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (events[i].len > UINT32_MAX) { /* the RE length is 32 bits; Python checks first */
+            ST_ADD(tx, send_errors, 1);
+            ST_SET(tx, last_errno, EMSGSIZE);
+            continue;
+        }
         add_event(tx, fd, &events[i]);
+    }
     if (tx->nmsg)
         flush(tx, fd);
     ST_ADD(tx, events, (uint64_t)(n > 0 ? n : 0));
