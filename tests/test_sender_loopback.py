@@ -229,6 +229,17 @@ def test_submit_futures_callbacks_and_close_drains_the_queue():
     s.close()  # idempotent
 
 
+def test_close_from_a_callback_does_not_deadlock():
+    with Capture() as cap:
+        s = Sender(cap.uri(), sync=False)
+        closed = threading.Event()
+        s.submit(b"first", callback=lambda f: (s.close(), closed.set())).result(timeout=5)
+        assert closed.wait(5)
+        with pytest.raises(SenderClosed):
+            s.send(b"late")
+        assert len(cap.take(1)) == 1
+
+
 def test_full_queue_blocks_with_timeout_or_fails_at_once():
     # 20 kB events at 1 Mb/s: the first leaves at once, each next one 160 ms later
     with Capture() as cap:

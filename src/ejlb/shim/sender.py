@@ -355,12 +355,17 @@ class Sender:
         )
 
     def close(self) -> None:
-        """Send what is queued, stop the sync thread, release sockets. Idempotent."""
+        """Send what is queued, stop the sync thread, release sockets. Idempotent.
+
+        Called from a `submit` callback (the sending thread) it cannot wait for the queue: events
+        still queued then fail with SenderClosed."""
         self._closing = True
-        if self._worker is not None:
-            self._queue.put(None)
-            self._worker.join()
+        worker = self._worker
+        if worker is not None:
             self._worker = None
+            self._queue.put(None)
+            if worker is not threading.current_thread():
+                worker.join()
         if self._sync is not None:
             self._sync.stop()
         lock = getattr(self, "_lock", None)
