@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ejlb.shim.sender import Sender, SenderClosed, SendQueueFull
-from ejlb.wire import HEADERS_LEN, MAX_EVENT_LEN, WireError
+from ejlb.wire import MAX_EVENT_LEN, WireError
 from sender_tools import Capture, events_of
 
 

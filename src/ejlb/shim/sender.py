@@ -10,7 +10,6 @@ The I/O shell around pure cores: `plan` (layout, numbering, rotation), `pacing` 
 """
 from __future__ import annotations
 
-import ipaddress
 import queue
 import socket
 import threading
@@ -292,7 +291,7 @@ class Sender:
         return fut
 
     def _start_worker(self) -> None:
-        with self._lock:
+        with self._life:  # not the send lock, which a paced send holds while it sleeps
             if self._worker is None:
                 self._worker = threading.Thread(target=self._drain, name="ejlb-send", daemon=True)
                 self._worker.start()
