@@ -324,3 +324,30 @@ def test_native_context_refuses_bad_arguments():
         args = list(good)
         args[k] = bad
         assert lib.ejlb_tx_new(*args) == ffi.NULL, (k, bad)
+
+
+def test_the_gil_is_released_while_the_kernel_takes_an_event():
+    """Another Python thread runs in the middle of one long native send."""
+    stamps, stop = [], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            stamps.append(time.perf_counter())
+            for _ in range(1000):
+                pass
+
+    big = np.ones(32 << 20, np.uint8)
+    with Capture(rcvbuf=1 << 20) as cap, Sender(cap.uri(), gso="off", sync=False, sockets=1) as s:
+        t = threading.Thread(target=spin)
+        t.start()
+        time.sleep(0.01)
+        t0 = time.perf_counter()
+        s.send(big)  # ~23 000 datagrams: tens of ms in the kernel
+        t1 = time.perf_counter()
+        stop.set()
+        t.join()
+        cap.take(timeout=0)
+    # the Python part of send() takes microseconds; a thread that ran in the middle half of the
+    # call ran while the native code was sending
+    lo, hi = t0 + (t1 - t0) / 4, t1 - (t1 - t0) / 4
+    assert t1 - t0 > 0.01 and any(lo < x < hi for x in stamps), (t1 - t0, len(stamps))
