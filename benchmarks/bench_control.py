@@ -99,10 +99,10 @@ def rpc_rate(port: int, sessions: list, rpc: str, clients: int, seconds: float) 
     return done / seconds, sum(r[1] for r in results), done / cpu if cpu else float("nan")
 
 
-def bench_sendstate(workers: int, clients: int, seconds: float) -> dict:
+def bench_sendstate(workers: int, clients: int, seconds: float, threads: int = 8) -> dict:
     from ejlb.control.client import LBManager
 
-    cfg = ControlConfig(port=0, admin_token=ADMIN, backend="memory", controller_period=1.0)
+    cfg = ControlConfig(port=0, admin_token=ADMIN, backend="memory", controller_period=1.0, rpc_threads=threads)
     with ControlPlane(cfg) as cp:
         m = LBManager(cp.admin_uri)
         r = m.reserve("bench")

@@ -16,7 +16,8 @@ Example (every key optional):
     allow_private_workers: true
     fill_gain: 0.0                 # feedback from reported fill for silent workers (feedback.py)
     sticky_calendar: true          # minimal-move calendar layout (calendar.py)
-    metrics_port: null             # Prometheus /metrics on listen host
+    metrics_port: null             # Prometheus /metrics on listen host (0: ephemeral)
+    rpc_threads: 8                 # gRPC handler threads
 """
 from __future__ import annotations
 
@@ -106,6 +107,7 @@ class ControlConfig:
     fill_gain: float = 0.0
     sticky_calendar: bool = True
     metrics_port: int | None = None
+    rpc_threads: int = 8  # gRPC handler threads (the GIL makes more rarely faster)
 
     def __post_init__(self) -> None:
         self.instances = tuple(i if isinstance(i, InstanceConfig) else InstanceConfig(**i) for i in self.instances)
@@ -115,6 +117,8 @@ class ControlConfig:
         if not self.instances:
             _fail("instances", [], "at least one LB instance is needed")
         _port("port", self.port)
+        if isinstance(self.rpc_threads, bool) or not isinstance(self.rpc_threads, int) or not 1 <= self.rpc_threads <= 256:
+            _fail("rpc_threads", self.rpc_threads, "must be 1..256")
         if self.metrics_port is not None:
             _port("metrics_port", self.metrics_port)
         if not isinstance(self.admin_token, str) or len(self.admin_token) < 8:

@@ -65,7 +65,7 @@ class ControlPlane:
     def start(self, run_controller: bool = True) -> "ControlPlane":
         """Bind and serve. `run_controller=False` leaves ticking to `tick()` (deterministic tests)."""
         cfg = self.config
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="ejlb-rpc"),
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.rpc_threads, thread_name_prefix="ejlb-rpc"),
                                  options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_LoadBalancerServicer_to_server(LoadBalancerServicer(self.service, self.metrics), self._grpc)
         addr = f"{_bracket(cfg.host)}:{cfg.port}"
