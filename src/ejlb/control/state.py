@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 
 from ejlb.control.config import InstanceConfig
 from ejlb.control.epochs import MAX_SAMPLES, Epoch, SyncSample
-
-HISTORY_POINTS = 300  # per reservation: 5 minutes at the default 1 s period
+from ejlb.control.store import TOTALS  # re-exported: the client's and receiver's counter names
 from ejlb.control.tokens import Grant
 from ejlb.dataplane.tables import Member
 
-from ejlb.control.store import TOTALS  # noqa: E402  (re-exported: the client's counter names)
+HISTORY_POINTS = 300  # per reservation: 5 minutes at the default 1 s period
 
 # SendState / WorkerStatus field names of the seven counters, in the same order
 TOTALS_PROTO = (
