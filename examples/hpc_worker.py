@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 
 import numpy as np
@@ -42,7 +43,8 @@ def run_worker(uri: str | None, *, ip: str, port: int = 0, port_bits: int | None
                log=sys.stderr) -> dict:
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    if threading.current_thread() is threading.main_thread():  # Slurm/mpirun stop tasks with SIGTERM
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     done = bad = nbytes = 0
     means = []
     first = last = None

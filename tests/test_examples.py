@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -121,7 +122,9 @@ def test_daq_sender_without_uri_is_a_usage_error():
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_operator_session_script():
-    env = dict(os.environ, EVENTS="40", IDLE="1.5", RATE="400", SHAPE="64x64",
+    # The script calls `ejlb` and `python`: those of this interpreter's environment, activated or not.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PATH=path, EVENTS="40", IDLE="1.5", RATE="400", SHAPE="64x64",
                DATA_PORT=str(free_udp_port("127.0.0.1")))
     env.pop("EJFAT_URI", None)
     p = subprocess.run(["bash", str(EXAMPLES / "operator.sh")], capture_output=True, text=True, env=env,
