@@ -193,6 +193,20 @@ def bench_calendar(workers: int, reps: int) -> dict:
             "m16_deployed": cal.moves(p16, cal.layout(c16b, p16, strategy="dynamic", sticky=False, rng=rnd))}
 
 
+def simulate_fill_feedback(gain: float, ticks: int = 400) -> tuple[float, float]:
+    """Two workers, the first half as fast, offered 90 % of their joint capacity; both report fill
+    and a zero control signal. Returns (slow worker's final share, its final queue fill)."""
+    from ejlb.control import feedback
+
+    cap = (1 / 3, 2 / 3)
+    w, q = [1000.0, 1000.0], [0.0, 0.0]
+    for _ in range(ticks):
+        share = [x / sum(w) for x in w]
+        q = [min(1.0, max(0.0, qi + 0.9 * s - c)) for qi, s, c in zip(q, share, cap)]
+        w = feedback.step([feedback.Report(x, 0.0, f) for x, f in zip(w, q)], gain)
+    return w[0] / sum(w), q[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
@@ -232,6 +246,12 @@ def main() -> None:
           f"(lower bound {c['moves_min']}), deployed interleave+shuffle {c['moves_deployed']}")
     print(f"moves after one of 16 workers goes to 1.2x weight: sticky {c['m16_sticky']}, "
           f"deployed {c['m16_deployed']}")
+    rows = []
+    for gain in (0.0, 0.05, 0.5):
+        share, fill = simulate_fill_feedback(gain)
+        rows.append([f"{gain}" + (" (deployed rule)" if gain == 0 else ""), f"{share:.2f}", f"{fill:.2f}"])
+    print("fill feedback, slow worker (can drain 0.37 of the load), 400 ticks:")
+    print(markdown_table(["fill_gain", "slow worker's share", "its queue fill"], rows))
 
 
 if __name__ == "__main__":

@@ -228,3 +228,10 @@ def test_timeseries_and_overview(plane, mgr):
         assert list(session_only.timeseries(["*"]).timeseries) == []
     (ov,) = mgr.overview().loadBalancers
     assert ov.name == "ts" and ov.reservation.lbId == r.lb_id and len(ov.status.workers) == 1
+
+
+def test_advertised_host_in_uris():
+    with control_plane(config(advertise_host="lb.example.org")) as cp:
+        r = admin(cp).reserve("adv")
+        uri = EjfatURI.parse(r.reply.ejfatUri)
+        assert (uri.host, uri.port, uri.lb_id) == ("lb.example.org", cp.port, r.lb_id)

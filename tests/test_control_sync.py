@@ -58,10 +58,20 @@ def test_only_allowed_senders_and_valid_packets_count(plane):
     before = m.status(r.lb_id).currentPredictedEventNumber  # from the µs seed sample
     assert abs(before - clock.t * 1e6) < 10
 
+    assert [h.type for h in m.status(r.lb_id).healthIssues] == ["no_sync"]
     send(good, dest, "127.0.0.1")
     assert wait_for(lambda: res.sync_accepted == 1)  # the listener survived the garbage above
     clock.advance(2.0)
     assert m.status(r.lb_id).currentPredictedEventNumber == 5_000_000 + 2 * 1000
+    assert m.status(r.lb_id).healthIssues == []
+    late = SyncHeader(7, 5_000_000 + 2 * 1000 + 37, 1000, time.time_ns()).encode()
+    send(late, dest, "127.0.0.1")
+    assert wait_for(lambda: res.sync_accepted == 2)
+    assert res.prediction_error == 37  # the sender ran 37 ticks ahead of our extrapolation
+    cp.tick()
+    assert f'ejlb_lb_prediction_error{{lb="{r.lb_id}"}} 37.0' in cp.metrics.text().decode()
+    clock.advance(30.0)
+    assert [h.type for h in m.status(r.lb_id).healthIssues] == ["sync_stale"]
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")

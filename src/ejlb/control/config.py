@@ -3,6 +3,7 @@
 Example (every key optional):
 
     listen: {host: 127.0.0.1, port: 18008}
+    advertise_host: lb.example.org   # host in the ejfatUri replies (default: the listen host)
     tls: {cert: server.pem, key: server.key}
     admin_token: s3cret            # generated and logged once if absent
     sync_ipv4: 127.0.0.1           # where sync listeners bind (reported to senders)
@@ -94,6 +95,7 @@ class InstanceConfig:
 class ControlConfig:
     host: str = "127.0.0.1"
     port: int = 18008  # 0: ephemeral, see ControlPlane.port
+    advertise_host: str | None = None  # host put in the URIs we hand out (default: host)
     tls_cert: str | None = None
     tls_key: str | None = None
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))

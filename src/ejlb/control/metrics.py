@@ -19,7 +19,10 @@ class Metrics:
         self.slots = Gauge("ejlb_lb_slots", "Slots per ready worker", ["lb", "stat"], registry=r)
         self.fill = Gauge("ejlb_lb_fill", "Reported worker queue fill (0..1)", ["lb", "stat"], registry=r)
         self.moves = Gauge("ejlb_lb_slots_moved", "Slots that changed owner in the newest epoch", ["lb"], registry=r)
-        self.sync = Counter("ejlb_sync_packets", "Sync datagrams by outcome", ["outcome"], registry=r)
+        self.sync = Gauge("ejlb_lb_sync_packets", "Sync datagrams of the reservation by outcome",
+                          ["lb", "outcome"], registry=r)
+        self.prediction_error = Gauge("ejlb_lb_prediction_error", "Last sync event number minus its "
+                                      "prediction from the samples before it (ticks)", ["lb"], registry=r)
         self.sync_malformed = Gauge("ejlb_sync_malformed", "Sync datagrams that did not decode (all LBs)",
                                     registry=r)
         self.rpcs = Counter("ejlb_rpc", "RPCs by method and status code", ["method", "code"], registry=r)
@@ -46,13 +49,20 @@ class Metrics:
             self.boundary.labels(lb).set(st.boundary)
             self.epoch.labels(lb).set(st.epoch)
             self.moves.labels(lb).set(st.moves)
+            res = controller.service.reservations[rid]
+            self.sync.labels(lb, "accepted").set(res.sync_accepted)
+            self.sync.labels(lb, "rejected_source").set(res.sync_rejected)
+            if res.prediction_error is not None:
+                self.prediction_error.labels(lb).set(res.prediction_error)
             for k, v in spread(st.slots).items():
                 self.slots.labels(lb, k).set(v)
             for k, v in spread(st.fills).items():
                 self.fill.labels(lb, k).set(v)
         for lb in self._lbs - live:  # freed reservations leave no stale series
-            for g, labels in [(g, (lb,)) for g in (self.sessions, self.ready, self.boundary, self.epoch, self.moves)] \
-                    + [(g, (lb, k)) for g in (self.slots, self.fill) for k in STATS]:
+            for g, labels in [(g, (lb,)) for g in (self.sessions, self.ready, self.boundary, self.epoch, self.moves,
+                                                   self.prediction_error)] \
+                    + [(g, (lb, k)) for g in (self.slots, self.fill) for k in STATS] \
+                    + [(self.sync, (lb, k)) for k in ("accepted", "rejected_source")]:
                 try:
                     g.remove(*labels)
                 except KeyError:

@@ -50,7 +50,7 @@ class ControlPlane:
         self.service = ControlService(config, self.store, clock=lambda: self.clock())
         self.metrics = Metrics()
         self.controller = Controller(self.service, self.backend)
-        self.sync = SyncListener(self._on_sync, clock=lambda: self.clock())
+        self.sync = SyncListener(self.service.accept_sync, clock=lambda: self.clock())
         self.service.on_reserve = self._open_sync
         self.service.on_free = lambda res: self.sync.close(res.id)
         self.port: int | None = None
@@ -154,8 +154,3 @@ class ControlPlane:
     def _open_sync(self, res: Reservation) -> int:
         ips = {4: self.config.sync_ipv4, 6: self.config.sync_ipv6}
         return self.sync.open(res.id, {f: ips[f] for f in self.service.families(res)}, res.sync_port)
-
-    def _on_sync(self, rid, src, sample) -> bool:
-        ok = self.service.accept_sync(rid, src, sample)
-        self.metrics.sync.labels("accepted" if ok else "rejected_source").inc()
-        return ok

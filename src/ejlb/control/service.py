@@ -24,7 +24,7 @@ import numpy as np
 from ejlb.control import tokens as tk
 from ejlb.control.calendar import STRATEGIES
 from ejlb.control.config import ControlConfig, InstanceConfig
-from ejlb.control.epochs import Epoch, SyncSample, predict, seed_sample
+from ejlb.control.epochs import SEED_SRC, Epoch, SyncSample, predict, seed_sample
 from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                                  ResourceExhausted, Unauthenticated)
 from ejlb.control.feedback import initial_weight
@@ -120,7 +120,7 @@ class ControlService:
         self.reservations: dict[int, Reservation] = {}
         self.sessions: dict[int, Session] = {}
         self.series: dict[str, Series] = {}
-        self.public_host = config.host
+        self.public_host = config.advertise_host or config.host
         self.public_port = config.port
         # set by the server: open/close the sync listener of a reservation (returns the bound port)
         self.on_reserve: Callable[[Reservation], int] = lambda r: r.sync_port
@@ -512,6 +512,8 @@ class ControlService:
             if source_ip not in res.senders:
                 res.sync_rejected += 1
                 return False
+            if any(s.src_id != SEED_SRC for s in res.samples):  # how well did we predict this sample?
+                res.prediction_error = sample.event_number - (predict(res.samples, sample.recv_time) or 0)
             res.add_sample(sample)
             res.sync_accepted += 1
             return True

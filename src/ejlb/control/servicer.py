@@ -18,7 +18,8 @@ from ejlb.control.liveness import Liveness, classify
 from ejlb.control.service import ControlService
 from ejlb.control.state import TOTALS, TOTALS_PROTO, Reservation, Session, Token
 from ejlb.control.tokens import bearer_token
-from ejlb.wire import CALENDAR_SLOTS
+from ejlb.control.epochs import SEED_SRC
+from ejlb.wire import CALENDAR_SLOTS, MAX_SYNC_PERIOD_S
 
 log = logging.getLogger("ejlb.control.rpc")
 
@@ -99,6 +100,13 @@ def status_reply(svc: ControlService, res: Reservation) -> pb.LoadBalancerStatus
             healthIssues=w_issues, sessionId=s.id,
             **dict(zip(TOTALS_PROTO, s.totals)),
         ))
+    real = [x for x in res.samples if x.src_id != SEED_SRC]
+    if not real:
+        issues.append(pb.HealthIssue(type="no_sync", severity="info", detected_at=ts(now),
+                                     message="no sync packet from an allowed sender yet: boundaries assume µs ticks"))
+    elif now - max(x.recv_time for x in real) > 2 * MAX_SYNC_PERIOD_S:
+        issues.append(pb.HealthIssue(type="sync_stale", severity="warning", detected_at=ts(now),
+                                     message=f"last sync packet {now - max(x.recv_time for x in real):.0f} s ago"))
     if res.sessions and not any(not w.healthIssues for w in workers):
         issues.append(pb.HealthIssue(type="no_ready_workers", severity="error",
                                      message="no worker is ready: the calendar is not updated", detected_at=ts(now)))

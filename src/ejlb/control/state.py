@@ -93,6 +93,7 @@ class Reservation:
     samples_dirty: bool = False
     sync_accepted: int = 0
     sync_rejected: int = 0
+    prediction_error: int | None = None  # last sync event number minus what we predicted for it
     # per-tick snapshots for Timeseries: (ms, session ids, fill, control signal, slots), bounded
     history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS))
 
