@@ -235,3 +235,14 @@ def test_advertised_host_in_uris():
         r = admin(cp).reserve("adv")
         uri = EjfatURI.parse(r.reply.ejfatUri)
         assert (uri.host, uri.port, uri.lb_id) == ("lb.example.org", cp.port, r.lb_id)
+
+
+def test_port_in_use_is_a_clear_error_and_releases_everything():
+    with control_plane(config()) as cp:
+        cfg = config()
+        cfg.port = cp.port
+        other = __import__("ejlb.control.server", fromlist=["ControlPlane"]).ControlPlane(cfg)
+        with pytest.raises(OSError, match=f"listen=127.0.0.1:{cp.port}"):
+            other.start()
+        other.stop()  # idempotent after the failed start
+        assert admin(cp).version().compatTag  # the first one is unaffected

@@ -59,21 +59,34 @@ class ControlPlane:
         self._grpc: grpc.Server | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._stopped = False
         self._http = None
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, run_controller: bool = True) -> "ControlPlane":
-        """Bind and serve. `run_controller=False` leaves ticking to `tick()` (deterministic tests)."""
+        """Bind and serve. `run_controller=False` leaves ticking to `tick()` (deterministic tests).
+        A failure part-way (port in use, bad TLS files) releases what was started and re-raises."""
+        try:
+            return self._start(run_controller)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, run_controller: bool) -> "ControlPlane":
         cfg = self.config
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.rpc_threads, thread_name_prefix="ejlb-rpc"),
                                  options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_LoadBalancerServicer_to_server(LoadBalancerServicer(self.service, self.metrics), self._grpc)
         addr = f"{_bracket(cfg.host)}:{cfg.port}"
-        if cfg.tls:
-            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
-            self.port = self._grpc.add_secure_port(addr, creds)
-        else:
-            self.port = self._grpc.add_insecure_port(addr)
+        try:
+            if cfg.tls:
+                creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(),
+                                                      Path(cfg.tls_cert).read_bytes())])
+                self.port = self._grpc.add_secure_port(addr, creds)
+            else:
+                self.port = self._grpc.add_insecure_port(addr)
+        except RuntimeError as e:  # grpcio reports a failed bind this way
+            raise OSError(f"listen={addr}: cannot bind the gRPC port ({e})") from None
         if not self.port:
             raise OSError(f"listen={addr}: cannot bind the gRPC port")
         self.service.public_port = self.port
@@ -99,7 +112,10 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        """Stop serving. The backend keeps its installed tables (the data plane forwards on)."""
+        """Stop serving (idempotent). The backend keeps its installed tables: the data plane forwards on."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         self.service.tables_changed.set()
         if self._grpc is not None:

@@ -41,6 +41,8 @@ class SyncListener:
         self._thread.start()
 
     def stop(self) -> None:
+        if self._sel is None:
+            return
         self._stop = True
         self._wake_w.send(b"x")
         if self._thread:
@@ -48,6 +50,7 @@ class SyncListener:
         for rid in list(self._socks):
             self.close(rid)
         self._sel.close()
+        self._sel = None
         self._wake_r.close()
         self._wake_w.close()
 
