@@ -101,3 +101,31 @@ def test_rotated_admin_token_stops_working(tmp_path):
             LBManager(f"ejfat://{ADMIN}@127.0.0.1:{cp.port}/").version()
         assert LBManager(cp.admin_uri).version().compatTag
         assert LBManager(f"ejfat://{child}@127.0.0.1:{cp.port}/").overview() is not None
+
+
+def test_long_outage_gives_workers_time_to_report(tmp_path):
+    from control_tools import FakeClock
+
+    db = str(tmp_path / "c.db")
+    clock = FakeClock()
+    with control_plane(config(db=db), clock=clock) as cp:
+        m = LBManager(cp.admin_uri)
+        r = m.reserve("outage")
+        workers = [LBManager(r.uri) for _ in range(2)]
+        regs = [w.register(f"w{i}", "127.0.0.1", 20000 + i) for i, w in enumerate(workers)]
+        for w in workers:
+            w.send_state(fill_percent=0.0, control_signal=0.0)
+        cp.tick()
+    clock.advance(300.0)  # down for five minutes
+    with control_plane(config(db=db), clock=clock) as cp:
+        cp.tick()
+        res = cp.service.reservations[int(r.lb_id)]
+        assert len(res.live_sessions) == 2  # not removed on the first tick
+        back = LBManager(r.uri.with_(port=cp.port, token=regs[0].token, session_id=regs[0].session_id))
+        clock.advance(5.0)
+        back.send_state(fill_percent=0.0, control_signal=0.0)
+        clock.advance(6.0)  # 11 s after the restart: the silent one is gone, the other one stays
+        back.send_state(fill_percent=0.0, control_signal=0.0)
+        cp.tick()
+        assert [s.name for s in res.live_sessions] == ["w0"]
+        assert set(res.epochs[-1].calendar) == {cp.service.sessions[int(regs[0].session_id)].member_id}

@@ -90,6 +90,7 @@ class ControlPlane:
         if not self.port:
             raise OSError(f"listen={addr}: cannot bind the gRPC port")
         self.service.public_port = self.port
+        self.service.resume()
         for res in list(self.service.reservations.values()):  # restart: resume sync listeners
             try:
                 res.sync_port = self._open_sync(res)

@@ -28,6 +28,7 @@ from ejlb.control.epochs import SEED_SRC, Epoch, SyncSample, predict, seed_sampl
 from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                                  ResourceExhausted, Unauthenticated)
 from ejlb.control.feedback import initial_weight
+from ejlb.control.liveness import FIRST_REPORT_S, REMOVE_S
 from ejlb.control.state import TOTALS, Reservation, Session, Token
 from ejlb.control.store import Store
 from ejlb.control.tokens import Grant, Level, Resource
@@ -187,6 +188,15 @@ class ControlService:
             res = self.reservations.get(s["reservation_id"])
             if res is not None:
                 res.samples.append(SyncSample(s["recv_time"], int(s["event_number"]), s["rate"], s["src_id"]))
+
+    def resume(self) -> None:
+        """After a restart: workers whose last report is old (the control plane was down) get
+        FIRST_REPORT_S to report again before liveness removes them, and no slots until they do."""
+        now = self.clock()
+        floor = now - (REMOVE_S - FIRST_REPORT_S)
+        for s in self.sessions.values():
+            if s.live and s.last_report is not None and s.last_report < floor:
+                s.last_report, s.is_ready, s.dirty = floor, False, True
 
     # -- tokens ---------------------------------------------------------------------------------
     def _index_token(self, t: Token) -> None:
