@@ -11,6 +11,7 @@ from ejlb.dataplane.tables import UNASSIGNED
 weights = st.lists(st.floats(0.01, 1000.0), min_size=1, max_size=64)
 
 
+@settings(deadline=None)  # no wall-clock limits on a shared CI machine
 @given(weights)
 def test_counts_total_and_within_one_slot_of_proportional(w):
     counts = cal.slot_counts(w)
@@ -20,6 +21,7 @@ def test_counts_total_and_within_one_slot_of_proportional(w):
         assert abs(c - 512 * x / total) < 1.0
 
 
+@settings(deadline=None)  # no wall-clock limits on a shared CI machine
 @given(st.lists(st.tuples(st.floats(0.01, 100.0), st.floats(0.0, 1.5), st.floats(0.0, 4.0)), min_size=1, max_size=40))
 def test_counts_honour_feasible_bounds(rows):
     w = [r[0] for r in rows]
@@ -43,6 +45,7 @@ def test_counts_deployed_example():
     assert sum(cal.slot_counts([1.0] * 1024)) == 512  # more workers than slots
 
 
+@settings(deadline=None)  # no wall-clock limits on a shared CI machine
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=12), st.randoms(use_true_random=False))
 def test_layout_matches_counts(raw, rnd):
     total = sum(raw) or 1
@@ -54,7 +57,7 @@ def test_layout_matches_counts(raw, rnd):
     assert total > 0
 
 
-@settings(max_examples=200)
+@settings(deadline=None, max_examples=200)
 @given(st.lists(st.floats(0.1, 10.0), min_size=1, max_size=16), st.lists(st.floats(0.1, 10.0), min_size=1, max_size=16))
 def test_sticky_layout_moves_exactly_the_lower_bound(w_old, w_new):
     old_counts = dict(enumerate(cal.slot_counts(w_old)))
