@@ -46,15 +46,14 @@ def test_counts_deployed_example():
 
 
 @settings(deadline=None)  # no wall-clock limits on a shared CI machine
-@given(st.lists(st.integers(0, 40), min_size=1, max_size=12), st.randoms(use_true_random=False))
-def test_layout_matches_counts(raw, rnd):
-    total = sum(raw) or 1
-    counts = {m: c for m, c in enumerate(cal.slot_counts([x + 0.01 for x in raw]))}
-    layout = cal.layout(counts, rng=rnd, strategy="dynamic", sticky=False)
-    assert len(layout) == 512
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=12), st.randoms(use_true_random=False),
+       st.sampled_from(["", "dynamic"]), st.booleans())
+def test_layout_matches_counts(raw, rnd, strategy, sticky):
+    counts = dict(enumerate(cal.slot_counts([x + 0.01 for x in raw])))
+    layout = cal.layout(counts, rng=rnd, strategy=strategy, sticky=sticky)
+    assert len(layout) == 512 and UNASSIGNED not in layout
     for m, c in counts.items():
         assert layout.count(m) == c
-    assert total > 0
 
 
 @settings(deadline=None, max_examples=200)
