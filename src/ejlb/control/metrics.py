@@ -31,10 +31,15 @@ class Metrics:
         self.tick_seconds = Histogram("ejlb_controller_tick_seconds", "Controller tick duration", registry=r,
                                       buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0))
         self._lbs: set[str] = set()
+        self._rpc_children: dict = {}
 
     def rpc(self, method: str, code, seconds: float) -> None:
-        self.rpcs.labels(method, code.name).inc()
-        self.rpc_seconds.labels(method).observe(seconds)
+        key = (method, code)
+        children = self._rpc_children.get(key)
+        if children is None:  # labels() costs more than the RPC's own logic: look it up once
+            children = self._rpc_children[key] = (self.rpcs.labels(method, code.name), self.rpc_seconds.labels(method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_tick(self, controller: Controller) -> None:
         self.tick_seconds.observe(controller.last_tick_s)
