@@ -246,3 +246,16 @@ def test_port_in_use_is_a_clear_error_and_releases_everything():
             other.start()
         other.stop()  # idempotent after the failed start
         assert admin(cp).version().compatTag  # the first one is unaffected
+
+
+def test_unreachable_control_plane_is_unavailable():
+    import socket
+
+    from ejlb.control.errors import Unavailable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with LBManager(f"ejfat://tok@127.0.0.1:{port}/", timeout=2) as m:
+        with pytest.raises(Unavailable, match=r"\(Version\)$"):
+            m.version()
