@@ -63,6 +63,11 @@ def killed_server(tmp_path):
 
 def test_restart_restores_everything(killed_server):
     db, r, regs, reader, before = killed_server
+    import sqlite3
+
+    with sqlite3.connect(db) as con:  # the killed server left a WAL database behind
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("SELECT count(*) FROM tokens WHERE hash = ?", (ADMIN,)).fetchone()[0] == 0  # hashes only
     backend = MemoryBackend()  # a fresh data plane: the restart must re-install the tables
     with control_plane(config(n_instances=2, db=db), backend=backend) as cp:
         uri = lambda token: f"ejfat://{token}@127.0.0.1:{cp.port}/"  # noqa: E731
