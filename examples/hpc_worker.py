@@ -10,8 +10,8 @@ it stops. "Processing" here is a stand-in for real analysis: per-frame statistic
 frames that examples/daq_sender.py sends, plus a check that each frame carries its own event number
 (frame[0]) — proof that fragments from different events never mix.
 
-Stops after --events events, after --idle seconds without an event, or on Ctrl-C; prints one JSON
-report on stdout. `run_worker()` is importable (examples/launch_workers.py runs it per rank).
+Stops after --events events, after --idle seconds without an event once events flow (--wait
+seconds for the first one), or on SIGTERM / Ctrl-C; prints one JSON report on stdout. `run_worker()` is importable (examples/launch_workers.py runs it per rank).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def process(payload: memoryview) -> tuple[int, float, float]:
 
 
 def run_worker(uri: str | None, *, ip: str, port: int = 0, port_bits: int | None = None, threads: int = 1,
-               name: str | None = None, events: int | None = None, idle: float = 10.0,
+               name: str | None = None, events: int | None = None, idle: float = 10.0, wait: float = 60.0,
                log=sys.stderr) -> dict:
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     stop = {"now": False}
@@ -56,7 +56,7 @@ def run_worker(uri: str | None, *, ip: str, port: int = 0, port_bits: int | None
                 try:
                     ev = rx.recv(timeout=0.2)
                 except TimeoutError:
-                    if time.monotonic() - idle_since > idle:
+                    if time.monotonic() - idle_since > (idle if done else wait):
                         break
                     continue
                 idle_since = last = time.monotonic()
@@ -86,9 +86,10 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None)
     p.add_argument("--events", type=int, default=None, help="stop after this many events")
     p.add_argument("--idle", type=float, default=10.0, help="stop after this many seconds without events")
+    p.add_argument("--wait", type=float, default=60.0, help="stop if the first event takes longer than this")
     a = p.parse_args(argv)
     report = run_worker(a.uri, ip=a.ip, port=a.port, port_bits=a.port_bits, threads=a.threads, name=a.name,
-                        events=a.events, idle=a.idle)
+                        events=a.events, idle=a.idle, wait=a.wait)
     print(json.dumps(report), flush=True)
     return 0 if report["mismatched"] == 0 else 1
 

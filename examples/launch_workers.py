@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--prefix", default="worker", help="worker names are PREFIX-RANK")
     p.add_argument("--events", type=int, default=None, help="per worker: stop after this many events")
     p.add_argument("--idle", type=float, default=10.0, help="per worker: stop after this many idle seconds")
+    p.add_argument("--wait", type=float, default=60.0, help="per worker: stop if no first event by then")
     a = p.parse_args(argv)
     if a.local:
         child_argv = [x for i, x in enumerate(argv) if x != "--local" and (i == 0 or argv[i - 1] != "--local")]
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     ip = host_ip() if a.ip_from_host else (a.ip or "127.0.0.1")
     port = a.base_port + rank * (1 << a.port_bits) if a.base_port else 0
     report = run_worker(os.environ.get("EJFAT_URI"), ip=ip, port=port, port_bits=a.port_bits,
-                        name=f"{a.prefix}-{rank}", events=a.events, idle=a.idle)
+                        name=f"{a.prefix}-{rank}", events=a.events, idle=a.idle, wait=a.wait)
     report.update(rank=rank, ranks=size)
     if comm is not None:
         reports = comm.gather(report, root=0)

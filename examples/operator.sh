@@ -6,7 +6,7 @@
 # Without EJFAT_URI it first starts its own `ejlb serve` (control plane + software LB) on loopback
 # and stops it at the end, so the whole session runs on one machine. Knobs (environment):
 #   EVENTS (default 200)   WORKERS (2)   RATE events/s (200)   SHAPE (128x128)
-#   IDLE seconds a worker waits for more events before it stops (3)
+#   IDLE seconds a worker waits for more events, once they flow, before it stops (3)
 #   DATA_PORT (19522)      the software LB's port when this script starts the server
 set -euo pipefail
 
