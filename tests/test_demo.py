@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from cli_helpers import ejlb
-from ejlb.demo import DemoConfig, DemoError, WorkerCounts, run_demo, summarize
-from ejlb.wire import CALENDAR_SLOTS
+from ejlb.demo import DemoConfig, DemoError, WorkerCounts, lb_figures, run_demo, summarize
+from ejlb.dataplane.tables import Counters
+from ejlb.wire import CALENDAR_SLOTS, fragment_count, max_payload
 
 
 def test_summarize_computes_shares_rates_and_missing_events():
@@ -23,6 +24,19 @@ def test_summarize_computes_shares_rates_and_missing_events():
     assert a.gbps == pytest.approx(30_000 * 8 / 0.5 / 1e9) and r.gbps == pytest.approx(40_000 * 8 / 0.5 / 1e9)
     clean = summarize("7", 40, 1000, [WorkerCounts("a", 40, 40_000, 0, 0, 512)], 1.0)
     assert clean.ok and clean.events_missing == 0
+
+
+def test_lb_figures_sum_members_of_that_lb_and_keep_nonzero_drops():
+    c = Counters()
+    c.lb_counters(0).update(rx_packets=10, drop_epoch_miss=2)
+    c.lb_counters(1).update(rx_packets=99, drop_ttl=5)
+    c.member_counters(0, 0)["tx_packets"] = 5
+    c.member_counters(0, 3)["tx_packets"] = 3
+    c.member_counters(1, 0)["tx_packets"] = 50
+    c.glob["drop_not_lb"] = 1
+    f = lb_figures(c, 0)
+    assert (f.rx_packets, f.tx_packets) == (10, 8)
+    assert f.drops == {"drop_not_lb": 1, "drop_epoch_miss": 2}
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -51,6 +65,9 @@ def test_run_demo_delivers_every_event_whole_and_cleans_up():
     assert all(w.events > 0 for w in result.workers)  # P(a worker gets none of 90) ~ 1e-15
     assert sum(w.slot_share for w in result.workers) == pytest.approx(1.0)
     assert result.gbps > 0
+    # Every datagram went through the software LB and was forwarded, none dropped.
+    datagrams = 90 * fragment_count(config.size, max_payload(config.mtu))
+    assert result.lb.rx_packets == result.lb.tx_packets == datagrams and result.lb.drops == {}
     assert ("send", 90, 90) in stages and ("drain", 90, 90) in stages
     assert [s for s in stages if s[0] == "setup"][-1] == ("setup", 4, 4)
     # Receivers, drains, sender, sync listener, controller and LB threads are gone. (grpc's server
@@ -90,12 +107,15 @@ def test_ejlb_demo_json_table():
     assert [w["name"] for w in workers] == ["worker-1", "worker-2"]
     assert sum(w["events"] for w in workers) == 60 and sum(w["slots"] for w in workers) == CALENDAR_SLOTS
     assert all(w["lost"] == 0 and w["bad_events"] == 0 for w in workers)
+    lb = out["loadBalancer"]
+    assert lb["rx_packets"] == lb["tx_packets"] >= 60 and lb["drops"] == {}
 
 
 def test_ejlb_demo_human_table_and_bad_arguments():
     r = ejlb("demo", "-n", "30", "-s", "8k", timeout=60)
     assert r.code == 0, r.err
     assert "30 events sent" in r.out and "every event arrived whole" in r.out
+    assert "forwarded to workers, none dropped" in r.out
     for name in ("worker-1", "worker-2", "worker-3", "total"):
         assert name in r.out
     bad = ejlb("demo", "--workers", "0")

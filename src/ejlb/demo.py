@@ -81,6 +81,23 @@ class WorkerRow:
 
 
 @dataclass(frozen=True)
+class LBFigures:
+    """What the software LB itself counted: proof that the datagrams went through it."""
+
+    rx_packets: int = 0
+    tx_packets: int = 0  # forwarded to members
+    drops: dict[str, int] = field(default_factory=dict)  # nonzero drop counters by name
+
+
+def lb_figures(counters, lb_id: int) -> LBFigures:
+    """From a data plane's Counters (pure)."""
+    own = counters.lb.get(lb_id, {})
+    tx = sum(c.get("tx_packets", 0) for (lb, _), c in counters.member.items() if lb == lb_id)
+    drops = {k: v for k, v in {**counters.glob, **own}.items() if k.startswith("drop_") and v}
+    return LBFigures(rx_packets=own.get("rx_packets", 0), tx_packets=tx, drops=drops)
+
+
+@dataclass(frozen=True)
 class DemoResult:
     lb_id: str
     events_sent: int
@@ -92,6 +109,7 @@ class DemoResult:
     elapsed_s: float
     gbps: float  # payload Gb/s, first send to last delivery
     workers: list[WorkerRow] = field(default_factory=list)
+    lb: LBFigures = field(default_factory=LBFigures)
 
     @property
     def ok(self) -> bool:
@@ -102,7 +120,7 @@ class DemoResult:
 
 
 def summarize(lb_id: str, events_sent: int, event_size: int, workers: Sequence[WorkerCounts],
-              elapsed_s: float) -> DemoResult:
+              elapsed_s: float, lb: LBFigures = LBFigures()) -> DemoResult:
     """The final table from raw counts (pure)."""
     received = sum(w.events for w in workers)
     rows = [WorkerRow(
@@ -115,7 +133,7 @@ def summarize(lb_id: str, events_sent: int, event_size: int, workers: Sequence[W
         lb_id=lb_id, events_sent=events_sent, bytes_sent=events_sent * event_size, events_received=received,
         events_missing=max(events_sent - received, 0), lost=sum(w.lost for w in workers),
         bad_events=sum(w.bad_events for w in workers), elapsed_s=elapsed_s,
-        gbps=total_bytes * 8 / elapsed_s / 1e9 if elapsed_s > 0 else 0.0, workers=rows,
+        gbps=total_bytes * 8 / elapsed_s / 1e9 if elapsed_s > 0 else 0.0, workers=rows, lb=lb,
     )
 
 
@@ -254,12 +272,13 @@ def run_demo(config: DemoConfig = DemoConfig(),
         for d in drains:
             d.stop()
         last = max((d.last_at for d in drains), default=start)
-        with _step("reading the final status"):
+        with _step("reading the final status and LB counters"):
             slots = {w.name: w.slotsAssigned for w in admin.status(reservation.lb_id).workers} or slots
+            lb = lb_figures(cp.backend.counters(), reservation.reply.fpgaLbId)
         counts = [WorkerCounts(name=name, events=d.events, bytes=d.bytes, bad_events=d.bad,
                                lost=d.receiver.stats().lost, slots=slots.get(name, 0))
                   for name, d in zip(names, drains)]
-        return summarize(reservation.lb_id, config.events, config.size, counts, max(last - start, 1e-9))
+        return summarize(reservation.lb_id, config.events, config.size, counts, max(last - start, 1e-9), lb)
     finally:
         for d in drains:
             d.stop()

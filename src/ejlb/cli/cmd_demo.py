@@ -36,8 +36,9 @@ def demo(events, size, workers, rate, mtu):
     except DemoError as e:
         raise CLIError(f"demo: {e}", EXIT_FAILURE) from None
     if opts.json:
-        render.print_json({"ok": result.ok, "summary": {k: v for k, v in result.__dict__.items() if k != "workers"},
-                           "workers": result.table()})
+        render.print_json({"ok": result.ok,
+                           "summary": {k: v for k, v in result.__dict__.items() if k not in ("workers", "lb")},
+                           "workers": result.table(), "loadBalancer": result.lb})
     else:
         _print_table(result)
     if not result.ok:
@@ -70,8 +71,10 @@ def _print_table(result) -> None:
                           f"{result.elapsed_s:.2f} s", ("worker", "events", "bytes", "slots", "slot share",
                                                         "event share", "Gb/s", "lost"),
                           rows, right=range(1, 8)))
+    drops = ", ".join(f"{k[5:]} {v}" for k, v in result.lb.drops.items()) or "none dropped"
+    click.echo(f"software LB: {result.lb.rx_packets} datagrams in, {result.lb.tx_packets} forwarded to workers, {drops}")
     verdict = "every event arrived whole" if result.ok else f"{result.events_missing} events missing"
-    out.print(f"{verdict}; reservation freed, control plane stopped.")
+    click.echo(f"{verdict}; reservation freed, control plane stopped.")
 
 
 COMMANDS = [demo]
