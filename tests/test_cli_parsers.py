@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 from ejlb.cli.main import EXIT_DENIED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE, exit_code_for
 from ejlb.cli.meter import RateMeter
 from ejlb.cli.params import parse_duration, parse_ip, parse_permission, parse_size, parse_until
-from ejlb.cli.render import worker_rows
+from ejlb.cli.render import status_renderables, worker_rows
 from ejlb.control import errors
 from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.uri import URIError
@@ -122,3 +122,18 @@ def test_monitor_rates_between_two_status_replies():
     after = status(102.0, 30, 500_001_000, [pb.WorkerStatus(sessionId=2, totalEventsReassembled=5)])
     assert rates(before, after) == {1: (10.0, 2.0)}  # the newcomer (session 2) has no rate yet
     assert rates(after, status(102.0, 40, 0)) == {}  # no time passed: no rate rather than a division by 0
+
+
+def test_status_ages_use_the_control_planes_clock():
+    from rich.console import Console
+
+    server_now = datetime(2001, 1, 1, 0, 0, 10, tzinfo=timezone.utc)  # far from this machine's clock
+    w = pb.WorkerStatus(name="w", udpPort=20000)
+    w.lastUpdated.FromDatetime(server_now - timedelta(seconds=1))
+    status = pb.LoadBalancerStatusReply(workers=[w])
+    status.timestamp.FromDatetime(server_now)
+    console = Console(width=200, record=True)
+    for r in status_renderables("1", status):
+        console.print(r)
+    text = console.export_text()
+    assert "1.0s ago" in text and "yes" in text and "stale" not in text

@@ -132,6 +132,9 @@ def _ready(worker, now: datetime) -> str:
 
 
 def status_renderables(lb_id: str, status, now: datetime | None = None) -> list:
+    # Ages are measured against the control plane's own clock (the reply's timestamp), so a
+    # skewed client clock cannot mark workers stale.
+    now = now or ts_to_datetime(status.timestamp) or datetime.now(timezone.utc)
     expires = ts_to_datetime(status.expiresAt)
     head = kv_table(f"load balancer {lb_id}", [
         ("epoch", status.currentEpoch),
