@@ -41,7 +41,10 @@ struct ejlb_tx {
     struct sockaddr_storage names[TX_MAX_MSGS];
     tx_cmsg cmsg[TX_MAX_MSGS];
     int first_dgram[TX_MAX_MSGS + 1]; /* datagrams of message m: first_dgram[m] .. [m+1]-1 */
-    size_t msg_bytes[TX_MAX_MSGS];
+    uint32_t msg_seg[TX_MAX_MSGS];    /* length of message m's datagrams (the last may be shorter) */
+    uint32_t msg_bytes[TX_MAX_MSGS];
+    int open;                         /* message that may take more datagrams, or -1 */
+    uint32_t max_msg_bytes;           /* segments * full datagram: within the 16-bit IP length */
     struct iovec iov[2 * TX_MAX_DGRAMS];
     struct iovec staged[TX_MAX_MSGS]; /* copy mode: one iovec per message */
     uint8_t hdr[TX_MAX_DGRAMS][EJLB_HEADERS_LEN];
@@ -78,6 +81,8 @@ ejlb_tx *ejlb_tx_new(int family, const uint8_t *addr, uint32_t scope_id, int lb_
     tx->fragment = fragment;
     tx->segments = segments;
     tx->copy = copy;
+    tx->open = -1;
+    tx->max_msg_bytes = segments * (fragment + EJLB_HEADERS_LEN);
     tx->st.gso = gso == EJLB_TX_GSO_ON && segments > 1;
     return tx;
 }
@@ -101,6 +106,7 @@ void ejlb_tx_get_stats(const ejlb_tx *tx, ejlb_tx_stats *out)
     out->events = ST_GET(tx, events);
     out->datagrams = ST_GET(tx, datagrams);
     out->bytes = ST_GET(tx, bytes);
+    out->messages = ST_GET(tx, messages);
     out->syscalls = ST_GET(tx, syscalls);
     out->send_errors = ST_GET(tx, send_errors);
     out->last_errno = ST_GET(tx, last_errno);
@@ -113,6 +119,13 @@ static void set_port(struct sockaddr_storage *ss, uint16_t port)
         ((struct sockaddr_in *)ss)->sin_port = htons(port);
     else
         ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+static uint16_t get_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
 }
 
 static int dgram_count(const struct ejlb_tx *tx, int m) { return tx->first_dgram[m + 1] - tx->first_dgram[m]; }
@@ -140,12 +153,12 @@ static void finish_msg(struct ejlb_tx *tx, int m)
         h->msg_iovlen = 2 * nd;
     }
     if (nd > 1) {
-        /* every segment but the last is exactly fragment + headers long */
+        /* every datagram but the last is exactly msg_seg[m] long */
         struct cmsghdr *c = &tx->cmsg[m].align;
         c->cmsg_level = IPPROTO_UDP;
         c->cmsg_type = UDP_SEGMENT;
         c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t seg = (uint16_t)(tx->fragment + EJLB_HEADERS_LEN);
+        uint16_t seg = (uint16_t)tx->msg_seg[m];
         memcpy(CMSG_DATA(c), &seg, sizeof seg);
         h->msg_control = tx->cmsg[m].buf;
         h->msg_controllen = sizeof tx->cmsg[m].buf;
@@ -178,6 +191,7 @@ static void send_plain(struct ejlb_tx *tx, int fd, int m)
         } else {
             ST_ADD(tx, datagrams, 1);
             ST_ADD(tx, bytes, (uint64_t)r);
+            ST_ADD(tx, messages, 1);
         }
     }
 }
@@ -198,6 +212,7 @@ static void flush(struct ejlb_tx *tx, int fd)
             }
             ST_ADD(tx, datagrams, dg);
             ST_ADD(tx, bytes, by);
+            ST_ADD(tx, messages, (uint64_t)r);
             m += r;
             tries = 0;
             continue;
@@ -222,36 +237,56 @@ static void flush(struct ejlb_tx *tx, int fd)
     tx->nmsg = 0;
     tx->ndgram = 0;
     tx->first_dgram[0] = 0;
+    tx->open = -1;
+}
+
+/* Append one datagram (header + fragment) to the batch. With GSO, consecutive datagrams of one
+ * length to one destination share a message, whichever events they belong to: the kernel cuts the
+ * message every msg_seg bytes, and only the last datagram may be shorter (it closes the message).
+ * So a large event becomes super-datagrams of full fragments, and a run of equal small events
+ * (fixed-size DAQ frames) travels as one super-datagram too. */
+static void add_dgram(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev, uint32_t off, uint32_t flen)
+{
+    uint32_t dlen = EJLB_HEADERS_LEN + flen;
+    if (tx->ndgram == TX_MAX_DGRAMS)
+        flush(tx, fd);
+    int m = tx->open;
+    if (m >= 0 && (ev->dport != get_port(&tx->names[m]) || dlen > tx->msg_seg[m]
+                   || dgram_count(tx, m) == EJLB_TX_MAX_SEGMENTS
+                   || tx->msg_bytes[m] + dlen > tx->max_msg_bytes))
+        m = -1;
+    if (m < 0) {
+        if (tx->nmsg == TX_MAX_MSGS)
+            flush(tx, fd);
+        m = tx->nmsg++;
+        tx->names[m] = tx->dst;
+        set_port(&tx->names[m], ev->dport);
+        tx->msg_seg[m] = dlen;
+        tx->msg_bytes[m] = 0;
+    }
+    int d = tx->ndgram++;
+    ejlb_put_lb(tx->hdr[d], tx->version, ev->tick, ev->entropy, ev->slot_select);
+    ejlb_put_re(tx->hdr[d] + EJLB_LB_HEADER_LEN, ev->data_id, off, (uint32_t)ev->len, ev->event_number);
+    tx->iov[2 * d].iov_base = tx->hdr[d];
+    tx->iov[2 * d].iov_len = EJLB_HEADERS_LEN;
+    tx->iov[2 * d + 1].iov_base = (uint8_t *)ev->data + (flen ? off : 0);
+    tx->iov[2 * d + 1].iov_len = flen;
+    tx->first_dgram[tx->nmsg] = tx->ndgram;
+    tx->msg_bytes[m] += dlen;
+    tx->open = tx->st.gso && dlen == tx->msg_seg[m] ? m : -1;
 }
 
 static void add_event(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev)
 {
-    uint32_t len = (uint32_t)ev->len;
-    uint32_t nfrag = len ? (uint32_t)((ev->len + tx->fragment - 1) / tx->fragment) : 1;
-    uint32_t per_msg = tx->st.gso ? tx->segments : 1;
-    uint32_t f = 0;
-    while (f < nfrag) {
-        if (tx->nmsg == TX_MAX_MSGS || tx->ndgram == TX_MAX_DGRAMS)
-            flush(tx, fd);
-        int m = tx->nmsg++;
-        tx->names[m] = tx->dst;
-        set_port(&tx->names[m], ev->dport);
-        uint32_t room = (uint32_t)(TX_MAX_DGRAMS - tx->ndgram);
-        uint32_t take = nfrag - f < per_msg ? nfrag - f : per_msg;
-        if (take > room)
-            take = room;
-        for (uint32_t k = 0; k < take; k++, f++) {
-            int d = tx->ndgram++;
-            uint32_t off = f * tx->fragment;
-            uint32_t flen = len - off < tx->fragment ? len - off : tx->fragment;
-            ejlb_put_lb(tx->hdr[d], tx->version, ev->tick, ev->entropy, ev->slot_select);
-            ejlb_put_re(tx->hdr[d] + EJLB_LB_HEADER_LEN, ev->data_id, off, len, ev->event_number);
-            tx->iov[2 * d].iov_base = tx->hdr[d];
-            tx->iov[2 * d].iov_len = EJLB_HEADERS_LEN;
-            tx->iov[2 * d + 1].iov_base = (uint8_t *)ev->data + (flen ? off : 0);
-            tx->iov[2 * d + 1].iov_len = flen;
-        }
-        tx->first_dgram[tx->nmsg] = tx->ndgram;
+    uint32_t len = (uint32_t)ev->len, frag = tx->fragment;
+    if (len == 0) {
+        add_dgram(tx, fd, ev, 0, 0); /* a zero-length event is one header-only datagram */
+        return;
+    }
+    for (uint32_t off = 0; off < len; off += frag) {
+        add_dgram(tx, fd, ev, off, len - off < frag ? len - off : frag);
+        if (off > UINT32_MAX - frag)
+            break; /* the last fragment of an event near 4 GiB: off + frag would wrap */
     }
 }
 

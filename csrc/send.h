@@ -19,6 +19,7 @@ typedef struct {
     uint64_t events;      /* events handed to ejlb_tx_send */
     uint64_t datagrams;   /* datagrams the kernel accepted (GSO segments counted one by one) */
     uint64_t bytes;       /* UDP payload bytes accepted (headers included) */
+    uint64_t messages;    /* UDP sends the kernel accepted (a GSO super-datagram counts once) */
     uint64_t syscalls;    /* sendmmsg/sendmsg calls */
     uint64_t send_errors; /* datagrams dropped because the kernel refused them */
     int32_t last_errno;   /* errno of the latest refusal, 0 if none */

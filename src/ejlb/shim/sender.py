@@ -52,6 +52,7 @@ class SenderStats:
     last_errno: int  # errno of the latest refusal (0 if none)
     sync_packets: int
     gso: bool  # UDP GSO in use right now
+    messages: int = 0  # UDP sends accepted; a GSO super-datagram counts once
     syscalls: int = 0
     sync_errors: int = 0
     queued: int = 0  # events waiting in the submit queue
@@ -226,10 +227,12 @@ class Sender:
             self._bucket.started(time.monotonic())
 
     def send_many(self, events, *, data_id: int | None = None) -> list[int]:
-        """Send several events with automatic numbering in as few system calls as possible
-        (their datagrams share sendmmsg batches); returns their RE event numbers. For many small
-        events this costs far less per event than `send`. Same buffer rules as `send`; all
-        events of one call leave from the same socket (the rotation moves on per call)."""
+        """Send several events with automatic numbering in as few system calls as possible;
+        returns their RE event numbers. Their datagrams share sendmmsg batches, and with GSO a
+        run of equal-length datagrams (small events of one size, fixed-size DAQ frames) shares
+        super-datagrams, so many small events cost far less each than through `send`. Same
+        buffer rules as `send`; the events of one call (up to SEND_BATCH at a time, and likewise
+        each batch the submit thread takes) share the source socket and destination port."""
         if data_id is not None:
             check_uint("data_id", data_id, 16)
         items = []
@@ -251,12 +254,11 @@ class Sender:
             if self._bucket is not None:
                 self._pace(sum(self.layout.udp_bytes(it[1]) for it in items))
             now_us = time.time_ns() // 1000
-            sock = None
+            sock, port = self._rotation.next()  # one per batch: equal datagrams can share GSO sends
             for ev, (ptr, nbytes, event_number, data_id, entropy, tick) in zip(evs, items):
                 ev.tick, ev.event_number, ev.entropy, ev.slot_select = self._numbering.stamp(
                     now_us, event_number, entropy, tick)
-                s, ev.dport = self._rotation.next()
-                sock = s if sock is None else sock
+                ev.dport = port
                 ev.data, ev.len = ptr, nbytes
                 ev.data_id = self.data_id if data_id is None else data_id
                 numbers.append(ev.event_number)
@@ -350,7 +352,7 @@ class Sender:
         return SenderStats(
             events=st.events, datagrams=st.datagrams, bytes=st.bytes, send_errors=st.send_errors,
             last_errno=st.last_errno, sync_packets=sync.packets if sync else 0, gso=bool(st.gso),
-            syscalls=st.syscalls, sync_errors=sync.errors if sync else 0, queued=self._queue.qsize(),
+            messages=st.messages, syscalls=st.syscalls, sync_errors=sync.errors if sync else 0, queued=self._queue.qsize(),
         )
 
     def close(self) -> None:
