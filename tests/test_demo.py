@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from cli_helpers import ejlb
-from ejlb.demo import DemoConfig, DemoError, WorkerCounts, lb_figures, run_demo, summarize
+from ejlb.demo import DemoConfig, DemoError, WorkerCounts, lb_figures, pattern, run_demo, summarize
 from ejlb.dataplane.tables import Counters
 from ejlb.wire import CALENDAR_SLOTS, fragment_count, max_payload
 
@@ -24,6 +26,13 @@ def test_summarize_computes_shares_rates_and_missing_events():
     assert a.gbps == pytest.approx(30_000 * 8 / 0.5 / 1e9) and r.gbps == pytest.approx(40_000 * 8 / 0.5 / 1e9)
     clean = summarize("7", 40, 1000, [WorkerCounts("a", 40, 40_000, 0, 0, 512)], 1.0)
     assert clean.ok and clean.events_missing == 0
+
+
+@given(st.integers(0, 5000), st.integers(0, 10**6))
+def test_pattern_bytes(length, seed):
+    got = pattern(length, seed)
+    assert got.dtype == np.uint8 and got.shape == (length,)
+    assert np.array_equal(got, (np.arange(length) + seed) % 251)
 
 
 def test_lb_figures_sum_members_of_that_lb_and_keep_nonzero_drops():

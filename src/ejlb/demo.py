@@ -137,9 +137,11 @@ def summarize(lb_id: str, events_sent: int, event_size: int, workers: Sequence[W
     )
 
 
-def demo_payload(size: int) -> np.ndarray:
-    """The event every worker expects: byte i = i mod 251, so a misplaced fragment shows."""
-    return (np.arange(size, dtype=np.uint32) % 251).astype(np.uint8)
+def pattern(length: int, seed: int = 0) -> np.ndarray:
+    """Generated event bytes: byte i = (i + seed) mod 251. The period is prime, so it divides
+    hardly any fragment size and a misplaced or duplicated fragment changes the content."""
+    period = np.roll(np.arange(251, dtype=np.uint8), -(seed % 251))
+    return np.resize(period, length)
 
 
 def free_udp_port(ip: str) -> int:
@@ -221,7 +223,7 @@ def run_demo(config: DemoConfig = DemoConfig(),
 
     progress = on_progress or (lambda stage, done, total: None)
     ip = "::1" if config.ipv6 else "127.0.0.1"
-    expected = demo_payload(config.size)
+    expected = pattern(config.size)
     names = [f"worker-{i + 1}" for i in range(config.workers)]
     setup_steps = 4
     receivers: list = []

@@ -38,7 +38,7 @@ def _file_event(path: Path):
 @click.option("--sync/--no-sync", default=True, show_default=True, help="Send Sync packets to the URI's sync address.")
 def send(files, generate, size, data_id, first_event, rate, mtu, sync):
     """Send each FILE as one event (or --generate N events) to the URI's data address."""
-    from ejlb.cli.cmd_perf import pattern
+    from ejlb.demo import pattern
     from ejlb.shim.sender import Sender
 
     opts = current_options()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import click
-import numpy as np
 
 from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
@@ -17,11 +16,6 @@ from ejlb.wire import MAX_EVENT_LEN, MAX_MTU, MAX_PORT_RANGE
 
 SEND_KEYS = ("events", "bytes", "datagrams", "send_errors")
 RECV_KEYS = ("events", "bytes", "packets", "lost", "bad_headers")
-
-
-def pattern(length: int, seed: int = 0) -> np.ndarray:
-    """A recognisable payload: byte i = (i + seed) mod 251 (a prime, so fragments differ)."""
-    return ((np.arange(length, dtype=np.uint32) + seed) % 251).astype(np.uint8)
 
 
 def _mtu(ctx, param, value):
@@ -79,6 +73,7 @@ def perf():
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), help="Write a Gb/s plot to this PNG.")
 def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, gso, sync, interval, plot):
     """Send generated events to the URI's data address (an LB, or a worker directly)."""
+    from ejlb.demo import pattern
     from ejlb.shim.sender import Sender
 
     opts = current_options()
