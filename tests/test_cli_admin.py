@@ -192,3 +192,9 @@ def test_unreachable_control_plane_is_one_line_exit_1():
         port = s.getsockname()[1]
     r = ejlb("version", uri=f"ejfat://tok@127.0.0.1:{port}/", timeout=60)
     assert r.code == 1 and "Traceback" not in r.err and r.err.startswith("error:")
+
+
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(admin_uri):
+    r = ejlb("--debug", "status", "424242", uri=admin_uri)
+    assert r.code == 4
+    assert "Traceback" in r.err and r.err.strip().splitlines()[-1].startswith("error: not found:")

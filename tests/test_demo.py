@@ -131,3 +131,21 @@ def test_ejlb_demo_human_table_and_bad_arguments():
     assert bad.code == 2 and "--workers" in bad.err
     bad_size = ejlb("demo", "--size", "lots")
     assert bad_size.code == 2 and "not a size" in bad_size.err
+
+
+def test_ctrl_c_stops_the_demo_cleanly_with_exit_130():
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from cli_helpers import EJLB
+
+    env = {k: v for k, v in os.environ.items() if k != "EJFAT_URI"}
+    p = subprocess.Popen([EJLB, "demo", "-n", "1000000", "-s", "10k", "-r", "0.05"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(3)  # mid-stream: control plane, LB, workers and sender all running
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err

@@ -118,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as e:  # one clear line unless --debug
+    except Exception as e:  # one clear line; the traceback too with --debug
         if debug:
-            raise
+            import traceback
+
+            traceback.print_exc()
         click.echo(_one_line(e), err=True)
         sys.exit(exit_code_for(e))
     sys.exit(EXIT_OK)
