@@ -31,7 +31,7 @@ Every verb takes the global options before it: `ejlb [--uri URI] [--ca FILE | --
 | 4 | not found: no such load balancer, session or token |
 | 130 | interrupted (Ctrl-C) |
 
-Errors are one line on stderr (`error: refused: ...`); `--debug` shows the traceback instead.
+Errors are one line on stderr (`error: refused: ...`); `--debug` prints the traceback before it (same exit code).
 
 ## A session
 
