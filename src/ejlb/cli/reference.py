@@ -31,7 +31,8 @@ Every verb takes the global options before it: `ejlb [--uri URI] [--ca FILE | --
 | 4 | not found: no such load balancer, session or token |
 | 130 | interrupted (Ctrl-C) |
 
-Errors are one line on stderr (`error: refused: ...`); `--debug` prints the traceback before it (same exit code).
+Errors are one line on stderr (`error: refused: ...`); `--debug` prints the traceback before it
+(same exit code).
 
 ## A session
 
