@@ -192,9 +192,8 @@ class Controller:
     def flush(self) -> None:
         with self._pending_lock:
             rows, self._pending = self._pending, {}
-        if rows:
-            alive = set(self.service.sessions)  # rows of sessions deleted meanwhile update nothing
-            self.service.store.update_sessions_hot([r for sid, r in rows.items() if sid in alive])
+        if rows:  # rows of sessions deleted meanwhile match no row: UPDATE does nothing
+            self.service.store.update_sessions_hot(list(rows.values()))
 
     def start_writer(self) -> None:
         def run():
