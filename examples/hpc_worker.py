@@ -11,7 +11,8 @@ frames that examples/daq_sender.py sends, plus a check that each frame carries i
 (frame[0]) — proof that fragments from different events never mix.
 
 Stops after --events events, after --idle seconds without an event once events flow (--wait
-seconds for the first one), or on SIGTERM / Ctrl-C; prints one JSON report on stdout. `run_worker()` is importable (examples/launch_workers.py runs it per rank).
+seconds for the first one), or on SIGTERM / Ctrl-C; prints one JSON report on stdout.
+`run_worker()` is importable (examples/launch_workers.py runs it per rank).
 """
 from __future__ import annotations
 

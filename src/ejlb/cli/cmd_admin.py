@@ -245,7 +245,8 @@ def _since(text: str | None) -> datetime | None:
     try:
         return parse_until(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is neither a duration (5m) nor an ISO 8601 time", param_hint="--since") from None
+        raise click.BadParameter(f"{text!r} is neither a duration (5m) nor an ISO 8601 time",
+                                 param_hint="--since") from None
 
 
 def timeseries_rows(reply) -> list[tuple[str, str, int, float]]:

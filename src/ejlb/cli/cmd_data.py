@@ -29,10 +29,12 @@ def _file_event(path: Path):
 
 @click.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-g", "--generate", type=click.IntRange(1), default=None, help="Send this many generated events instead of files.")
+@click.option("-g", "--generate", type=click.IntRange(1), default=None,
+              help="Send this many generated events instead of files.")
 @click.option("-s", "--size", type=SIZE, default="64k", show_default=True, help="Size of generated events.")
 @click.option("--data-id", type=click.IntRange(0, 0xFFFF), default=0, show_default=True)
-@click.option("--first-event", type=click.IntRange(0), default=None, help="Event number of the first event (default: the sender's).")
+@click.option("--first-event", type=click.IntRange(0), default=None,
+              help="Event number of the first event (default: the sender's).")
 @click.option("-r", "--rate", type=click.FloatRange(0, min_open=True), default=None, help="Pace to this many Gb/s.")
 @click.option("--mtu", type=click.IntRange(576, 9000), default=1500, show_default=True)
 @click.option("--sync/--no-sync", default=True, show_default=True, help="Send Sync packets to the URI's sync address.")
@@ -47,7 +49,8 @@ def send(files, generate, size, data_id, first_event, rate, mtu, sync):
     if generate and size > MAX_EVENT_LEN:
         raise CLIError(f"--size={size}: events are at most {MAX_EVENT_LEN} bytes", EXIT_USAGE)
     sent = []
-    with build(Sender, opts.ejfat_uri(), data_id=data_id, mtu=mtu, rate_gbps=rate, sync=sync, family=opts.family) as sender:
+    with build(Sender, opts.ejfat_uri(), data_id=data_id, mtu=mtu, rate_gbps=rate, sync=sync,
+               family=opts.family) as sender:
         items = ((str(p), _file_event(p)) for p in files) if files else (
             (f"generated-{i}", pattern(size, seed=i)) for i in range(generate))
         for i, (label, event) in enumerate(items):

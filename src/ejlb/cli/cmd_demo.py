@@ -72,7 +72,8 @@ def _print_table(result) -> None:
                                                         "event share", "Gb/s", "lost"),
                           rows, right=range(1, 8)))
     drops = ", ".join(f"{k[5:]} {v}" for k, v in result.lb.drops.items()) or "none dropped"
-    click.echo(f"software LB: {result.lb.rx_packets} datagrams in, {result.lb.tx_packets} forwarded to workers, {drops}")
+    click.echo(f"software LB: {result.lb.rx_packets} datagrams in, {result.lb.tx_packets} forwarded to workers, "
+               f"{drops}")
     verdict = "every event arrived whole" if result.ok else f"{result.events_missing} events missing"
     click.echo(f"{verdict}; reservation freed, control plane stopped.")
 

@@ -13,8 +13,10 @@ from ejlb.cli.session import current_options, lb_id_or_uri, manager
 
 @click.command()
 @click.argument("lb_id", required=False)
-@click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True, help="Seconds between refreshes.")
-@click.option("-n", "--count", type=click.IntRange(1), default=None, help="Stop after this many refreshes (default: until Ctrl-C).")
+@click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("-n", "--count", type=click.IntRange(1), default=None,
+              help="Stop after this many refreshes (default: until Ctrl-C).")
 def monitor(lb_id, interval, count):
     """Refresh the status of a reservation every INTERVAL seconds: workers, fill, slots, counters,
     and event rates between refreshes. With --json: one JSON object per refresh (JSON lines)."""
@@ -68,7 +70,8 @@ def _view(lb: str, status, previous):
     parts = render.status_renderables(lb, status)
     if previous is not None and status.workers:
         r = rates(previous, status)
-        rows = [(w.name, f"{r[w.sessionId][0]:.0f}", f"{r[w.sessionId][1]:.3f}") for w in status.workers if w.sessionId in r]
+        rows = [(w.name, f"{r[w.sessionId][0]:.0f}", f"{r[w.sessionId][1]:.3f}")
+                for w in status.workers if w.sessionId in r]
         parts.append(render.grid("rates since last refresh", ("worker", "events/s", "Gb/s"), rows, right=(1, 2)))
     stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
     parts.append(f"[dim]{stamp} UTC — Ctrl-C to stop[/dim]")

@@ -32,7 +32,7 @@ def _mtu(ctx, param, value):
 
 def _live(row, what: str) -> None:
     click.echo(f"[{row.t:7.1f}s] {what} {row.rate('events'):10.0f} ev/s  {row.gbps():7.3f} Gb/s"
-               + "".join(f"  {k}={row.deltas[k]}" for k in row.deltas if k not in ("events", "bytes") and row.deltas[k]),
+               + "".join(f"  {k}={v}" for k, v in row.deltas.items() if k not in ("events", "bytes") and v),
                err=True)
 
 
@@ -61,15 +61,18 @@ def perf():
 @click.option("-r", "--rate", type=click.FloatRange(0, min_open=True), default=None,
               help="Pace to this many Gb/s (UDP payload incl. headers); default unpaced.")
 @click.option("-l", "--length", type=SIZE, default="1M", show_default=True, help="Event size in bytes.")
-@click.option("-n", "--count", type=click.IntRange(1), default=None, help="Events to send (default 1000 unless --duration).")
+@click.option("-n", "--count", type=click.IntRange(1), default=None,
+              help="Events to send (default 1000 unless --duration).")
 @click.option("-t", "--duration", type=click.FloatRange(0, min_open=True), default=None, help="Seconds to send for.")
 @click.option("--mtu", callback=_mtu, default="1500", show_default=True, help="Datagram size limit, or 'auto'.")
-@click.option("--sockets", type=click.IntRange(1, 64), default=4, show_default=True, help="Send sockets (source ports).")
+@click.option("--sockets", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Send sockets (source ports).")
 @click.option("--data-id", type=click.IntRange(0, 0xFFFF), default=0, show_default=True)
 @click.option("--lb-version", type=click.Choice(["2", "3"]), default="2", show_default=True)
 @click.option("--gso", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--sync/--no-sync", default=True, show_default=True, help="Send Sync packets to the URI's sync address.")
-@click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True, help="Seconds per live line.")
+@click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              help="Seconds per live line.")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), help="Write a Gb/s plot to this PNG.")
 def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, gso, sync, interval, plot):
     """Send generated events to the URI's data address (an LB, or a worker directly)."""
@@ -124,8 +127,10 @@ def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, 
 @click.option("--name", default=None, help="Worker name when registering (default: perf-<host>-<port>).")
 @click.option("--with-lb-header", is_flag=True, help="Datagrams carry the LB header (straight from a sender).")
 @click.option("-n", "--count", type=click.IntRange(1), default=None, help="Stop after this many events.")
-@click.option("-t", "--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many seconds.")
-@click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True, help="Seconds per live line.")
+@click.option("-t", "--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this many seconds.")
+@click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              help="Seconds per live line.")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), help="Write a Gb/s plot to this PNG.")
 def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, count, duration, interval, plot):
     """Receive events, print per-interval rates and a summary (Ctrl-C ends it)."""

@@ -9,6 +9,7 @@ from ejlb.cli.session import current_options, manager
 
 _RESOURCE_NAMES = {v: k for k, v in RESOURCE_TYPES.items() if k != "load_balancer"}
 _LEVEL_NAMES = {v: k for k, v in PERMISSION_TYPES.items() if k != "read"}
+TOKEN_COLUMNS = ("id", "name", "permissions", "created")
 
 
 def _target(text: str | None):
@@ -61,7 +62,7 @@ def list_(target):
     if opts.json:
         render.print_json(token)
     else:
-        render.console().print(render.grid("token", ("id", "name", "permissions", "created"), _details_rows([token])))
+        render.console().print(render.grid("token", TOKEN_COLUMNS, _details_rows([token])))
 
 
 @tokens.command()
@@ -74,7 +75,7 @@ def children(target):
     if opts.json:
         render.print_json(items)
     else:
-        render.console().print(render.grid("child tokens", ("id", "name", "permissions", "created"), _details_rows(items)))
+        render.console().print(render.grid("child tokens", TOKEN_COLUMNS, _details_rows(items)))
 
 
 @tokens.command()

@@ -98,8 +98,9 @@ def reservation_rows(reply) -> list[tuple[str, Any]]:
     """A ReserveLoadBalancerReply (reserve / get) as key-value rows."""
     rows = [("lb id", reply.lbId), ("fpga lb id", reply.fpgaLbId)]
     if reply.dataIpv4Address or reply.dataIpv6Address:
-        ports = f"{reply.dataMinPort}-{reply.dataMaxPort}" if reply.dataMaxPort != reply.dataMinPort else reply.dataMinPort
-        rows += [("data", " ".join(a for a in (reply.dataIpv4Address, reply.dataIpv6Address) if a)), ("data ports", ports)]
+        lo, hi = reply.dataMinPort, reply.dataMaxPort
+        rows += [("data", " ".join(a for a in (reply.dataIpv4Address, reply.dataIpv6Address) if a)),
+                 ("data ports", f"{lo}-{hi}" if hi != lo else lo)]
     if reply.syncIpv4Address or reply.syncIpv6Address:
         rows += [("sync", " ".join(a for a in (reply.syncIpv4Address, reply.syncIpv6Address) if a)),
                  ("sync port", reply.syncUdpPort)]
