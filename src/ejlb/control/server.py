@@ -147,7 +147,8 @@ class ControlPlane:
     def tick(self) -> None:
         """One controller step, synchronously."""
         self.controller.tick()
-        self.metrics.observe_tick(self.controller)
+        with self.service.lock:  # RPC threads may free reservations meanwhile
+            self.metrics.observe_tick(self.controller)
 
     def _run(self) -> None:
         period = self.config.controller_period
