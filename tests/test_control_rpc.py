@@ -259,3 +259,17 @@ def test_unreachable_control_plane_is_unavailable():
     with LBManager(f"ejfat://tok@127.0.0.1:{port}/", timeout=2) as m:
         with pytest.raises(Unavailable, match=r"\(Version\)$"):
             m.version()
+
+
+def test_absurd_until_and_unicode_ids_are_invalid(plane):
+    with grpc.insecure_channel(f"127.0.0.1:{plane.port}") as ch:
+        stub = pb_grpc.LoadBalancerStub(ch)
+        md = (("authorization", "Bearer " + plane.config.admin_token),)
+        req = pb.ReserveLoadBalancerRequest(name="x")
+        req.until.seconds = 10**15
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ReserveLoadBalancer(req, metadata=md, timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "year 3000" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            stub.GetLoadBalancer(pb.GetLoadBalancerRequest(lbId="\u0663"), metadata=md, timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -52,9 +52,19 @@ def _rfc3339(t: float) -> str:
 
 def _decimal_id(field: str, value: str) -> int:
     text = (value or "").strip()
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise InvalidArgument(f"{field}={value!r}: must be a decimal id")
     return int(text)
+
+
+MAX_UNTIL = 32503680000.0  # 3000-01-01: a Timestamp beyond this is a client bug, not a reservation
+
+
+def _until(value: float | None, now: float) -> float | None:
+    if value is not None and not now < value < MAX_UNTIL:
+        when = _rfc3339(value) if -62135596800 <= value < 253402300800 else f"{value:.0f} s"
+        raise InvalidArgument(f"until={when}: must be in the future and before the year 3000")
+    return value
 
 
 def _name(field: str, value: str) -> str:
@@ -303,8 +313,7 @@ class ControlService:
             caller = self.authenticate(secret)
             name = _name("name", name)
             now = self.clock()
-            if until is not None and until <= now:
-                raise InvalidArgument(f"until={_rfc3339(until)}: must be in the future")
+            until = _until(until, now)
             addrs = parse_senders(senders)
             if len(set(addrs)) > MAX_SENDERS:
                 raise InvalidArgument(f"senderAddresses: {len(set(addrs))} given, at most {MAX_SENDERS}")
@@ -395,8 +404,7 @@ class ControlService:
     def extend(self, secret: str, lb_id: str, until: float | None) -> float | None:
         with self.lock:
             res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            if until is not None and until <= self.clock():
-                raise InvalidArgument(f"until={_rfc3339(until)}: must be in the future")
+            until = _until(until, self.clock())
             res.until = until
             self.store.update_reservation(res.id, until=until)
             return until
