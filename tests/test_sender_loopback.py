@@ -234,6 +234,14 @@ def test_bad_per_event_values_name_the_field():
         assert len(cap.take(1)) == 1
 
 
+def test_uri_from_the_environment(monkeypatch):
+    with Capture() as cap:
+        monkeypatch.setenv("EJFAT_URI", cap.uri())
+        with Sender(None, sync=False) as s:
+            s.send(b"env")
+        assert cap.take(1)[0].fragment == b"env"
+
+
 def test_uri_without_data_address_is_an_error():
     from ejlb.uri import URIError
 

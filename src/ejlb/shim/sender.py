@@ -88,7 +88,7 @@ def _kernel_takes_gso(sock: socket.socket, segment: int) -> bool:
 class Sender:
     """Sends events as EJFAT datagrams (LB + RE header + fragment) to the URI's data address.
 
-    uri: EjfatURI or its text. The data address (IPv4 or IPv6, `family` picks when both are
+    uri: EjfatURI or its text (None: $EJFAT_URI). The data address (IPv4 or IPv6, `family` picks when both are
         given) and its port range: events rotate over the range's destination ports, and over
         `sockets` send sockets (distinct source ports, for LAG/RSS spreading).
     data_id, event_src_id: RE data_id (per event overridable) and the Sync packets' sender id.
@@ -115,7 +115,7 @@ class Sender:
 
     def __init__(
         self,
-        uri: EjfatURI | str,
+        uri: EjfatURI | str | None,
         *,
         data_id: int = 0,
         event_src_id: int = 0,
@@ -137,6 +137,8 @@ class Sender:
         self._sync: SyncThread | None = None
         self._worker: threading.Thread | None = None
         self._tx = None
+        if uri is None:
+            uri = EjfatURI.from_env()
         self.uri = EjfatURI.parse(uri) if isinstance(uri, str) else uri
         data = self.uri.data_address(family)
         self.data_address = data
