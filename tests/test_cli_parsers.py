@@ -16,13 +16,13 @@ from ejlb.uri import URIError
 
 
 @pytest.mark.parametrize("text, seconds", [
-    ("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1.5d", 129600), ("1w", 604800), (" 5 min ", 300),
+    ("12", 12 * 3600), ("0.5", 1800), ("01:30", 5400), ("1:02:03", 3723), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1.5d", 129600), ("1w", 604800), (" 5 min ", 300),
 ])
 def test_durations(text, seconds):
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "0", "-5m", "3 fortnights", "1h30m", "m"])
+@pytest.mark.parametrize("text", ["", "0", "-5m", "3 fortnights", "1h30m", "m", "1:60", "0:00", "1:2:3:4"])
 def test_bad_durations_name_the_value(text):
     with pytest.raises(ValueError) as e:
         parse_duration(text)

@@ -41,15 +41,16 @@ def _print(data, renderables) -> None:
 # -- reservations ---------------------------------------------------------------------------------
 @click.command()
 @click.argument("name")
-@click.option("-d", "--duration", type=DURATION, help="How long to keep it (90s, 30m, 2h, 1d).")
+@click.option("-d", "--duration", type=DURATION,
+              help="How long to keep it: 90s, 30m, 2h, 1d, or hh:mm[:ss]; a bare number is hours.")
 @click.option("--until", type=UNTIL, help="Expiry as an ISO 8601 time (UTC if no zone).")
-@click.option("-s", "--sender", "senders", multiple=True, type=IP, help="Allowed sender IP (repeatable).")
+@click.option("-s", "-a", "--sender", "senders", multiple=True, type=IP, help="Allowed sender IP (repeatable).")
 @click.option("--auto-sender", is_flag=True, help="Allow this host's own address as a sender.")
 @click.option("--ip-family", type=click.Choice(["dual", "ipv4", "ipv6"]), default=None,
               help="Data-plane address family (default: from -4/-6, else dual).")
 @click.option("--strategy", type=click.Choice(["", "dynamic", "static", "explicit"]), default="",
               help="Calendar layout strategy (default: the control plane's).")
-@click.option("--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` for the shell.")
+@click.option("-e", "--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` for the shell.")
 def reserve(name, duration, until, senders, auto_sender, ip_family, strategy, export):
     """Reserve a load balancer NAME; prints its instance URI (token included)."""
     opts = current_options()
@@ -136,7 +137,7 @@ def overview():
 @click.option("--min-factor", type=click.FloatRange(0), default=0.5, show_default=True)
 @click.option("--max-factor", type=click.FloatRange(0), default=2.0, show_default=True, help="0 = no cap.")
 @click.option("--keep-lb-header", is_flag=True, help="Deliver datagrams with the LB header kept.")
-@click.option("--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` (session URI).")
+@click.option("-e", "--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` (session URI).")
 def register(name, ip, port, port_range, weight, min_factor, max_factor, keep_lb_header, export):
     """Register a worker; prints the session URI (session token + sessionid) for send-state/deregister."""
     opts = current_options()

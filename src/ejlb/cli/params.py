@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import click
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_CLOCK = re.compile(r"^\s*(\d+):(\d{1,2})(?::(\d{1,2}))?\s*$")  # lbadm's hh:mm[:ss]
 _DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -23,11 +24,19 @@ PERMISSION_TYPES = {"read_only": 0, "read": 0, "register": 1, "reserve": 2, "upd
 
 
 def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '2h', '1.5d', '1w'; a bare number is seconds."""
+    """'90s', '30m', '2h', '1.5d', '1w', or lbadm's 'hh:mm[:ss]'; a bare number is hours, as in
+    lbadm's --duration (so an lbadm habit never turns a 12-hour reservation into 12 seconds)."""
+    clock = _CLOCK.match(text or "")
     m = _DURATION.match(text or "")
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (examples: 90s, 30m, 2h, 1d)")
-    seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()]
+    if clock:
+        h, mins, secs = (int(g or 0) for g in clock.groups())
+        if mins > 59 or secs > 59:
+            raise ValueError(f"{text!r}: minutes and seconds must be below 60 in hh:mm[:ss]")
+        seconds = h * 3600 + mins * 60 + secs
+    elif m:
+        seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "h").lower()]
+    else:
+        raise ValueError(f"{text!r} is not a duration (examples: 90s, 30m, 2h, 1d, 01:30)")
     if seconds <= 0:
         raise ValueError(f"{text!r}: a duration must be positive")
     return timedelta(seconds=seconds)

@@ -34,6 +34,21 @@ Every verb takes the global options before it: `ejlb [--uri URI] [--ca FILE | --
 Errors are one line on stderr (`error: refused: ...`); `--debug` prints the traceback before it
 (same exit code).
 
+## Coming from the E2SAR tools
+
+The control-plane API is EJFAT's, so the same URIs and tokens work with both tool sets.
+
+| E2SAR | ejlb |
+|---|---|
+| `lbadm --reserve -l NAME -a ADDR -d 12 -e` | `ejlb reserve NAME -a ADDR -d 12 -e` (bare `-d` numbers are hours, `hh:mm[:ss]` works too) |
+| `lbadm --free` / `--status` / `--overview` / `--version` | `ejlb free` / `status` / `overview` / `version` |
+| `lbadm --register -n NAME -a IP -p PORT -w W` | `ejlb register --name NAME --ip IP --port PORT --weight W` |
+| `lbadm --state -q FILL -c SIGNAL -r 1` / `--deregister` | `ejlb send-state --fill FILL --control-signal SIGNAL` / `deregister` (session URI) |
+| `lbadm` sender and token operations | `ejlb add-senders` / `remove-senders` / `tokens create|list|children|revoke` |
+| `lbadm -o ROOT_CERT` / `-v` | `ejlb --ca ROOT_CERT` / `--insecure` |
+| `e2sar_perf -s` / `e2sar_perf -r` | `ejlb perf send` / `ejlb perf recv` |
+| `lbmonitor` | `ejlb monitor` |
+
 ## A session
 
 ```sh
