@@ -44,7 +44,7 @@ The control-plane API is EJFAT's, so the same URIs and tokens work with both too
 | `lbadm --free` / `--status` / `--overview` / `--version` | `ejlb free` / `status` / `overview` / `version` |
 | `lbadm --register -n NAME -a IP -p PORT -w W` | `ejlb register --name NAME --ip IP --port PORT --weight W` |
 | `lbadm --state -q FILL -c SIGNAL -r 1` / `--deregister` | `ejlb send-state --fill FILL --control-signal SIGNAL` / `deregister` (session URI) |
-| `lbadm` sender and token operations | `ejlb add-senders` / `remove-senders` / `tokens create|list|children|revoke` |
+| `lbadm` sender and token operations | `ejlb add-senders` / `remove-senders` / `tokens create`, `list`, `children`, `revoke` |
 | `lbadm -o ROOT_CERT` / `-v` | `ejlb --ca ROOT_CERT` / `--insecure` |
 | `e2sar_perf -s` / `e2sar_perf -r` | `ejlb perf send` / `ejlb perf recv` |
 | `lbmonitor` | `ejlb monitor` |
