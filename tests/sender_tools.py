@@ -24,7 +24,10 @@ class Capture:
                 for p in range(base, base + nports):
                     s = socket.socket(self.family, socket.SOCK_DGRAM)
                     socks.append(s)
-                    s.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root)
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE: past rmem_max (root)
+                    except PermissionError:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
                     s.bind((host, p))
                 break
             except OSError:
