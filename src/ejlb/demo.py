@@ -53,6 +53,10 @@ class DemoConfig:
                 raise ValueError(f"{name}={value!r}: must be an integer in {lo}..{hi}")
         if self.rate_gbps is not None and not (isinstance(self.rate_gbps, (int, float)) and self.rate_gbps > 0):
             raise ValueError(f"rate_gbps={self.rate_gbps!r}: must be a positive number of Gb/s, or None")
+        for name in ("controller_period", "settle_timeout", "drain_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+                raise ValueError(f"{name}={value!r}: must be a number of seconds in 0..3600")
 
 
 @dataclass(frozen=True)
