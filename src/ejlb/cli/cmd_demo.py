@@ -42,8 +42,11 @@ def demo(events, size, workers, rate, mtu):
     else:
         _print_table(result)
     if not result.ok:
+        now = f"{rate:g} Gb/s" if rate else "unpaced"
+        hint = f"; UDP on this machine dropped datagrams: try a lower --rate (now {now})" \
+            if result.events_missing and not result.bad_events else ""
         raise CLIError(f"demo: {result.events_missing} of {result.events_sent} events missing, "
-                       f"{result.lost} lost, {result.bad_events} corrupted", EXIT_FAILURE)
+                       f"{result.lost} lost, {result.bad_events} corrupted{hint}", EXIT_FAILURE)
 
 
 def _with_progress(run, config):
