@@ -99,6 +99,19 @@ def test_launch_workers_local_ranks(reservation):
     assert sum(r["events"] for r in per_rank) == 40 and all(r["mismatched"] == 0 for r in per_rank)
 
 
+def test_launch_workers_takes_its_rank_from_a_slurm_array(reservation):
+    admin, res = reservation
+    env = dict(os.environ, EJFAT_URI=str(res.uri), SLURM_ARRAY_TASK_ID="5", SLURM_ARRAY_TASK_COUNT="8")
+    env.pop("EJLB_WORKER_RANK", None)
+    task = subprocess.Popen([sys.executable, str(EXAMPLES / "launch_workers.py"), "--prefix", "array", "--events", "6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
+    _wait_for_workers(admin, res.lb_id, 1, [task])
+    assert [w.name for w in admin.status(res.lb_id).workers] == ["array-5"]
+    _send(str(res.uri), 6)
+    (report,) = _finish(task)
+    assert (report["rank"], report["ranks"], report["events"]) == (5, 8, 6)
+
+
 def test_zmq_bridge_forwards_whole_events(reservation):
     admin, res = reservation
     with socket.socket() as s:
