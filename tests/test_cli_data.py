@@ -140,3 +140,14 @@ def test_generated_events_through_control_plane_and_software_lb(background, soft
     assert sorted(x["eventNumber"] for x in lines) == sorted(e["eventNumber"] for e in tx.json()["events"])
     assert all(x["bytes"] == 30000 for x in lines)
     assert admin.status(res.lb_id).workers == []  # the worker deregistered on exit
+
+
+def test_sending_from_a_host_off_the_allow_list_warns(software_lb):
+    admin, res = software_lb
+    ok = ejlb("send", "--generate", "1", "--size", "100", uri=str(res.uri))
+    assert ok.code == 0 and "warning" not in ok.err
+    admin.remove_senders(["127.0.0.1"], lb_id=res.lb_id)
+    warned = ejlb("send", "--generate", "1", "--size", "100", uri=str(res.uri))
+    assert warned.code == 0
+    assert "warning: this host (127.0.0.1) is not an allowed sender" in warned.err
+    assert "ejlb add-senders 127.0.0.1" in warned.err

@@ -12,7 +12,7 @@ import click
 from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.params import IP, SIZE
-from ejlb.cli.session import build, current_options, receiver_manager
+from ejlb.cli.session import build, current_options, receiver_manager, warn_unless_allowed_sender
 from ejlb.wire import MAX_EVENT_LEN, MAX_PORT_RANGE
 
 
@@ -49,7 +49,9 @@ def send(files, generate, size, data_id, first_event, rate, mtu, sync):
     if generate and size > MAX_EVENT_LEN:
         raise CLIError(f"--size={size}: events are at most {MAX_EVENT_LEN} bytes", EXIT_USAGE)
     sent = []
-    with build(Sender, opts.ejfat_uri(), data_id=data_id, mtu=mtu, rate_gbps=rate, sync=sync,
+    uri = opts.ejfat_uri()
+    warn_unless_allowed_sender(opts, uri)
+    with build(Sender, uri, data_id=data_id, mtu=mtu, rate_gbps=rate, sync=sync,
                family=opts.family) as sender:
         items = ((str(p), _file_event(p)) for p in files) if files else (
             (f"generated-{i}", pattern(size, seed=i)) for i in range(generate))

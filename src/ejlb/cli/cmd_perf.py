@@ -11,7 +11,7 @@ from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.meter import RateMeter, save_plot
 from ejlb.cli.params import IP, SIZE
-from ejlb.cli.session import build, current_options, receiver_manager
+from ejlb.cli.session import build, current_options, receiver_manager, warn_unless_allowed_sender
 from ejlb.wire import MAX_EVENT_LEN, MAX_MTU, MAX_PORT_RANGE
 
 SEND_KEYS = ("events", "bytes", "datagrams", "send_errors")
@@ -87,8 +87,10 @@ def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, 
     event = pattern(length)
     meter = RateMeter(SEND_KEYS)
     sent = 0
-    with build(Sender, opts.ejfat_uri(), data_id=data_id, mtu=mtu, lb_version=int(lb_version), sockets=sockets,
-                rate_gbps=rate, gso=gso, sync=sync, family=opts.family) as sender:
+    uri = opts.ejfat_uri()
+    warn_unless_allowed_sender(opts, uri)
+    with build(Sender, uri, data_id=data_id, mtu=mtu, lb_version=int(lb_version), sockets=sockets,
+               rate_gbps=rate, gso=gso, sync=sync, family=opts.family) as sender:
         def snapshot():
             st = sender.stats()
             return {"events": st.events, "bytes": st.bytes, "datagrams": st.datagrams, "send_errors": st.send_errors}

@@ -140,7 +140,7 @@ def status_renderables(lb_id: str, status, now: datetime | None = None) -> list:
     head = kv_table(f"load balancer {lb_id}", [
         ("epoch", status.currentEpoch),
         ("predicted event", status.currentPredictedEventNumber),
-        ("senders", ", ".join(status.senderAddresses) or "(any)"),
+        ("senders", ", ".join(status.senderAddresses) or "none: the LB drops all data (ejlb add-senders)"),
         ("expires", expires.isoformat(timespec="seconds") if expires else "never"),
         ("workers", len(status.workers)),
     ] + [(f"health: {h.severity or 'issue'}", f"{h.type}: {h.message}") for h in status.healthIssues])

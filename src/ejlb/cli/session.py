@@ -93,3 +93,25 @@ def lb_id_or_uri(opts: Options, lb_id: str | None) -> str:
         return lb_id
     return require(opts.ejfat_uri().lb_id, "the load balancer id",
                    "pass LB_ID or use a URI with /lb/<id> (printed by `ejlb reserve`)")
+
+
+def warn_unless_allowed_sender(opts: Options, uri) -> None:
+    """Before sending through a reservation: say so on stderr when this host is not on its sender
+    allow-list (the LB would drop every datagram silently). Best effort: no token, no LB id, or no
+    right to read the status means no check."""
+    import click
+
+    if not (uri.token and uri.lb_id) or not uri.data:
+        return
+    try:
+        from ejlb.control.client import LBManager
+        from ejlb.control.errors import LBError
+
+        me = own_sender_address(uri, opts.family)
+        with LBManager(uri, ca_file=opts.ca, insecure=opts.insecure, timeout=2.0) as m:
+            allowed = set(m.status(uri.lb_id).senderAddresses)
+    except (LBError, CLIError, OSError):
+        return
+    if me not in allowed:
+        click.echo(f"warning: this host ({me}) is not an allowed sender of load balancer {uri.lb_id}; "
+                   f"its datagrams will be dropped (ejlb add-senders {me})", err=True)
