@@ -35,7 +35,7 @@ def test_sender_sends_valid_sync_packets_at_the_period():
             time.sleep(0.52)
             n_sent = s.stats().sync_packets
         dgrams = cap.take(timeout=0.1)
-    assert 8 <= len(dgrams) <= 12  # one at start, then every 50 ms for 0.52 s
+    assert 5 <= len(dgrams) <= 12  # one at start, then every 50 ms for 0.52 s (fewer if starved)
     assert n_sent == len(dgrams) or n_sent + 1 == len(dgrams)
     now_ns = time.time_ns()
     stamps = []
@@ -46,8 +46,9 @@ def test_sender_sends_valid_sync_packets_at_the_period():
         assert 0 < now_ns - h.unix_time_ns < 2e9
         assert abs(h.event_number - h.unix_time_ns // 1000) < 1000_000  # the tick of "now", in µs
         stamps.append(h.unix_time_ns)
-    gaps = [(b - a) / 1e9 for a, b in zip(stamps, stamps[1:])]
-    assert sum(gaps) / len(gaps) == pytest.approx(period, rel=0.2)
+    gaps = sorted((b - a) / 1e9 for a, b in zip(stamps, stamps[1:]))
+    assert gaps[0] > 0.8 * period  # never a burst: a late wake-up skips, it does not catch up
+    assert gaps[len(gaps) // 2] == pytest.approx(period, rel=0.3)
 
 
 def test_sync_with_caller_ticks_reports_last_tick_and_event_rate():
