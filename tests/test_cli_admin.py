@@ -83,6 +83,7 @@ def test_reserve_register_send_state_status_free(admin_uri):
 def test_export_prints_a_shell_line_with_a_parseable_uri(admin_uri):
     r = ejlb("reserve", "cli-export", "-d", "5m", "--export", uri=admin_uri)
     assert r.code == 0, r.err
+    assert "no sender is allowed yet" in r.err  # reserved without -a: the hint goes to stderr, not eval
     line = r.out.strip()
     assert line.startswith("export EJFAT_URI='") and line.endswith("'") and "\n" not in line
     uri = EjfatURI.parse(line[len("export EJFAT_URI='"):-1])

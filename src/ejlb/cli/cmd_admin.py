@@ -62,6 +62,9 @@ def reserve(name, duration, until, senders, auto_sender, ip_family, strategy, ex
     with manager(opts, uri) as m:
         res = m.reserve(name, until=when, senders=senders, ip_family=ip_family or FAMILY_NAMES[opts.family],
                         strategy=strategy)
+    if not senders:
+        click.echo("note: no sender is allowed yet, so the LB drops all data until `ejlb add-senders` "
+                   "(or reserve with -a ADDR / --auto-sender)", err=True)
     if export:
         click.echo(f"export EJFAT_URI='{res.uri}'")
         return
