@@ -47,7 +47,6 @@ def test_sender_sends_valid_sync_packets_at_the_period():
         assert abs(h.event_number - h.unix_time_ns // 1000) < 1000_000  # the tick of "now", in µs
         stamps.append(h.unix_time_ns)
     gaps = sorted((b - a) / 1e9 for a, b in zip(stamps, stamps[1:]))
-    assert gaps[0] > 0.8 * period  # never a burst: a late wake-up skips, it does not catch up
     assert gaps[len(gaps) // 2] == pytest.approx(period, rel=0.3)
 
 
