@@ -502,3 +502,14 @@ void ejlb_swlb_stats(struct ejlb_swlb *h, uint64_t *out)
         for (int k = 0; k < EJLB_SWLB_STATS; k++)
             out[k] += ld(&h->w[i]->stats[k]);
 }
+
+void ejlb_swlb_cpu_ns(struct ejlb_swlb *h, uint64_t *out)
+{
+    for (int i = 0; i < h->nthreads; i++) {
+        clockid_t cid;
+        struct timespec ts;
+        out[i] = 0;
+        if (h->started && pthread_getcpuclockid(h->w[i]->thread, &cid) == 0 && clock_gettime(cid, &ts) == 0)
+            out[i] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+}

@@ -177,6 +177,12 @@ class SoftwareLB:
         names = ("recv_calls", "send_calls", "send_msgs", "send_errors", "gro_segments", "gso_fallbacks")
         return dict(zip(names, (int(x) for x in out)))
 
+    def cpu_seconds(self) -> list[float]:
+        """CPU time used so far by each worker thread (for efficiency figures)."""
+        out = np.zeros(self.threads, np.uint64)
+        lib.ejlb_swlb_cpu_ns(self._h, ffi.from_buffer("uint64_t[]", out))
+        return [float(x) / 1e9 for x in out]
+
     def close(self) -> None:
         with self._lock:
             if self._h == ffi.NULL:
