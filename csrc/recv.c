@@ -122,7 +122,6 @@ typedef struct rxthr {
     int32_t *bucket;
     uint32_t mask, cap_events, npend;
     int32_t free_head, head, tail;
-    uint64_t pend_bytes, cap_bytes;
     done_t *done;
     ejlb_rx_stats st; /* written only by this thread */
     struct mmsghdr *msgs;
@@ -134,6 +133,10 @@ typedef struct rxthr {
 struct ejlb_rx {
     int nthreads, wakefd, with_lb, running, stop;
     uint64_t timeout_us;
+    /* bytes held by incomplete events of all threads, against one cap: a thread makes room by
+     * evicting its own oldest events (it cannot touch another thread's), so one busy thread may use
+     * the whole budget while the others are idle */
+    uint64_t pend_bytes, cap_bytes;
     rxthr_t *thr;
     /* completed events, shared by all threads */
     pthread_mutex_t qlock;
@@ -196,6 +199,8 @@ static void log_lost(struct ejlb_rx *rx, const pend_t *p, int reason)
     pthread_mutex_unlock(&rx->llock);
 }
 
+static void unreserve(rxthr_t *t, uint64_t n) { __atomic_sub_fetch(&t->rx->pend_bytes, n, __ATOMIC_RELAXED); }
+
 /* Unlinks pending event i, returns its buffer (caller owns it) and recycles the slot. */
 static uint8_t *pend_remove(rxthr_t *t, int32_t i, uint64_t now)
 {
@@ -215,7 +220,7 @@ static uint8_t *pend_remove(rxthr_t *t, int32_t i, uint64_t now)
     if (p->iv != p->iv_inline)
         free(p->iv);
     done_put(t, p->evn, p->data_id, now);
-    t->pend_bytes -= p->charge;
+    unreserve(t, p->charge);
     t->npend--;
     uint8_t *buf = p->buf;
     p->buf = NULL;
@@ -234,18 +239,28 @@ static void pend_drop(rxthr_t *t, int32_t i, int reason, uint64_t now)
     ejlb_buf_release(pend_remove(t, i, now));
 }
 
-/* Evicts the oldest pending events (never `keep`) until `extra` more bytes fit the cap. */
+/* Books `extra` bytes against the cap, first evicting this thread's oldest pending events (never
+ * `keep`) as long as they do not fit. */
 static int reserve(rxthr_t *t, uint64_t extra, int32_t keep, uint64_t now)
 {
-    if (extra > t->cap_bytes)
+    struct ejlb_rx *rx = t->rx;
+    if (extra > rx->cap_bytes)
         return -1;
-    while (t->pend_bytes + extra > t->cap_bytes) {
-        int32_t victim = t->head == keep ? t->ev[keep].next : t->head;
+    uint64_t cur = __atomic_load_n(&rx->pend_bytes, __ATOMIC_RELAXED);
+    for (;;) {
+        if (cur + extra <= rx->cap_bytes) {
+            if (__atomic_compare_exchange_n(&rx->pend_bytes, &cur, cur + extra, 1, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED)) {
+                return 0;
+            }
+            continue; /* cur was reloaded by the failed exchange */
+        }
+        int32_t victim = keep >= 0 && t->head == keep ? t->ev[keep].next : t->head;
         if (victim < 0)
             return -1;
         pend_drop(t, victim, EJLB_RX_LOST_EVICTED, now);
+        cur = __atomic_load_n(&rx->pend_bytes, __ATOMIC_RELAXED);
     }
-    return 0;
 }
 
 static int32_t pend_new(rxthr_t *t, uint64_t evn, uint16_t id, uint32_t length, uint64_t now)
@@ -256,8 +271,10 @@ static int32_t pend_new(rxthr_t *t, uint64_t evn, uint16_t id, uint32_t length, 
     if (t->npend == t->cap_events)
         pend_drop(t, t->head, EJLB_RX_LOST_EVICTED, now);
     uint8_t *buf = buf_get(length);
-    if (!buf)
+    if (!buf) {
+        unreserve(t, charge);
         return -1;
+    }
     int32_t i = t->free_head;
     pend_t *p = &t->ev[i];
     t->free_head = p->hnext;
@@ -280,7 +297,6 @@ static int32_t pend_new(rxthr_t *t, uint64_t evn, uint16_t id, uint32_t length, 
     else
         t->head = i;
     t->tail = i;
-    t->pend_bytes += charge;
     t->npend++;
     return i;
 }
@@ -294,15 +310,16 @@ static int iv_insert_at(rxthr_t *t, int32_t i, uint32_t at, iv_t v, uint64_t now
         if (reserve(t, grow, i, now))
             return -1;
         iv_t *n = malloc(2 * grow);
-        if (!n)
+        if (!n) {
+            unreserve(t, grow);
             return -1;
+        }
         memcpy(n, p->iv, p->niv * sizeof(iv_t));
         if (p->iv != p->iv_inline)
             free(p->iv);
         p->iv = n;
         p->civ *= 2;
         p->charge += grow;
-        t->pend_bytes += grow;
     }
     memmove(p->iv + at + 1, p->iv + at, (p->niv - at) * sizeof(iv_t));
     p->iv[at] = v;
@@ -533,12 +550,11 @@ static void thr_release(rxthr_t *t)
     free(t->fds);
 }
 
-static int thr_init(rxthr_t *t, struct ejlb_rx *rx, uint32_t cap_events, uint64_t cap_bytes)
+static int thr_init(rxthr_t *t, struct ejlb_rx *rx, uint32_t cap_events)
 {
     t->rx = rx;
     t->head = t->tail = -1;
     t->cap_events = cap_events;
-    t->cap_bytes = cap_bytes;
     uint32_t nb = 1;
     while (nb < 2 * cap_events)
         nb <<= 1;
@@ -585,6 +601,7 @@ ejlb_rx *ejlb_rx_new(const int *fds, int nfds, int threads, int with_lb_header, 
     rx->nthreads = threads;
     rx->with_lb = with_lb_header;
     rx->timeout_us = timeout_us;
+    rx->cap_bytes = max_pending_bytes;
     rx->wakefd = -1;
     pthread_mutex_init(&rx->qlock, NULL);
     pthread_mutex_init(&rx->llock, NULL);
@@ -602,7 +619,7 @@ ejlb_rx *ejlb_rx_new(const int *fds, int nfds, int threads, int with_lb_header, 
         goto oom;
     for (int k = 0; k < threads; k++) {
         rxthr_t *t = &rx->thr[k];
-        if (thr_init(t, rx, max_pending_events / threads, max_pending_bytes / threads))
+        if (thr_init(t, rx, max_pending_events / threads))
             goto oom;
         t->fds = malloc(nfds * sizeof(int));
         if (!t->fds)

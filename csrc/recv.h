@@ -5,8 +5,8 @@
  * Sockets are created, bound and configured by Python (src/ejlb/shim/receiver.py) and handed over
  * as fds; this file never closes them. Each thread owns a disjoint subset of the sockets and its own
  * reassembly table: all fragments of one event carry the same entropy, hence reach the same port,
- * hence the same thread, so the hot path takes no lock. The byte and event caps are split evenly
- * over the threads.
+ * hence the same thread, so the hot path takes no lock. The byte cap is shared (one atomic
+ * counter); the pending-event cap is split evenly over the threads.
  *
  * For tests, ejlb_rx_feed/ejlb_rx_expire drive the reassembler of one thread directly with
  * datagram bytes and an explicit clock (only while the threads are not running). */

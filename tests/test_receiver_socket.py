@@ -243,3 +243,28 @@ def test_port_in_use_names_the_port():
 
 def test_stats_type():
     assert ReceiverStats().totals() == dict.fromkeys(ReceiverStats().totals(), 0)
+
+
+def test_byte_cap_is_shared_by_the_threads():
+    with Receiver(None, "127.0.0.1", 0, threads=2, port_range=1, max_pending_bytes=1 << 20, event_timeout=5) as rx:
+        a, b = (("127.0.0.1", p) for p in rx.ports)
+        one, two = b"1" * 900_000, b"2" * 900_000
+        frags_one = datagrams(one, event_number=1, fragment=8000, with_lb=False)
+        send_all(frags_one[:50], a)  # one thread holds 900 kB of the 1 MiB, more than half
+        assert wait_for(lambda: rx.stats().events_recv == 1)
+        send_all(datagrams(two, event_number=2, fragment=8000, with_lb=False), b)  # does not fit now
+        assert wait_for(lambda: rx.stats().bad_fragments == 113)
+        send_all(frags_one[50:], a)
+        assert rx.recv(timeout=5).tobytes() == one
+        send_all(datagrams(two, event_number=2, fragment=8000, with_lb=False), b)  # fits again
+        assert rx.recv(timeout=5).tobytes() == two
+        assert rx.stats().evicted == 0
+
+
+def test_lost_log_is_bounded_to_the_newest():
+    with Receiver(None, "127.0.0.1", 0, event_timeout=0.05, lost_log_size=4) as rx:
+        for evn in range(10):
+            send_all([piece(bytes(100), 0, 50, event_number=evn, with_lb=False)], ("127.0.0.1", rx.base_port))
+        assert wait_for(lambda: rx.stats().lost == 10)
+        assert [e.event_number for e in rx.lost_events()] == [6, 7, 8, 9]
+        assert all((e.fragments, e.bytes, e.length) == (1, 50, 100) for e in rx.lost_events())
