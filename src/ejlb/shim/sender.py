@@ -10,6 +10,7 @@ The I/O shell around pure cores: `plan` (layout, numbering, rotation), `pacing` 
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -369,10 +370,11 @@ class Sender:
             self._queue.put(None)
             if worker is not threading.current_thread():
                 worker.join()
+                self._fail_leftovers()
         if self._sync is not None:
             self._sync.stop()
         lock = getattr(self, "_lock", None)
-        with lock if lock is not None else _NoLock():
+        with lock if lock is not None else contextlib.nullcontext():
             self._closed = True
             if self._tx is not None:
                 with self._life:
@@ -382,6 +384,16 @@ class Sender:
                     self._tx = None
             for s in self._socks:
                 s.close()
+
+    def _fail_leftovers(self) -> None:
+        """Events a racing submit() queued behind close()'s end marker: fail, never hang."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item[0].set_running_or_notify_cancel():
+                item[0].set_exception(SenderClosed("the Sender was closed before this event was sent"))
 
     def __enter__(self) -> "Sender":
         return self
@@ -393,10 +405,3 @@ class Sender:
         return (f"Sender(data={self.data_address}, mtu={self.layout.mtu}, lb_version={self.lb_version}, "
                 f"sockets={len(self._socks)}, closed={self._closed})")
 
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
