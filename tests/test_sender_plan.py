@@ -2,7 +2,7 @@
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ejlb.shim.plan import Layout, Numbering, Rotation, SyncState, check_event_len
@@ -30,6 +30,7 @@ def test_layout_rejects_bad_mtu(mtu):
     assert e.value.field == "mtu"
 
 
+@settings(deadline=None)  # no wall-clock limits on a shared CI machine
 @given(st.integers(0, 1 << 22), st.sampled_from([1500, 9000, 4000, 100]), st.booleans())
 def test_layout_datagrams_cover_event(n, mtu, ipv6):
     lay = Layout.for_mtu(mtu, ipv6)
