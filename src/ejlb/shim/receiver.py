@@ -156,8 +156,11 @@ class Receiver:
     with_lb_header: datagrams start with the LB header (back-to-back, no load balancer).
     keep_lb_header: ask the LB to keep its header (implies with_lb_header).
     event_timeout: seconds from an event's first fragment until it is given up as lost.
-    max_pending_bytes / max_pending_events: caps on incomplete events (split over the threads);
-        the oldest are evicted to make room.
+    max_pending_bytes: cap on bytes held by incomplete events (claimed length + 256 B each), shared
+        by the threads; a thread makes room by evicting its own oldest incomplete events, and an
+        event that cannot fit is refused (bad_fragments) -- so events longer than the cap never
+        arrive: raise it for multi-GiB events.
+    max_pending_events: cap on incomplete events, split evenly over the threads (oldest evicted).
     queue_size: completed events waiting for the application; when full they are dropped and
         counted (event_enqueue_err). The reported fill is depth / queue_size.
     pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
