@@ -82,7 +82,8 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
 
         workers = {}
         for w in ("w1", "w2", "w3"):
-            workers[w] = topo.spawn_role(w, "worker", uri, HOSTS[w], w, str(tmp_path / f"{w}.out"))
+            workers[w] = topo.spawn_role(w, "worker", uri, HOSTS[w], w, str(tmp_path / f"{w}.out"),
+                                         stderr=open(tmp_path / f"{w}.err", "w"))
 
         def slots():
             return {w["name"]: w["slots"] for w in json.loads(topo.role("daq1", "status", uri))}
@@ -91,8 +92,10 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
         slot_share = slots()
 
         senders = [topo.spawn_role(h, "sender", uri, str(did), str(EVENTS_PER_SENDER), str(did), str(STREAM_S),
-                                   str(tmp_path / f"{h}.out")) for did, h in ((1, "daq1"), (2, "daq2"))]
-        rogue = topo.spawn_role("rogue", "sender", uri, "3", "100", "3", str(STREAM_S / 2), str(tmp_path / "rogue.out"))
+                                   str(tmp_path / f"{h}.out"), stderr=open(tmp_path / f"{h}.err", "w"))
+                   for did, h in ((1, "daq1"), (2, "daq2"))]
+        rogue = topo.spawn_role("rogue", "sender", uri, "3", "100", "3", str(STREAM_S / 2), str(tmp_path / "rogue.out"),
+                                stderr=open(tmp_path / "rogue.err", "w"))
 
         _wait(lambda: all(_lines(tmp_path / f"{h}.out", "SENT") for h in ("daq1", "daq2")), 30, "first events")
         t0 = min(int(_lines(tmp_path / f"{h}.out", "SENT")[0][2]) / 1e6 for h in ("daq1", "daq2"))

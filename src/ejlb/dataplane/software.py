@@ -195,6 +195,12 @@ class SoftwareLB:
             lib.ejlb_swlb_free(self._h)
             self._h = ffi.NULL
 
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def __enter__(self):
         return self
 
