@@ -158,24 +158,22 @@ def test_tokens_create_list_children_revoke(admin_uri):
     assert ejlb("free", uri=res["ejfatUri"]).code == 0
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (("status",), 2, "EJFAT_URI"),  # no URI at all
-    (("--uri", "http://x:1/", "status"), 2, "scheme"),
-    (("reserve", "x", "--duration", "3 fortnights"), 2, "not a duration"),
-    (("reserve", "x", "--until", "2001-01-01T00:00:00"), 2, "in the past"),
-    (("reserve", "x", "-s", "not-an-ip"), 2, "not an IPv4 or IPv6 address"),
-    (("free", "abc"), 2, "LB_ID='abc'"),
-    (("register", "--name", "w", "--ip", "127.0.0.1", "--port", "80"), 2, "--port"),
-    (("send-state", "--fill", "150%"), 2, "outside 0..1"),
-    (("send-state", "--fill", "0.5"), 2, "session id is missing"),
-    (("tokens", "create", "t", "-p", "reservation:read_only"), 2, "needs a decimal id"),
-    (("status", "424242"), 4, "not found"),
+@pytest.mark.parametrize("uri, args, code, message", [
+    (None, ("status",), 2, "EJFAT_URI"),  # no URI at all
+    (None, ("--uri", "http://x:1/", "status"), 2, "scheme"),
+    ("admin", ("reserve", "x", "--duration", "3 fortnights"), 2, "not a duration"),
+    ("admin", ("reserve", "x", "--until", "2001-01-01T00:00:00"), 2, "in the past"),
+    ("admin", ("reserve", "x", "-s", "not-an-ip"), 2, "not an IPv4 or IPv6 address"),
+    ("admin", ("free", "abc"), 2, "LB_ID='abc'"),
+    ("lb", ("register", "--name", "w", "--ip", "127.0.0.1", "--port", "80"), 2, "--port"),
+    ("lb", ("send-state", "--fill", "150%"), 2, "outside 0..1"),
+    ("lb", ("send-state", "--fill", "0.5"), 2, "session id is missing"),
+    ("admin", ("tokens", "create", "t", "-p", "reservation:read_only"), 2, "needs a decimal id"),
+    ("admin", ("status", "424242"), 4, "not found"),
 ])
-def test_bad_arguments_give_documented_exit_codes(admin_uri, args, code, message):
-    uri = None if args == ("status",) or args[0] == "--uri" else admin_uri
-    if args[0] in ("send-state",) or args[0] == "register":
-        uri = admin_uri.rstrip("/") + "/lb/1"
-    r = ejlb(*args, uri=uri)
+def test_bad_arguments_give_documented_exit_codes(admin_uri, uri, args, code, message):
+    uris = {None: None, "admin": admin_uri, "lb": admin_uri.rstrip("/") + "/lb/1"}
+    r = ejlb(*args, uri=uris[uri])
     assert r.code == code, (r.out, r.err)
     (line,) = [x for x in r.err.splitlines() if x.lower().startswith("error")]  # one error line, no traceback
     assert message in line and "Traceback" not in r.err
