@@ -16,6 +16,7 @@ from ejlb.control.client import LBManager
 from ejlb.control.config import ControlConfig, InstanceConfig
 from ejlb.control.server import ControlPlane
 from ejlb.demo import free_udp_port
+from ejlb.wire import HEADERS_LEN, fragment_count, max_payload
 
 
 class Background:
@@ -68,7 +69,8 @@ def test_perf_send_to_perf_recv_without_control_plane(background, tmp_path):
     assert tx.code == 0, tx.err
     sent = tx.json()
     assert sent["events"] == 40 and sent["send_errors"] == 0
-    assert sent["bytes"] == 40 * (100_000 + sent["datagrams"] // 40 * 36)  # payload + LB/RE headers per datagram
+    assert sent["datagrams"] == 40 * fragment_count(100_000, max_payload(1500))
+    assert sent["bytes"] == 40 * 100_000 + sent["datagrams"] * HEADERS_LEN  # payload + LB/RE headers
     code, out, err = rx.finish()
     assert code == 0, err
     got = json.loads(out)
