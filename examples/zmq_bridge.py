@@ -12,7 +12,8 @@ in the receiver's queue, the queue fill it reports rises, and the control plane 
 fewer slots: back-pressure travels all the way to the load balancer.
 
 --consume starts a PULL consumer in this process too (bound at the --push endpoint), which is how
-the example runs on one machine; it stops after --events events or --idle seconds and prints a
+the example runs on one machine; it stops after --events events, or --idle seconds without one once
+they flow (--wait for the first), and prints a
 JSON report.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ from ejlb import Receiver
 from ejlb.shim.zmq_bridge import decode_header
 
 
-def consume(endpoint: str, events: int | None, idle: float, ready: threading.Event, report: dict) -> None:
+def consume(endpoint: str, events: int | None, idle: float, wait: float, ready: threading.Event,
+            report: dict) -> None:
     """The downstream side: PULL, decode, count. Real analysis code would go where the count is."""
     ctx = zmq.Context.instance()
     pull = ctx.socket(zmq.PULL)
@@ -41,7 +43,7 @@ def consume(endpoint: str, events: int | None, idle: float, ready: threading.Eve
     try:
         while events is None or report["events"] < events:
             if not pull.poll(200):
-                if time.monotonic() - idle_since > idle:
+                if time.monotonic() - idle_since > (idle if report["events"] else wait):
                     break
                 continue
             header, payload = pull.recv_multipart(copy=False)
@@ -66,13 +68,14 @@ def main(argv=None) -> int:
     p.add_argument("--consume", action="store_true", help="also run a PULL consumer here (bound at --push)")
     p.add_argument("--events", type=int, default=None, help="with --consume: stop after this many events")
     p.add_argument("--idle", type=float, default=10.0, help="with --consume: stop after this many idle seconds")
+    p.add_argument("--wait", type=float, default=60.0, help="with --consume: stop if no first event by then")
     a = p.parse_args(argv)
 
     report = {"events": 0, "bytes": 0, "length_mismatch": 0, "last_event": None}
     consumer = None
     if a.consume:  # bind first, so the bridge's PUSH connects to a live peer
         ready = threading.Event()
-        consumer = threading.Thread(target=consume, args=(a.push, a.events, a.idle, ready, report), daemon=True)
+        consumer = threading.Thread(target=consume, args=(a.push, a.events, a.idle, a.wait, ready, report), daemon=True)
         consumer.start()
         ready.wait(5)
     with Receiver(a.uri, a.ip, a.port, name=a.name, zmq_push=a.push, zmq_hwm=a.hwm) as rx:
