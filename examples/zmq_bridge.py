@@ -13,8 +13,7 @@ fewer slots: back-pressure travels all the way to the load balancer.
 
 --consume starts a PULL consumer in this process too (bound at the --push endpoint), which is how
 the example runs on one machine; it stops after --events events, or --idle seconds without one once
-they flow (--wait for the first), and prints a
-JSON report.
+they flow (--wait for the first), and prints a JSON report.
 """
 from __future__ import annotations
 
