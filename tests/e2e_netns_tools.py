@@ -9,9 +9,9 @@ of its own (`<prefix>-sw`), so nothing touches the root namespace. Everything is
 
 Roles (`python e2e_netns_tools.py ROLE ARGS...`), each writing plain text lines:
     worker URI IP NAME OUT      a registered ejlb.Receiver; one line per event, stats at exit
-    sender URI DATA_ID N SEED SECONDS OUT [MTU]   N events of log-uniform size, spread over SECONDS
+    sender URI DATA_ID N SEED SECONDS OUT [MTU [FAMILY]]   N events of log-uniform size over SECONDS
     sink IP PORT OUT            counts datagrams arriving at IP:PORT (where a dead worker was)
-    reserve ADMIN_URI NAME SENDER...   prints the instance URI
+    reserve ADMIN_URI NAME FAMILY SENDER...   prints the instance URI (FAMILY: ipv4, ipv6, dual)
     status URI                  JSON: [{name, slots}] of the reservation's workers
     scrape URL                  prints the text of a Prometheus endpoint
 """
@@ -50,14 +50,18 @@ def _ip(*args: str, ns: str | None = None) -> None:
 
 
 class Topology:
-    def __init__(self, prefix: str, hosts: dict[str, str], mtu: int = 9000):
-        self.prefix, self.hosts, self.mtu = prefix, dict(hosts), mtu
+    def __init__(self, prefix: str, hosts: dict[str, str], mtu: int = 9000, ipv6: bool = False):
+        """hosts: name -> IPv4 address; with ipv6, each host also gets fd00:ed::<last IPv4 byte>."""
+        self.prefix, self.hosts, self.mtu, self.ipv6 = prefix, dict(hosts), mtu, ipv6
         self.switch = f"{prefix}-sw"
         self.procs: list[subprocess.Popen] = []
         self._made: list[str] = []
 
     def ns(self, host: str) -> str:
         return f"{self.prefix}-{host}"
+
+    def ip6(self, host: str) -> str:
+        return f"fd00:ed::{self.hosts[host].rsplit('.', 1)[1]}"
 
     def __enter__(self) -> "Topology":
         try:
@@ -71,6 +75,8 @@ class Topology:
                     f"v-{host}", "mtu", str(self.mtu), "netns", self.switch)
                 _ip("link", "set", f"v-{host}", "master", "br0", "up", ns=self.switch)
                 _ip("addr", "add", f"{addr}/{SUBNET_BITS}", "dev", "eth0", ns=ns)
+                if self.ipv6:
+                    _ip("-6", "addr", "add", f"{self.ip6(host)}/64", "dev", "eth0", "nodad", ns=ns)
                 _ip("link", "set", "eth0", "up", ns=ns)
                 _ip("link", "set", "lo", "up", ns=ns)
         except BaseException:
@@ -160,7 +166,7 @@ def role_worker(uri, ip, name, out):
         f.write("STATS " + json.dumps(s.__dict__) + "\n")
 
 
-def role_sender(uri, data_id, n, seed, seconds, out, mtu="9000"):
+def role_sender(uri, data_id, n, seed, seconds, out, mtu="9000", family="4"):
     import numpy as np
 
     from ejlb.shim.sender import Sender
@@ -168,7 +174,8 @@ def role_sender(uri, data_id, n, seed, seconds, out, mtu="9000"):
     data_id, n, seconds = int(data_id), int(n), float(seconds)
     rng = np.random.default_rng(int(seed))
     sizes = np.exp(rng.uniform(0, np.log(300_000), n)).astype(np.int64)
-    with open(out, "w", buffering=1) as f, Sender(uri, data_id=data_id, mtu=int(mtu), sndbuf=8 << 20) as tx:
+    with open(out, "w", buffering=1) as f, Sender(uri, data_id=data_id, mtu=int(mtu), sndbuf=8 << 20,
+                                                         family=int(family)) as tx:
         start = time.time()
         last_tick = 0
         for k in range(n):
@@ -202,11 +209,11 @@ def role_sink(ip, port, out):
         f.write(f"SINK {n} {last:.6f}\n")
 
 
-def role_reserve(admin, name, *senders):
+def role_reserve(admin, name, family, *senders):
     from ejlb.control.client import LBManager
 
     with LBManager(admin) as m:
-        res = m.reserve(name, senders=list(senders), ip_family="ipv4")
+        res = m.reserve(name, senders=list(senders), ip_family=family)
         print(str(res.uri))
 
 

@@ -78,7 +78,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
                            stdout=open(tmp_path / "serve.out", "w"), stderr=serve_log)
         _wait(lambda: (tmp_path / "serve.out").read_text().startswith("ejfat://"), 20, "ejlb serve")
         admin = (tmp_path / "serve.out").read_text().split()[0]
-        uri = topo.role("daq1", "reserve", admin, "e2e", HOSTS["daq1"], HOSTS["daq2"]).strip()
+        uri = topo.role("daq1", "reserve", admin, "e2e", "ipv4", HOSTS["daq1"], HOSTS["daq2"]).strip()
 
         workers = {}
         for w in ("w1", "w2", "w3"):
@@ -175,3 +175,42 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
     rogue_stats = _stats(tmp_path / "rogue.out")
     blocked = _metric(metrics, "ejlb_dataplane_lb_total", counter="drop_blocked_src", lb=0)
     assert rogue_stats["datagrams"] > 0 and blocked >= rogue_stats["datagrams"]
+
+
+def test_ipv6_through_the_lb(tmp_path):
+    """The same path over IPv6 only: LB instance, sender and workers on IPv6 addresses."""
+    hosts = {k: HOSTS[k] for k in ("lb", "daq1", "w1", "w2")}
+    with Topology(f"ejdp6{os.getpid() % 100000}", hosts, ipv6=True) as topo:
+        lb6 = topo.ip6("lb")
+        serve = topo.popen("lb", [sys.executable, "-c", "from ejlb.cli.main import main; main()", "serve",
+                                  "--listen", f"[{lb6}]:18008", "--db", str(tmp_path / "cp.db"),
+                                  "--sync-ipv4", LB, "--sync-ipv6", lb6,
+                                  "--instance", f"lb_id=3,ipv4={LB},ipv6={lb6},ports=19522-19522"],
+                           stdout=open(tmp_path / "serve.out", "w"), stderr=open(tmp_path / "serve.log", "w"))
+        _wait(lambda: (tmp_path / "serve.out").read_text().startswith("ejfat://"), 20, "ejlb serve")
+        admin = (tmp_path / "serve.out").read_text().split()[0]
+        uri = topo.role("daq1", "reserve", admin, "v6", "ipv6", topo.ip6("daq1")).strip()
+        assert f"[{lb6}]" in uri
+        workers = [topo.spawn_role(w, "worker", uri, topo.ip6(w), w, str(tmp_path / f"{w}.out"),
+                                   stderr=open(tmp_path / f"{w}.err", "w")) for w in ("w1", "w2")]
+        _wait(lambda: sum(1 for w in json.loads(topo.role("daq1", "status", uri)) if w["slots"]) == 2, 30,
+              "two workers with slots")
+        sender = topo.spawn_role("daq1", "sender", uri, "6", "400", "6", "4", str(tmp_path / "daq1.out"), "9000", "6",
+                                 stderr=open(tmp_path / "daq1.err", "w"))
+        assert sender.wait(60) == 0
+        time.sleep(1.5)
+        for p in workers:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(20) == 0
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(20) == 0
+    sent = {int(k): int(size) for _, k, _, size in _lines(tmp_path / "daq1.out", "SENT")}
+    where = defaultdict(list)
+    for w in ("w1", "w2"):
+        for _, did, k, size, ok in _lines(tmp_path / f"{w}.out", "EV"):
+            assert did == "6" and ok == "1" and int(size) == sent[int(k)]
+            where[int(k)].append(w)
+    assert len(sent) == 400 and sorted(where) == sorted(sent), "every event arrives"
+    assert all(len(v) == 1 for v in where.values()), "exactly once"
+    shares = Counter(v[0] for v in where.values())
+    assert min(shares.values()) > 100, shares  # both workers take part
