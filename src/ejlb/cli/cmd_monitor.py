@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import click
@@ -19,31 +20,49 @@ from ejlb.cli.session import current_options, lb_id_or_uri, manager
               help="Stop after this many refreshes (default: until Ctrl-C).")
 def monitor(lb_id, interval, count):
     """Refresh the status of a reservation every INTERVAL seconds: workers, fill, slots, counters,
-    and event rates between refreshes. With --json: one JSON object per refresh (JSON lines)."""
+    and event rates between refreshes. An unreachable control plane is shown and retried; a freed
+    reservation ends it (exit 4). With --json: one JSON object per refresh (JSON lines)."""
     opts = current_options()
     lb = lb_id_or_uri(opts, lb_id)
     with manager(opts) as m:
         snapshots = _poll(m, lb, interval, count)
-        if opts.json:
-            for status in snapshots:
-                click.echo(json.dumps(render.jsonable(status)))
-        else:
-            _live(lb, snapshots, interval)
+        try:
+            if opts.json:
+                for status in snapshots:
+                    out = {"error": status.message} if isinstance(status, Outage) else render.jsonable(status)
+                    click.echo(json.dumps(out))
+            else:
+                _live(lb, snapshots, interval)
+        except KeyboardInterrupt:  # the normal way to leave a monitor: not an error
+            pass
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A refresh that could not reach the control plane (shown, then retried)."""
+
+    message: str
 
 
 def _poll(m, lb: str, interval: float, count: int | None):
+    from ejlb.control.errors import InvalidArgument, LBError, NotFound, PermissionDenied, Unauthenticated
+
+    final = (NotFound, PermissionDenied, Unauthenticated, InvalidArgument)  # answers, not outages
+
     n = 0
     next_at = time.monotonic()
-    try:
-        while count is None or n < count:
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            next_at += interval
+    while count is None or n < count:
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        next_at = max(next_at + interval, time.monotonic())
+        try:
             yield m.status(lb)
-            n += 1
-    except KeyboardInterrupt:
-        return
+        except LBError as e:
+            if isinstance(e, final):
+                raise
+            yield Outage(f"control plane unreachable ({e}); retrying every {interval:g} s")
+        n += 1
 
 
 def rates(previous, current) -> dict[str, tuple[float, float]]:
@@ -67,6 +86,10 @@ def rates(previous, current) -> dict[str, tuple[float, float]]:
 def _view(lb: str, status, previous):
     from rich.console import Group
 
+    if isinstance(status, Outage):  # keep the last good view on screen, with the outage under it
+        last = render.status_renderables(lb, previous) if previous is not None else []
+        return Group(*last, f"[bold red]{status.message}[/bold red]")
+
     parts = render.status_renderables(lb, status)
     if previous is not None and status.workers:
         r = rates(previous, status)
@@ -86,12 +109,12 @@ def _live(lb: str, snapshots, interval: float) -> None:
     if not console.is_terminal:  # a log, not a screen: one full view per refresh
         for status in snapshots:
             console.print(_view(lb, status, previous))
-            previous = status
+            previous = status if not isinstance(status, Outage) else previous
         return
     with Live(console=console, refresh_per_second=max(1, int(1 / interval)), transient=False) as live:
         for status in snapshots:
             live.update(_view(lb, status, previous))
-            previous = status
+            previous = status if not isinstance(status, Outage) else previous
 
 
 COMMANDS = [monitor]
