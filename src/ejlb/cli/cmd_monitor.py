@@ -21,7 +21,8 @@ from ejlb.cli.session import current_options, lb_id_or_uri, manager
 def monitor(lb_id, interval, count):
     """Refresh the status of a reservation every INTERVAL seconds: workers, fill, slots, counters,
     and event rates between refreshes. An unreachable control plane is shown and retried; a freed
-    reservation ends it (exit 4). With --json: one JSON object per refresh (JSON lines)."""
+    reservation ends it (exit 4), Ctrl-C ends it (exit 0). With --json: one JSON object per refresh
+    (JSON lines)."""
     opts = current_options()
     lb = lb_id_or_uri(opts, lb_id)
     with manager(opts) as m:
