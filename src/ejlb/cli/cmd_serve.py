@@ -136,6 +136,10 @@ def serve(config_file, listen, backend, threads, db, admin_token, instances, syn
         while not stop.is_set():
             if restart.wait(0.2):
                 restart.clear()
+                if config.db == ":memory:":
+                    # a new control plane would start empty and wipe the tables the data plane forwards with
+                    log.warning("SIGHUP ignored: restarting needs a persistent --db (state is in memory)")
+                    continue
                 log.info("SIGHUP: restarting the control plane; the data plane keeps forwarding")
                 try:
                     cp.stop()

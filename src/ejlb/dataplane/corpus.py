@@ -29,7 +29,7 @@ from ejlb.dataplane.model import (
     internet_checksum,
     ones_sum,
     process,
-    _words,
+    words16,
 )
 from ejlb.dataplane.tables import UNASSIGNED, EpochRange, LBInstance, Member, Tables
 from ejlb.wire import CALENDAR_SLOTS, DATA_PORT_MAX, DATA_PORT_MIN, DEFAULT_DATA_PORT, LBHeader, REHeader
@@ -105,7 +105,7 @@ def udp_checksum(src, dst, udp_segment: bytes) -> int:
     pseudo = src.packed + dst.packed + (
         bytes([0, IPPROTO_UDP]) + n.to_bytes(2, "big") if src.version == 4 else n.to_bytes(4, "big") + bytes([0, 0, 0, IPPROTO_UDP])
     )
-    return (~ones_sum(_words(pseudo) + _words(udp_segment)) & 0xFFFF) or 0xFFFF
+    return (~ones_sum(words16(pseudo) + words16(udp_segment)) & 0xFFFF) or 0xFFFF
 
 
 def build_frame(

@@ -126,7 +126,8 @@ class ParseError(ValueError):
 
 
 # --- checksum arithmetic -----------------------------------------------------------------------
-def _words(b: bytes) -> list[int]:
+def words16(b: bytes) -> list[int]:
+    """Big-endian 16-bit words of `b`, zero-padded to even length (the checksum word view)."""
     if len(b) % 2:
         b += b"\0"
     return [b[i] << 8 | b[i + 1] for i in range(0, len(b), 2)]
@@ -141,12 +142,12 @@ def ones_sum(words) -> int:
 
 
 def internet_checksum(data: bytes) -> int:
-    return ~ones_sum(_words(data)) & 0xFFFF
+    return ~ones_sum(words16(data)) & 0xFFFF
 
 
 def checksum_update(csum: int, old: bytes, new: bytes) -> int:
     """RFC 1624 eqn. 3: C' = ~(~C + ~m + m') over the 16-bit words of `old` -> `new`."""
-    return ~ones_sum([~csum & 0xFFFF] + [~w & 0xFFFF for w in _words(old)] + _words(new)) & 0xFFFF
+    return ~ones_sum([~csum & 0xFFFF] + [~w & 0xFFFF for w in words16(old)] + words16(new)) & 0xFFFF
 
 
 # --- stage 1: parse ----------------------------------------------------------------------------
