@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ejlb.shim.sender import Sender, SenderClosed, SendQueueFull
-from ejlb.wire import MAX_EVENT_LEN, WireError
+from ejlb.wire import HEADERS_LEN, MAX_EVENT_LEN, WireError, fragment_headers
 from sender_tools import Capture, events_of
 
 
@@ -69,6 +69,11 @@ def test_gso_on_off_and_copy_modes_give_identical_datagrams(mtu):
             dgrams = cap.take(n)
             assert len(dgrams) == n
             assert events_of(dgrams, fragment=s.layout.fragment) == {1000 + k: ev.tobytes() for k, ev in enumerate(events)}
+            for k, ev in enumerate(events):  # header bytes exactly as ejlb.wire lays them out
+                heads = sorted(d.data[:HEADERS_LEN] for d in dgrams if d.re.event_number == 1000 + k)
+                want = fragment_headers(ev.nbytes, s.layout.fragment, tick=555 + k, entropy=k, data_id=0,
+                                        event_number=1000 + k).view(np.uint8).reshape(-1, HEADERS_LEN)
+                assert heads == sorted(row.tobytes() for row in want)
             captured.append(sorted(d.data for d in dgrams))
     assert captured[0] == captured[1] == captured[2]
 
