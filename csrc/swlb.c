@@ -497,10 +497,22 @@ void ejlb_swlb_counters(struct ejlb_swlb *h, uint64_t *lb_out, uint64_t *member_
 
 void ejlb_swlb_stats(struct ejlb_swlb *h, uint64_t *out)
 {
+    uint64_t one[EJLB_SWLB_STATS];
     memset(out, 0, EJLB_SWLB_STATS * sizeof *out);
-    for (int i = 0; i < h->nthreads; i++)
+    for (int i = 0; i < h->nthreads; i++) {
+        ejlb_swlb_thread_stats(h, i, one);
         for (int k = 0; k < EJLB_SWLB_STATS; k++)
-            out[k] += ld(&h->w[i]->stats[k]);
+            out[k] += one[k];
+    }
+}
+
+int ejlb_swlb_thread_stats(struct ejlb_swlb *h, int thread, uint64_t *out)
+{
+    if (thread < 0 || thread >= h->nthreads)
+        return -EINVAL;
+    for (int k = 0; k < EJLB_SWLB_STATS; k++)
+        out[k] = ld(&h->w[thread]->stats[k]);
+    return 0;
 }
 
 void ejlb_swlb_cpu_ns(struct ejlb_swlb *h, uint64_t *out)

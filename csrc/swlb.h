@@ -104,6 +104,8 @@ void ejlb_swlb_free(struct ejlb_swlb *h);
 /* Sums over threads into lb_out[8][14], member_out[8][1024][2], glob_out[10] (by drop code). */
 void ejlb_swlb_counters(struct ejlb_swlb *h, uint64_t *lb_out, uint64_t *member_out, uint64_t *glob_out);
 void ejlb_swlb_stats(struct ejlb_swlb *h, uint64_t *out);
+/* The same for one worker thread (-EINVAL for a bad index). */
+int ejlb_swlb_thread_stats(struct ejlb_swlb *h, int thread, uint64_t *out);
 /* CPU time of each worker thread in ns (out[nthreads]; 0 before start). */
 void ejlb_swlb_cpu_ns(struct ejlb_swlb *h, uint64_t *out);
 /* EJLB_CDEF_END */

@@ -9,6 +9,7 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ejlb.dataplane import backends, corpus, model, software
 from ejlb.dataplane.model import parse
@@ -334,3 +335,58 @@ def test_backend_registry():
         sw.close()
     with pytest.raises(backends.BackendError, match="backend='nope'"):
         backends.create_backend("nope")
+
+
+@settings(max_examples=300, deadline=None)
+@given(version=st.sampled_from([2, 3, 1, 99]), tick=st.integers(0, (1 << 64) - 1), sel=st.integers(0, 0xFFFF),
+       entropy=st.integers(0, 0xFFFF), tail=st.binary(max_size=40), lb_id=st.sampled_from([0, 1, 2]),
+       src=st.sampled_from([ip for ips in corpus.SENDERS.values() for ip in ips] + corpus.STRANGERS))
+def test_native_decision_agrees_with_model_on_random_headers(version, tick, sel, entropy, tail, lb_id, src):
+    t = _CORPUS_TABLES
+    dst = (corpus.LB_IPV4 if src.version == 4 else corpus.LB_IPV6).get(lb_id)
+    if dst is None:
+        return
+    payload = b"LB" + bytes([version, 1]) + sel.to_bytes(2, "big") + entropy.to_bytes(2, "big") + tick.to_bytes(8, "big") + tail
+    r = model.process(t, corpus.build_frame(src, dst, payload))
+    d, v = software.decide(_CORPUS_BLOB, lb_id, src, payload)
+    assert d == r.verdict
+    if r.forwarded:
+        assert (v.member_id, v.dport) == (r.member_id, parse(r.frame).dport)
+
+
+_CORPUS_TABLES = corpus.tables()
+_CORPUS_BLOB = software.compile_tables(_CORPUS_TABLES)
+
+
+def test_garbage_never_stops_the_loop_and_threads_share_the_work():
+    """Random datagrams from many source ports (so SO_REUSEPORT spreads them over the threads):
+    every one is counted as some drop, and valid traffic is still forwarded afterwards."""
+    import random
+
+    rng = random.Random(5)
+    t = _simple_tables(base=47700)
+    rx = _bind_udp("127.0.13.3", 47700)
+    txs = [_bind_udp("127.0.13.2") for _ in range(16)]
+    with software.SoftwareLB(threads=3) as lb:
+        lb.apply(diff(Tables(), t))
+        dst = ("127.0.13.1", DEFAULT_DATA_PORT)
+        for i in range(3000):
+            junk = rng.randbytes(rng.randrange(0, 120))
+            if rng.random() < 0.5:
+                junk = b"LB" + junk  # past the magic check, then whatever comes
+            txs[i % 16].sendto(junk, dst)
+        _wait_rx(lb, 3000)
+        junk_counters = lb.counters().lb[0]
+        for i in range(160):
+            txs[i % 16].sendto(_event(9, 50)[0], dst)
+        got = _drain([rx], 160 + junk_counters["rx_packets"] - sum(v for k, v in junk_counters.items() if k.startswith("drop_")))
+        c = lb.counters().lb[0]
+        per_thread = lb.thread_stats()
+    for s in [rx] + txs:
+        s.close()
+    assert junk_counters["rx_packets"] == 3000
+    forwarded_junk = 3000 - sum(v for k, v in junk_counters.items() if k.startswith("drop_"))
+    assert len(got[("127.0.13.3", 47700)]) == 160 + forwarded_junk
+    assert c["rx_packets"] == 3160
+    # 16 source ports hash onto the 3 SO_REUSEPORT sockets: more than one thread forwarded
+    assert sum(1 for s in per_thread if s["send_msgs"] > 0) >= 2, per_thread

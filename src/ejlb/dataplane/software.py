@@ -170,12 +170,22 @@ class SoftwareLB:
             out.member_counters(*key)
         return out
 
+    _STATS = ("recv_calls", "send_calls", "send_msgs", "send_errors", "gro_segments", "gso_fallbacks")
+
     def stats(self) -> dict[str, int]:
-        """Fast-path statistics: syscalls, GSO/GRO use and send errors."""
+        """Fast-path statistics summed over the threads: syscalls, GSO/GRO use and send errors."""
         out = np.zeros(lib.EJLB_SWLB_STATS, np.uint64)
         lib.ejlb_swlb_stats(self._h, ffi.from_buffer("uint64_t[]", out))
-        names = ("recv_calls", "send_calls", "send_msgs", "send_errors", "gro_segments", "gso_fallbacks")
-        return dict(zip(names, (int(x) for x in out)))
+        return dict(zip(self._STATS, (int(x) for x in out)))
+
+    def thread_stats(self) -> list[dict[str, int]]:
+        """The same per worker thread (how SO_REUSEPORT spread the load)."""
+        out = np.zeros(lib.EJLB_SWLB_STATS, np.uint64)
+        result = []
+        for thread in range(self.threads):
+            self._check(lib.ejlb_swlb_thread_stats(self._h, thread, ffi.from_buffer("uint64_t[]", out)), "stats")
+            result.append(dict(zip(self._STATS, (int(x) for x in out))))
+        return result
 
     def cpu_seconds(self) -> list[float]:
         """CPU time used so far by each worker thread (for efficiency figures)."""
