@@ -122,6 +122,7 @@ typedef struct rxthr {
     int32_t *bucket;
     uint32_t mask, cap_events, npend;
     int32_t free_head, head, tail;
+    int32_t last; /* event of the previous datagram: fragments come in runs */
     done_t *done;
     ejlb_rx_stats st; /* written only by this thread */
     struct mmsghdr *msgs;
@@ -160,9 +161,12 @@ static uint32_t hkey(uint64_t evn, uint16_t id)
 
 static int32_t pend_find(rxthr_t *t, uint64_t evn, uint16_t id)
 {
-    for (int32_t i = t->bucket[hkey(evn, id) & t->mask]; i >= 0; i = t->ev[i].hnext)
+    int32_t i = t->last;
+    if (i >= 0 && t->ev[i].evn == evn && t->ev[i].data_id == id)
+        return i;
+    for (i = t->bucket[hkey(evn, id) & t->mask]; i >= 0; i = t->ev[i].hnext)
         if (t->ev[i].evn == evn && t->ev[i].data_id == id)
-            return i;
+            return t->last = i;
     return -1;
 }
 
@@ -226,6 +230,8 @@ static uint8_t *pend_remove(rxthr_t *t, int32_t i, uint64_t now)
     p->buf = NULL;
     p->hnext = t->free_head;
     t->free_head = i;
+    if (t->last == i)
+        t->last = -1;
     return buf;
 }
 
@@ -553,7 +559,7 @@ static void thr_release(rxthr_t *t)
 static int thr_init(rxthr_t *t, struct ejlb_rx *rx, uint32_t cap_events)
 {
     t->rx = rx;
-    t->head = t->tail = -1;
+    t->head = t->tail = t->last = -1;
     t->cap_events = cap_events;
     uint32_t nb = 1;
     while (nb < 2 * cap_events)
