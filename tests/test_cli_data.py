@@ -63,7 +63,7 @@ def _direct_uri(port: int) -> str:
 
 def test_perf_send_to_perf_recv_without_control_plane(background, tmp_path):
     rx = background("--json", "perf", "recv", "--with-lb-header", "--no-register", "-n", "40", "-t", "30",
-                    "-i", "0.2", "--plot", str(tmp_path / "recv.png"))
+                    "-i", "0.2", "--check", "--plot", str(tmp_path / "recv.png"))
     tx = ejlb("--json", "perf", "send", "-l", "100k", "-n", "40", "-r", "0.5", "--no-sync", "-i", "0.1",
               "--plot", str(tmp_path / "send.png"), uri=_direct_uri(rx.ports.start))
     assert tx.code == 0, tx.err
@@ -74,12 +74,22 @@ def test_perf_send_to_perf_recv_without_control_plane(background, tmp_path):
     code, out, err = rx.finish()
     assert code == 0, err
     got = json.loads(out)
-    assert got["events_delivered"] == 40 and got["events"] == 40
+    assert got["events_delivered"] == 40 and got["events"] == 40 and got["corrupt"] == 0
     assert got["lost"] == 0 and got["bad_headers"] == 0
     assert got["packets"] == sent["datagrams"]
     for png in ("recv.png", "send.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ev/s" in err  # live per-interval lines go to stderr
+
+
+def test_perf_recv_check_flags_events_that_are_not_perf_data(background, tmp_path):
+    event = tmp_path / "other.bin"
+    event.write_bytes(b"x" * 5000)
+    rx = background("--json", "perf", "recv", "--with-lb-header", "--no-register", "-n", "1", "-t", "20", "--check")
+    assert ejlb("send", str(event), "--no-sync", uri=_direct_uri(rx.ports.start)).code == 0
+    code, out, err = rx.finish()
+    assert code == 1 and "1 of 1 events differ" in err
+    assert json.loads(out)["corrupt"] == 1
 
 
 def test_send_files_to_recv_out_without_control_plane(background, tmp_path):

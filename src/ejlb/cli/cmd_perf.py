@@ -134,11 +134,17 @@ def perf_send(rate, length, count, duration, mtu, sockets, data_id, lb_version, 
 @click.option("-i", "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
               help="Seconds per live line.")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), help="Write a Gb/s plot to this PNG.")
-def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, count, duration, interval, plot):
+@click.option("--check", is_flag=True,
+              help="Compare every event with what `perf send` generates (exit 1 on a mismatch).")
+def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, count, duration, interval, plot,
+              check):
     """Receive events, print per-interval rates and a summary (Ctrl-C ends it)."""
     import os
     import socket
 
+    import numpy as np
+
+    from ejlb.demo import pattern
     from ejlb.shim.receiver import Receiver
 
     opts = current_options()
@@ -149,7 +155,8 @@ def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, cou
     if register and (uri is None or not uri.lb_id):
         raise CLIError("--register needs a URI naming a load balancer (…/lb/<id>)", EXIT_USAGE)
     meter = RateMeter(RECV_KEYS)
-    got = 0
+    got = corrupt = 0
+    expected: dict[int, np.ndarray] = {}  # reference payload by event length (a few lengths at most)
     with build(Receiver, uri, ip, port, threads=threads, port_range=port_range, with_lb_header=with_lb_header,
                register=register, manager=receiver_manager(opts, uri),
                name=name or f"perf-{socket.gethostname()}-{port or os.getpid()}") as rx:
@@ -168,10 +175,18 @@ def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, cou
         try:
             while (count is None or got < count) and time.monotonic() < deadline:
                 try:
-                    rx.recv(timeout=min(interval, 0.2))
-                    got += 1
+                    ev = rx.recv(timeout=min(interval, 0.2))
                 except TimeoutError:
-                    pass
+                    ev = None
+                if ev is not None:
+                    got += 1
+                    if check:
+                        n = len(ev)
+                        if n not in expected:
+                            if len(expected) >= 8:
+                                expected.clear()
+                            expected[n] = pattern(n)
+                        corrupt += not np.array_equal(np.frombuffer(ev.payload, np.uint8), expected[n])
                 now = time.monotonic()
                 if now >= next_report:
                     _live(meter.feed(now, snapshot()), "recv")
@@ -181,7 +196,9 @@ def perf_recv(ip, port, port_range, threads, register, name, with_lb_header, cou
         meter.feed(time.monotonic(), snapshot())
     if plot:
         save_plot(meter, plot, f"ejlb perf recv: {ip}:{port}")
-    _summary(meter, "perf recv", {"events_delivered": got})
+    _summary(meter, "perf recv", {"events_delivered": got, **({"corrupt": corrupt} if check else {})})
+    if corrupt:
+        raise CLIError(f"{corrupt} of {got} events differ from what `perf send` generates")
 
 
 COMMANDS = [perf]
