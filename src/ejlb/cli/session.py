@@ -1,5 +1,5 @@
-"""What the verbs share: a control-plane client opened from the global options, and this host's
-own address as the data plane would see it."""
+"""What the verbs share: the global options, a control-plane client opened from them, argument
+checks common to several verbs, and this host's own address as the data plane would see it."""
 from __future__ import annotations
 
 import ipaddress
@@ -110,7 +110,7 @@ def warn_unless_allowed_sender(opts: Options, uri) -> None:
         me = own_sender_address(uri, opts.family)
         with LBManager(uri, ca_file=opts.ca, insecure=opts.insecure, timeout=2.0) as m:
             allowed = set(m.status(uri.lb_id).senderAddresses)
-    except (LBError, CLIError, OSError):
+    except (LBError, CLIError, OSError, ValueError):  # the send itself reports real problems
         return
     if me not in allowed:
         click.echo(f"warning: this host ({me}) is not an allowed sender of load balancer {uri.lb_id}; "
