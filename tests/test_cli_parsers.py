@@ -101,12 +101,12 @@ def test_worker_rows_show_port_range_readiness_and_counters():
                         controlSignal=-0.25, slotsAssigned=100, totalEventsRecv=7, totalEventsReassembled=6,
                         totalEventsReassemblyErr=1, totalBytesRecv=2_500_000)
     w.lastUpdated.FromDatetime(now - timedelta(seconds=1))
-    stale = pb.WorkerStatus(name="s", udpPort=30000)
+    stale = pb.WorkerStatus(name="s", ipAddress="fd00::2", udpPort=30000)
     stale.lastUpdated.FromDatetime(now - timedelta(seconds=5))
     status = pb.LoadBalancerStatusReply(workers=[w, stale])
     row, old = worker_rows(status, now)
     assert row == ("w", 4, "10.0.0.2:20000-20007", "yes", "50.0%", "-0.250", 100, "1.0s ago", 7, 6, 1, "2.5 MB")
-    assert old[2] == ":30000" and old[3] == "stale" and old[7] == "5.0s ago"
+    assert old[2] == "[fd00::2]:30000" and old[3] == "stale" and old[7] == "5.0s ago"
 
 
 def test_monitor_rates_between_two_status_replies():

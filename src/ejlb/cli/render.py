@@ -119,7 +119,8 @@ def worker_rows(status, now: datetime | None = None) -> list[tuple]:
     for w in status.workers:
         width = 1 << int(w.portRange)
         ports = f"{w.udpPort}" if width == 1 else f"{w.udpPort}-{w.udpPort + width - 1}"
-        rows.append((w.name, w.sessionId, f"{w.ipAddress}:{ports}", _ready(w, now), f"{w.fillPercent:.1%}",
+        host = f"[{w.ipAddress}]" if ":" in w.ipAddress else w.ipAddress
+        rows.append((w.name, w.sessionId, f"{host}:{ports}", _ready(w, now), f"{w.fillPercent:.1%}",
                      f"{w.controlSignal:+.3f}", w.slotsAssigned, age(w.lastUpdated, now),
                      w.totalEventsRecv, w.totalEventsReassembled, w.totalEventsReassemblyErr,
                      human_bytes(w.totalBytesRecv)))
@@ -127,9 +128,10 @@ def worker_rows(status, now: datetime | None = None) -> list[tuple]:
 
 
 def _ready(worker, now: datetime) -> str:
-    # The spec's liveness rule: no state report for 2 s makes a worker not-ready.
+    from ejlb.control.liveness import READY_S  # the control plane's own rule for "not ready"
+
     last = ts_to_datetime(worker.lastUpdated)
-    return "yes" if last and (now - last).total_seconds() <= 2.0 else "stale"
+    return "yes" if last and (now - last).total_seconds() <= READY_S else "stale"
 
 
 def status_renderables(lb_id: str, status, now: datetime | None = None) -> list:
