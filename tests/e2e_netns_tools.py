@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,16 @@ def netns_available() -> str | None:
         return f"`ip netns add` failed: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def remove_stale(prefix: str = "ejdp") -> None:
+    """Delete namespaces `<prefix>[6]<pid>-*` left by test runs that were killed (their pid is gone)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.fullmatch(rf"{prefix}6?(\d+)-\w+", name)
+        if m and not os.path.exists(f"/proc/{m[1]}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _ip(*args: str, ns: str | None = None) -> None:
@@ -64,6 +75,7 @@ class Topology:
         return f"fd00:ed::{self.hosts[host].rsplit('.', 1)[1]}"
 
     def __enter__(self) -> "Topology":
+        remove_stale()
         try:
             self._add_ns(self.switch)
             _ip("link", "add", "br0", "mtu", str(self.mtu), "type", "bridge", ns=self.switch)

@@ -68,7 +68,7 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_multi_host_stream_kill_restart_allow_list(tmp_path):
-    prefix = f"ejdp{os.getpid() % 100000}"
+    prefix = f"ejdp{os.getpid()}"
     with Topology(prefix, HOSTS) as topo:
         serve_log = open(tmp_path / "serve.log", "w")
         serve = topo.popen("lb", [sys.executable, "-c", "from ejlb.cli.main import main; main()", "serve",
@@ -180,7 +180,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
 def test_ipv6_through_the_lb(tmp_path):
     """The same path over IPv6 only: LB instance, sender and workers on IPv6 addresses."""
     hosts = {k: HOSTS[k] for k in ("lb", "daq1", "w1", "w2")}
-    with Topology(f"ejdp6{os.getpid() % 100000}", hosts, ipv6=True) as topo:
+    with Topology(f"ejdp6{os.getpid()}", hosts, ipv6=True) as topo:
         lb6 = topo.ip6("lb")
         serve = topo.popen("lb", [sys.executable, "-c", "from ejlb.cli.main import main; main()", "serve",
                                   "--listen", f"[{lb6}]:18008", "--db", str(tmp_path / "cp.db"),
