@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 from ejlb.cli.main import EXIT_DENIED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE, exit_code_for
 from ejlb.cli.meter import RateMeter
-from ejlb.cli.params import parse_duration, parse_ip, parse_permission, parse_size, parse_until
+from ejlb.cli.params import parse_duration, parse_ip, parse_mtu, parse_permission, parse_size, parse_until
 from ejlb.cli.render import status_renderables, worker_rows
 from ejlb.control import errors
 from ejlb.control import loadbalancer_pb2 as pb
@@ -137,3 +137,13 @@ def test_status_ages_use_the_control_planes_clock():
         console.print(r)
     text = console.export_text()
     assert "1.0s ago" in text and "yes" in text and "stale" not in text
+
+
+def test_mtu_limits_come_from_the_wire_module():
+    from ejlb.wire import MAX_MTU, header_overhead
+
+    assert parse_mtu("auto") == "auto" and parse_mtu(str(MAX_MTU)) == MAX_MTU
+    assert parse_mtu(str(header_overhead() + 1)) == header_overhead() + 1
+    for bad in (str(MAX_MTU + 1), str(header_overhead()), "jumbo"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            parse_mtu(bad)

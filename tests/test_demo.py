@@ -50,7 +50,7 @@ def test_lb_figures_sum_members_of_that_lb_and_keep_nonzero_drops():
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"events": 0}, "events=0"), ({"workers": 0}, "workers=0"), ({"size": -1}, "size=-1"),
-    ({"mtu": 100}, "mtu=100"), ({"rate_gbps": -1.0}, "rate_gbps=-1.0"), ({"events": True}, "events=True"),
+    ({"mtu": 64}, "mtu=64"), ({"mtu": 9001}, "mtu=9001"), ({"rate_gbps": -1.0}, "rate_gbps=-1.0"), ({"events": True}, "events=True"),
     ({"settle_timeout": -1}, "settle_timeout=-1"), ({"drain_timeout": "5"}, "drain_timeout='5'"),
 ])
 def test_config_rejects_bad_values_naming_them(kwargs, field):

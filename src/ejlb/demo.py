@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ejlb.wire import CALENDAR_SLOTS, MAX_EVENT_LEN
+from ejlb.wire import CALENDAR_SLOTS, MAX_EVENT_LEN, MAX_MTU, header_overhead
 
 DEMO_LB_NAME = "ejlb-demo"
 WORKER_PORT_BITS = 2  # each worker listens on 4 ports: the sender's entropy spreads over them
@@ -39,7 +39,7 @@ class DemoConfig:
     size: int = 256 * 1024  # bytes per event
     workers: int = 3
     rate_gbps: float | None = 1.0  # None: as fast as the machine goes (loopback UDP then drops)
-    mtu: int = 9000
+    mtu: int = MAX_MTU  # loopback carries jumbo datagrams
     ipv6: bool = False
     controller_period: float = 0.2  # seconds between calendar updates (the deployed default is 1 s)
     settle_timeout: float = 10.0  # for workers to register and get slots
@@ -47,7 +47,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         checks = (("events", self.events, 1, 10**9), ("size", self.size, 0, MAX_EVENT_LEN),
-                  ("workers", self.workers, 1, 64), ("mtu", self.mtu, 576, 9000))
+                  ("workers", self.workers, 1, 64), ("mtu", self.mtu, header_overhead(self.ipv6) + 1, MAX_MTU))
         for name, value, lo, hi in checks:
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name}={value!r}: must be an integer in {lo}..{hi}")

@@ -11,7 +11,7 @@ import click
 
 from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
-from ejlb.cli.params import IP, SIZE
+from ejlb.cli.params import IP, MTU, SIZE
 from ejlb.cli.session import build, current_options, receiver_manager, warn_unless_allowed_sender
 from ejlb.wire import MAX_EVENT_LEN, MAX_PORT_RANGE
 
@@ -36,7 +36,7 @@ def _file_event(path: Path):
 @click.option("--first-event", type=click.IntRange(0), default=None,
               help="Event number of the first event (default: the sender's).")
 @click.option("-r", "--rate", type=click.FloatRange(0, min_open=True), default=None, help="Pace to this many Gb/s.")
-@click.option("--mtu", type=click.IntRange(576, 9000), default=1500, show_default=True)
+@click.option("--mtu", type=MTU, default="1500", show_default=True, help="Datagram size limit, or 'auto'.")
 @click.option("--sync/--no-sync", default=True, show_default=True, help="Send Sync packets to the URI's sync address.")
 def send(files, generate, size, data_id, first_event, rate, mtu, sync):
     """Send each FILE as one event (or --generate N events) to the URI's data address."""

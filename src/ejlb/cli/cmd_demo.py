@@ -7,6 +7,7 @@ from ejlb.cli import render
 from ejlb.cli.session import current_options
 from ejlb.cli.main import EXIT_FAILURE, EXIT_USAGE, CLIError
 from ejlb.cli.params import SIZE
+from ejlb.wire import MAX_MTU, header_overhead
 
 _STAGES = {"setup": "starting control plane, LB and workers", "send": "sending events", "drain": "receiving"}
 
@@ -17,7 +18,8 @@ _STAGES = {"setup": "starting control plane, LB and workers", "send": "sending e
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=3, show_default=True, help="Receivers to start.")
 @click.option("-r", "--rate", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Sender pacing in Gb/s (0: unpaced).")
-@click.option("--mtu", type=click.IntRange(576, 9000), default=9000, show_default=True)
+@click.option("--mtu", type=click.IntRange(header_overhead() + 1, MAX_MTU), default=MAX_MTU, show_default=True,
+              help="Datagram size limit (loopback takes jumbo datagrams).")
 def demo(events, size, workers, rate, mtu):
     """Run everything on loopback: control plane, software LB, workers, a sender; print who got what."""
     from ejlb.demo import DemoConfig, DemoError, run_demo

@@ -10,24 +10,12 @@ import click
 from ejlb.cli import render
 from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.meter import RateMeter, save_plot
-from ejlb.cli.params import IP, SIZE
+from ejlb.cli.params import IP, MTU, SIZE
 from ejlb.cli.session import build, current_options, receiver_manager, warn_unless_allowed_sender
-from ejlb.wire import MAX_EVENT_LEN, MAX_MTU, MAX_PORT_RANGE
+from ejlb.wire import MAX_EVENT_LEN, MAX_PORT_RANGE
 
 SEND_KEYS = ("events", "bytes", "datagrams", "send_errors")
 RECV_KEYS = ("events", "bytes", "packets", "lost", "bad_headers")
-
-
-def _mtu(ctx, param, value):
-    if value == "auto":
-        return value
-    try:
-        mtu = int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'") from None
-    if not 576 <= mtu <= MAX_MTU:
-        raise click.BadParameter(f"{mtu} is outside 576..{MAX_MTU}")
-    return mtu
 
 
 def _live(row, what: str) -> None:
@@ -64,7 +52,7 @@ def perf():
 @click.option("-n", "--count", type=click.IntRange(1), default=None,
               help="Events to send (default 1000 unless --duration).")
 @click.option("-t", "--duration", type=click.FloatRange(0, min_open=True), default=None, help="Seconds to send for.")
-@click.option("--mtu", callback=_mtu, default="1500", show_default=True, help="Datagram size limit, or 'auto'.")
+@click.option("--mtu", type=MTU, default="1500", show_default=True, help="Datagram size limit, or 'auto'.")
 @click.option("--sockets", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Send sockets (source ports).")
 @click.option("--data-id", type=click.IntRange(0, 0xFFFF), default=0, show_default=True)

@@ -88,6 +88,21 @@ def parse_permission(text: str) -> tuple[int, str, int]:
     return RESOURCE_TYPES[kind], rid, PERMISSION_TYPES[level]
 
 
+def parse_mtu(text: str) -> int | str:
+    """'auto' (the route's MTU) or a number of bytes that leaves room for a fragment (ejlb.wire)."""
+    from ejlb.wire import WireError, max_payload
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        mtu = int(text)
+        max_payload(mtu)
+    except (ValueError, WireError) as e:
+        raise ValueError(f"{text!r} is not a usable MTU ({e})" if isinstance(e, WireError) else
+                         f"{text!r} is neither a number of bytes nor 'auto'") from None
+    return mtu
+
+
 class _Parsed(click.ParamType):
     def __init__(self, name: str, fn):
         self.name = name
@@ -107,3 +122,4 @@ UNTIL = _Parsed("time", parse_until)
 SIZE = _Parsed("size", parse_size)
 IP = _Parsed("ip", parse_ip)
 PERMISSION = _Parsed("permission", parse_permission)
+MTU = _Parsed("mtu", parse_mtu)
