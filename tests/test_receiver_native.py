@@ -1,9 +1,7 @@
 """The native reassembler (csrc/recv.c) against the pure reference (ejlb.shim.reassembly): the same
 datagrams, the same clock, the same completed events, counters and lost log."""
 import random
-import re
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -4,7 +4,6 @@ worker, on the port its entropy selects, and both workers get a share."""
 import time
 
 import numpy as np
-import pytest
 
 from ejlb.control.client import LBManager
 from ejlb.control.config import ControlConfig, InstanceConfig
