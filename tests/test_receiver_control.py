@@ -87,3 +87,12 @@ def test_register_needs_a_token():
 def test_no_token_means_no_registration():
     with Receiver("ejfat://127.0.0.1:18008/lb/1", "127.0.0.1", 0) as rx:
         assert rx.registration is None
+
+
+def test_keep_lb_header_is_registered_and_parsed(reservation):
+    with Receiver(reservation.uri, "127.0.0.1", 0, name="w3", keep_lb_header=True) as rx:
+        assert workers(reservation)["w3"].keepLbHeader
+        send_all(datagrams(b"kept", event_number=5, with_lb=True), ("127.0.0.1", rx.base_port))
+        ev = rx.recv(timeout=5)
+        assert (ev.event_number, ev.tobytes()) == (5, b"kept")
+        assert rx.stats().bad_headers == 0

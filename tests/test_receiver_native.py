@@ -5,10 +5,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ejlb.native import lib
 from ejlb.shim.reassembly import EVENT_OVERHEAD, LOST_EVICTED, LOST_TIMEOUT, Reassembler
 from receiver_tools import NativeReassembler, datagrams, piece
-
-from ejlb.native import lib
 
 COUNTERS = ("events_recv", "events_reassembled", "bytes_recv", "packets_recv", "bad_headers",
             "bad_fragments", "duplicates", "overlaps", "lost", "evicted")
