@@ -51,7 +51,7 @@ MAX_PORTS_PER_INSTANCE = 256  # one socket per port and thread; wide ranges belo
 _IP_FREEBIND = 15  # bind LB addresses that are not (yet) configured on an interface
 _IPV6_FREEBIND = 78
 _SO_RCVBUFFORCE = 33
-_RCVBUF = 32 << 20
+DEFAULT_RCVBUF = 32 << 20  # absorbs bursts while the worker thread waits for a CPU
 
 
 def sender_key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
@@ -105,9 +105,11 @@ class SoftwareLB:
     """Backend: the native software LB.
 
     ports: LB id -> (min, max) data ports to listen on (default: DEFAULT_DATA_PORT only).
-    threads: worker threads; each has its own SO_REUSEPORT socket per address and port."""
+    threads: worker threads; each has its own SO_REUSEPORT socket per address and port.
+    rcvbuf: receive buffer bytes per socket (forced past rmem_max when running as root)."""
 
-    def __init__(self, ports: Mapping[int, tuple[int, int]] | None = None, threads: int = 1):
+    def __init__(self, ports: Mapping[int, tuple[int, int]] | None = None, threads: int = 1,
+                 rcvbuf: int = DEFAULT_RCVBUF):
         if not isinstance(threads, int) or not 1 <= threads <= lib.EJLB_SWLB_MAX_THREADS:
             raise ValueError(f"threads={threads!r}: must be 1..{lib.EJLB_SWLB_MAX_THREADS}")
         self.ports = dict(ports or {})
@@ -115,7 +117,10 @@ class SoftwareLB:
             if not 1 <= lo <= hi <= 0xFFFF or hi - lo + 1 > MAX_PORTS_PER_INSTANCE:
                 raise ValueError(f"ports[{lb_id}]={lo}-{hi}: need 1 <= min <= max <= 65535 and at most "
                                  f"{MAX_PORTS_PER_INSTANCE} ports (the software LB binds each one)")
+        if isinstance(rcvbuf, bool) or not isinstance(rcvbuf, int) or not 4096 <= rcvbuf <= 1 << 31:
+            raise ValueError(f"rcvbuf={rcvbuf!r}: bytes, 4096..2^31")
         self.threads = threads
+        self.rcvbuf = rcvbuf
         self.installed = Tables()
         self._lock = threading.Lock()
         self._socks: dict[tuple[int, str, int], list[socket.socket]] = {}
@@ -246,9 +251,9 @@ class SoftwareLB:
                 else:
                     s.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
                 try:
-                    s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+                    s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self.rcvbuf)
                 except OSError:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
                 s.bind((ip, port))
                 self._check(lib.ejlb_swlb_add_socket(self._h, thread, s.fileno(), lb_id), "add socket")
         except OSError as e:
