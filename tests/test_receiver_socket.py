@@ -268,3 +268,17 @@ def test_lost_log_is_bounded_to_the_newest():
         assert wait_for(lambda: rx.stats().lost == 10)
         assert [e.event_number for e in rx.lost_events()] == [6, 7, 8, 9]
         assert all((e.fragments, e.bytes, e.length) == (1, 50, 100) for e in rx.lost_events())
+
+
+def test_a_flood_of_new_partial_events_stays_within_the_event_cap():
+    with Receiver(None, "127.0.0.1", 0, max_pending_events=64, event_timeout=30) as rx:
+        flood = [piece(bytes(1000), 0, 10, event_number=n, data_id=n & 0xFFFF, with_lb=False) for n in range(5000)]
+        send_all(flood, ("127.0.0.1", rx.base_port))
+        assert wait_for(lambda: rx.stats().events_recv == 5000)
+        s = rx.stats()
+        assert (s.evicted, s.lost, s.events_reassembled) == (5000 - 64, 0, 0)
+        assert len(rx.lost_events()) == 1024  # the log keeps the newest lost_log_size entries
+        assert rx.lost_events()[-1].event_number == 5000 - 64 - 1
+        payload = b"still fine"
+        send_all(datagrams(payload, event_number=1 << 40, with_lb=False), ("127.0.0.1", rx.base_port))
+        assert rx.recv(timeout=5).tobytes() == payload
