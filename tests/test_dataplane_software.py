@@ -390,3 +390,54 @@ def test_garbage_never_stops_the_loop_and_threads_share_the_work():
     assert c["rx_packets"] == 3160
     # 16 source ports hash onto the 3 SO_REUSEPORT sockets: more than one thread forwarded
     assert sum(1 for s in per_thread if s["send_msgs"] > 0) >= 2, per_thread
+
+
+_GSO_FALLBACK_SCRIPT = r"""
+import ipaddress, json, socket, sys, time
+from ejlb.dataplane import software
+from ejlb.dataplane.tables import EpochRange, LBInstance, Member, Tables, diff
+from ejlb.wire import LBHeader, REHeader
+ip = ipaddress.ip_address
+lb_ip = sys.argv[2]  # a local address: packets to it travel over lo (MTU 64 KiB) inside the namespace
+t = Tables(lbs={0: LBInstance(0, b"\x02" * 6, ip(lb_ip))}, senders=frozenset({(0, ip(lb_ip))}),
+           epochs={(0, 0): EpochRange(0, None)}, calendars={(0, 0): (0,) * 512},
+           members={(0, 0): Member(ip(sys.argv[1]), 47800)})
+with software.SoftwareLB(ports={0: (47801, 47801)}) as lb:
+    lb.apply(diff(Tables(), t))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind((lb_ip, 0))
+    seg = LBHeader(1, 0).encode() + REHeader(1, 0, 8000, 1).encode() + bytes(8000)
+    tx.setsockopt(socket.SOL_UDP, 103, len(seg))  # UDP_SEGMENT: 4 jumbo datagrams in one send
+    tx.sendto(seg * 4, (lb_ip, 47801))
+    deadline = time.monotonic() + 5
+    while lb.counters().member.get((0, 0), {}).get("tx_packets", 0) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    print(json.dumps(lb.stats()))
+"""
+
+
+def test_gso_refused_by_a_small_egress_mtu_falls_back_to_plain_sends(tmp_path):
+    """Jumbo datagrams in over loopback, out over a 1500-byte link: the kernel refuses the GSO send
+    (segment > MTU); the LB re-sends them one by one (IP fragments) and nothing is lost."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from e2e_netns_tools import Topology, netns_available
+
+    why = netns_available()
+    if why:
+        pytest.skip(f"network namespaces unavailable: {why}")
+    with Topology(f"ejdp{__import__('os').getpid()}", {"lb": "10.250.1.10", "w": "10.250.1.20"}, mtu=1500) as topo:
+        sink = topo.spawn_role("w", "sink", "10.250.1.20", "47800", str(tmp_path / "sink.out"))
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "sink.out").exists() or not (tmp_path / "sink.out").read_text():
+            assert time.monotonic() < deadline, "sink did not start"
+            time.sleep(0.05)
+        stats = json.loads(topo.run("lb", [sys.executable, "-c", _GSO_FALLBACK_SCRIPT, "10.250.1.20", "10.250.1.10"]))
+        sink.send_signal(__import__("signal").SIGTERM)
+        assert sink.wait(10) == 0
+    n = int((tmp_path / "sink.out").read_text().split("SINK ")[1].split()[0])
+    assert stats["gso_fallbacks"] >= 1 and stats["send_errors"] == 0, stats
+    assert n == 4
