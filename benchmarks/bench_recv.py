@@ -1,7 +1,8 @@
 """Receiver throughput on loopback: highest sustained rate with zero loss, as a ratio to the
 `udp_gro` machine-limit probe measured in the same run.
 
-    python benchmarks/bench_recv.py [--events 1200] [--event-size 1048576] [--mtu 9000 1500] [--quick]
+    python benchmarks/bench_recv.py [--events 1200] [--event-size 1048576] [--mtu 9000 1500] [--threads 1]
+                                    [--repeat 2] [--quick]
 
 For each MTU a GSO Sender (ejlb.shim.sender, back to back, LB header kept) sends 1 MiB events to a
 Receiver whose application thread takes every event. A trial is lossless when every event arrives
@@ -27,8 +28,9 @@ from ejlb.shim.receiver import Receiver, ReceiverClosed  # noqa: E402
 from ejlb.shim.sender import Sender  # noqa: E402
 
 
-def trial(mtu: int, rate_gbps: float | None, events: int, event: np.ndarray) -> dict:
-    with Receiver(None, "127.0.0.1", 0, with_lb_header=True, queue_size=256, rcvbuf=128 << 20) as rx:
+def trial(mtu: int, rate_gbps: float | None, events: int, event: np.ndarray, threads: int = 1) -> dict:
+    with Receiver(None, "127.0.0.1", 0, threads=threads, with_lb_header=True, queue_size=256,
+                  rcvbuf=128 << 20) as rx:
         times: list[float] = []
 
         def consume():
@@ -41,7 +43,8 @@ def trial(mtu: int, rate_gbps: float | None, events: int, event: np.ndarray) -> 
 
         t = threading.Thread(target=consume)
         t.start()
-        uri = f"ejfat://bench:18347/lb/1?data=127.0.0.1:{rx.base_port}"
+        # the sender steps through the ports event by event, so every receive thread gets a share
+        uri = f"ejfat://bench:18347/lb/1?data=127.0.0.1:{rx.ports[0]}-{rx.ports[-1]}"
         with Sender(uri, mtu=mtu, sync=False, sockets=4, sndbuf=64 << 20, rate_gbps=rate_gbps) as tx:
             t0 = time.perf_counter()
             for k in range(events):
@@ -60,8 +63,8 @@ def trial(mtu: int, rate_gbps: float | None, events: int, event: np.ndarray) -> 
     }
 
 
-def highest_lossless(mtu: int, events: int, event: np.ndarray, steps: int) -> dict:
-    best = trial(mtu, None, events, event)
+def highest_lossless(mtu: int, events: int, event: np.ndarray, steps: int, threads: int) -> dict:
+    best = trial(mtu, None, events, event, threads)
     print(f"  mtu {mtu} unpaced: {best['udp_gbps']:.2f} Gb/s lossless={best['lossless']} "
           f"delivered={best['delivered']}/{events}", flush=True)
     if best["lossless"]:
@@ -69,7 +72,7 @@ def highest_lossless(mtu: int, events: int, event: np.ndarray, steps: int) -> di
     lo, hi, best = 0.0, max(best["udp_gbps"], 1.0), None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        r = trial(mtu, mid, events, event)
+        r = trial(mtu, mid, events, event, threads)
         print(f"  mtu {mtu} paced {mid:.2f} Gb/s: {r['udp_gbps']:.2f} Gb/s lossless={r['lossless']}", flush=True)
         if r["lossless"]:
             lo = mid
@@ -86,6 +89,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1200)
     ap.add_argument("--event-size", type=int, default=1 << 20)
     ap.add_argument("--mtu", type=int, nargs="+", default=[9000, 1500])
+    ap.add_argument("--threads", type=int, default=1, help="receive threads (one port each)")
     ap.add_argument("--steps", type=int, default=5, help="bisection steps when unpaced loses events")
     ap.add_argument("--seconds", type=float, default=2.0, help="probe duration")
     ap.add_argument("--repeat", type=int, default=2, help="probe + search pairs per MTU (the machine is shared)")
@@ -99,7 +103,7 @@ def main() -> None:
         for _ in range(a.repeat):
             probe = Probes(seconds=a.seconds).gro(mtu - 28)  # fresh probe next to each search
             print(f"mtu {mtu}: udp_gro probe {probe}", flush=True)
-            r = highest_lossless(mtu, a.events, event, a.steps)
+            r = highest_lossless(mtu, a.events, event, a.steps, a.threads)
             rows.append([mtu, "unpaced" if r["rate"] is None else f"{r['rate']:.2f}", r["event_gbps"],
                          round(r["events_s"]), r["udp_gbps"], r["mpps"], probe.gbps,
                          ratio(r["udp_gbps"], probe.gbps), r["gro_segments"]])
