@@ -55,6 +55,9 @@ struct worker {
     struct sockaddr_in6 txname[TX_MAX];
     char txctl[TX_MAX][CMSG_SPACE(sizeof(uint16_t))];
     uint16_t txseg[TX_MAX];       /* segment size of each group */
+    uint32_t txmember[TX_MAX];    /* lb << 16 | member id of each group */
+    uint8_t nogso[EJLB_SWLB_NUM_LBS][EJLB_SWLB_MAX_MEMBERS];  /* the route refused GSO: send plainly */
+    const struct ejlb_swlb_tables *nogso_tables;               /* ...as long as these tables are current */
     int ntx, niov;
 };
 
@@ -161,7 +164,8 @@ static int same_dest(const struct sockaddr_in6 *a, const struct sockaddr_in6 *b)
 
 /* Append one datagram; joins the previous GSO group when it goes to the same place with the same
  * size (a shorter datagram may close a group: GSO allows a short last segment). */
-static void tx_add(struct worker *w, const struct ejlb_swlb_member *m, int port, uint8_t *data, uint32_t len)
+static void tx_add(struct worker *w, int lb_id, int member_id, const struct ejlb_swlb_member *m, int port,
+                   uint8_t *data, uint32_t len)
 {
     struct sockaddr_in6 dst;
     set_dest(&dst, m, port);
@@ -175,7 +179,7 @@ static void tx_add(struct worker *w, const struct ejlb_swlb_member *m, int port,
             total += mh->msg_iov[i].iov_len;
         uint32_t seg = w->txseg[w->ntx - 1];
         uint32_t last = (uint32_t)mh->msg_iov[mh->msg_iovlen - 1].iov_len;
-        if (last == seg && len <= seg && len > 0 && mh->msg_iovlen < GSO_MAX_SEGS &&
+        if (!w->nogso[lb_id][member_id] && last == seg && len <= seg && len > 0 && mh->msg_iovlen < GSO_MAX_SEGS &&
             total + len <= GSO_MAX_BYTES && same_dest(&w->txname[w->ntx - 1], &dst)) {
             mh->msg_iovlen++;
             w->niov++;
@@ -190,6 +194,7 @@ static void tx_add(struct worker *w, const struct ejlb_swlb_member *m, int port,
     g->msg_hdr.msg_iov = &w->txiov[w->niov];
     g->msg_hdr.msg_iovlen = 1;
     w->txseg[w->ntx] = (uint16_t)len;
+    w->txmember[w->ntx] = (uint32_t)lb_id << 16 | (uint32_t)member_id;
     w->ntx++;
     w->niov++;
 }
@@ -233,8 +238,11 @@ static void tx_flush(struct worker *w, int fd)
             continue;
         /* the message at `done` failed: retry it without GSO, or count and skip it */
         struct msghdr *mh = &w->tx[done].msg_hdr;
-        if (mh->msg_iovlen > 1 && (errno == EINVAL || errno == EIO || errno == EMSGSIZE))
+        if (mh->msg_iovlen > 1 && (errno == EINVAL || errno == EIO || errno == EMSGSIZE)) {
+            uint32_t who = w->txmember[done];
+            w->nogso[who >> 16][who & 0xFFFF] = 1;  /* until the next table install */
             send_plain(w, fd, mh);
+        }
         else
             bump(&w->stats[EJLB_SWLB_STAT_SEND_ERRORS], 1);
         done++;
@@ -303,7 +311,8 @@ static void handle_batch(struct worker *w, const struct ejlb_swlb_tables *t, int
                     bump(&mc[1], len - v.strip);
                     if (w->niov == TX_MAX)
                         tx_flush(w, fd);
-                    tx_add(w, &t->member[lb_id][v.member_id], v.dport, base + off + v.strip, len - v.strip);
+                    tx_add(w, lb_id, v.member_id, &t->member[lb_id][v.member_id], v.dport, base + off + v.strip,
+                           len - v.strip);
                 }
             }
             if (total == 0)
@@ -341,6 +350,10 @@ static void *worker_main(void *arg)
                     break;
                 __atomic_add_fetch(&w->seq, 1, __ATOMIC_SEQ_CST);  /* odd: holding a snapshot */
                 const struct ejlb_swlb_tables *t = __atomic_load_n(&h->tables, __ATOMIC_SEQ_CST);
+                if (t != w->nogso_tables) {  /* new tables: members may have new routes, try GSO again */
+                    memset(w->nogso, 0, sizeof w->nogso);
+                    w->nogso_tables = t;
+                }
                 if (t)
                     handle_batch(w, t, fd, lb_id, n);
                 __atomic_add_fetch(&w->seq, 1, __ATOMIC_SEQ_CST);
