@@ -83,6 +83,8 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
 @click.option("--backend", help="Data plane: software (default), reference, memory, fpga, fpga-sim.")
 @click.option("--threads", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Software data plane worker threads (SO_REUSEPORT).")
+@click.option("--bitfile", type=click.Path(exists=True, dir_okay=False),
+              help="FPGA overlay (.bit with its .hwh) for --backend fpga.")
 @click.option("--db", help="SQLite database (default: in memory, nothing survives a restart).")
 @click.option("--admin-token", envvar="EJLB_ADMIN_TOKEN", help="Root admin token (default: generated).")
 @click.option("--instance", "instances", multiple=True, metavar="SPEC",
@@ -95,7 +97,7 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
               help="Also write the admin URI to this file (mode 0600).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def serve(config_file, listen, backend, threads, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
+def serve(config_file, listen, backend, threads, bitfile, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
           controller_period, uri_file, log_level):
     """Run the control plane with a data plane. SIGHUP restarts the control plane (data plane keeps
     forwarding); SIGTERM/SIGINT shut down."""
@@ -105,7 +107,7 @@ def serve(config_file, listen, backend, threads, db, admin_token, instances, syn
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6,
                           metrics_port, controller_period)
-    options = {"threads": threads} if config.backend == "software" else {}
+    options = {"software": {"threads": threads}, "fpga": {"bitfile": bitfile}}.get(config.backend, {})
     try:
         dataplane = create_backend(config.backend, config, **options)
     except (BackendError, ValueError) as e:
