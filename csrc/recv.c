@@ -24,6 +24,7 @@
 #endif
 
 #define BATCH 32            /* messages per recvmmsg */
+#define DRAIN_BATCHES 8     /* full batches taken from one ready socket before polling again */
 #define RXBUF 65536         /* one GRO buffer holds at most 64 KiB */
 #define CTRL_LEN 64
 #define DONE_SLOTS 4096     /* recently finished events, to recognise late fragments */
@@ -519,20 +520,30 @@ static void *thr_main(void *arg)
     for (int k = 0; k < t->nfds; k++)
         pfd[k] = (struct pollfd){.fd = t->fds[k], .events = POLLIN};
     pfd[t->nfds] = (struct pollfd){.fd = rx->wakefd, .events = POLLIN};
+    int busy = 0;
     while (!__atomic_load_n(&rx->stop, __ATOMIC_ACQUIRE)) {
-        int got = 0;
-        for (int k = 0; k < t->nfds; k++)
-            got += rx_batch(t, t->fds[k]);
         uint64_t now = now_us();
         expire(t, now);
-        if (got)
-            continue;
-        int wait_ms = -1;
-        if (t->head >= 0) {
+        int wait_ms = -1; /* idle and nothing pending: sleep until data or stop */
+        if (busy)
+            wait_ms = 0;
+        else if (t->head >= 0) {
             uint64_t due = t->ev[t->head].t0 + rx->timeout_us;
             wait_ms = due > now ? (int)((due - now + 999) / 1000) : 0;
         }
-        poll(pfd, t->nfds + 1, wait_ms);
+        busy = 0;
+        if (poll(pfd, t->nfds + 1, wait_ms) <= 0)
+            continue;
+        /* only ready sockets: a thread may serve thousands of ports */
+        for (int k = 0; k < t->nfds; k++) {
+            if (!(pfd[k].revents & (POLLIN | POLLERR)))
+                continue;
+            for (int b = 0; rx_batch(t, t->fds[k]) == BATCH;)
+                if (++b == DRAIN_BATCHES) { /* let the other sockets and the timeouts have a turn */
+                    busy = 1;
+                    break;
+                }
+        }
     }
     return NULL;
 }

@@ -71,14 +71,15 @@ def test_ipv6_and_plain_recvmmsg_without_gro():
         assert rx.stats().gro_buffers == 0
 
 
-def test_threads_spread_over_ports():
-    with Receiver(None, "127.0.0.1", 0, threads=2, port_range=2) as rx:
-        assert len(rx.ports) == 4
+@pytest.mark.parametrize("threads, port_range", [(2, 2), (1, 4), (3, 3)])
+def test_threads_spread_over_ports(threads, port_range):
+    with Receiver(None, "127.0.0.1", 0, threads=threads, port_range=port_range) as rx:
+        assert len(rx.ports) == 1 << port_range
         payloads = {}
         for k, port in enumerate(rx.ports):
             payloads[(k, 0)] = bytes([k]) * 5000
             send_all(datagrams(payloads[(k, 0)], event_number=k, fragment=1000, with_lb=False), ("127.0.0.1", port))
-        assert collect(rx, 4) == payloads
+        assert collect(rx, len(rx.ports)) == payloads
 
 
 def test_reorder_duplicates_overlap_and_loss_over_udp():
