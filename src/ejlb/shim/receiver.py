@@ -165,7 +165,11 @@ class Receiver:
         counted (event_enqueue_err). The reported fill is depth / queue_size.
     pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
     zmq_push: endpoint string or zmq socket; events are then forwarded there (see zmq_bridge)
-        instead of being returned by recv().
+        instead of being returned by recv(); zmq_hwm is the send high-water mark of an endpoint.
+    rcvbuf: SO_RCVBUF per socket (forced past rmem_max when root): the slack for scheduling hiccups.
+    gro: enable UDP GRO when the kernel has it (False: plain recvmmsg; gro_enabled() tells).
+    lost_log_size: how many recent lost/evicted events lost_events() keeps.
+    manager: an LBManager-like object to register with instead of one built from the URI.
     """
 
     def __init__(
@@ -204,12 +208,13 @@ class Receiver:
         _check_int("port_range", port_range, 0, MAX_PORT_RANGE)
         if threads > 1 << port_range:
             raise ValueError(f"threads={threads}: more than the 2^port_range={1 << port_range} ports")
-        if not (isinstance(event_timeout, (int, float)) and 0 < event_timeout <= 3600):
+        if isinstance(event_timeout, bool) or not isinstance(event_timeout, (int, float)) or not 0 < event_timeout <= 3600:
             raise ValueError(f"event_timeout={event_timeout!r}: seconds, > 0 and <= 3600")
         _check_int("max_pending_bytes", max_pending_bytes, 1 << 16, 1 << 48)
         _check_int("max_pending_events", max_pending_events, threads, 1 << 24)
         _check_int("queue_size", queue_size, 1, 1 << 24)
         _check_int("lost_log_size", lost_log_size, 0, 1 << 20)
+        _check_int("rcvbuf", rcvbuf, 1 << 12, 1 << 31)
         for fname, value in (("weight", weight), ("min_factor", min_factor), ("max_factor", max_factor)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{fname}={value!r}: must be a number >= 0")
