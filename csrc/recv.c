@@ -94,6 +94,24 @@ void ejlb_buf_release(uint8_t *data)
     free(base);
 }
 
+uint64_t ejlb_buf_pooled_bytes(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    uint64_t n = pool_bytes;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
+
+void ejlb_buf_pool_trim(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    for (int sh = 0; sh <= POOL_MAX_SHIFT; sh++)
+        while (pool_n[sh] > 0)
+            free(pool[sh][--pool_n[sh]]);
+    pool_bytes = 0;
+    pthread_mutex_unlock(&pool_lock);
+}
+
 /* ---- per-thread reassembly state ------------------------------------------------------------ */
 typedef struct {
     uint32_t s, e; /* received bytes [s, e) */

@@ -87,5 +87,7 @@ void ejlb_rx_expire(ejlb_rx *rx, uint64_t now_us);
 
 /* Event buffers come from a process-wide pool and outlive the receiver that filled them. */
 void ejlb_buf_release(uint8_t *data);
+uint64_t ejlb_buf_pooled_bytes(void); /* bytes of released buffers kept for reuse */
+void ejlb_buf_pool_trim(void);        /* frees them all */
 /* EJLB_CDEF_END */
 #endif

@@ -283,3 +283,22 @@ def test_a_flood_of_new_partial_events_stays_within_the_event_cap():
         payload = b"still fine"
         send_all(datagrams(payload, event_number=1 << 40, with_lb=False), ("127.0.0.1", rx.base_port))
         assert rx.recv(timeout=5).tobytes() == payload
+
+
+def test_event_buffer_returns_to_the_pool_when_the_last_view_dies():
+    from ejlb.native import lib
+    from ejlb.shim.receiver import trim_buffer_pool
+
+    with Receiver(None, "127.0.0.1", 0) as rx:
+        trim_buffer_pool()
+        assert lib.ejlb_buf_pooled_bytes() == 0
+        send_all(datagrams(bytes(100_000), event_number=1, fragment=8000, with_lb=False), ("127.0.0.1", rx.base_port))
+        ev = rx.recv(timeout=5)
+        view = np.frombuffer(ev.payload, np.uint8)
+        before = lib.ejlb_buf_pooled_bytes()
+        del ev
+        gc.collect()
+        assert lib.ejlb_buf_pooled_bytes() == before  # the numpy view still holds the buffer
+        del view
+        gc.collect()
+        assert lib.ejlb_buf_pooled_bytes() == before + (1 << 17)  # its size class: 128 KiB

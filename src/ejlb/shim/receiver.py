@@ -29,7 +29,7 @@ from ejlb.shim.pid import PID, PIDGains
 from ejlb.shim.reassembly import LOST_EVICTED, LOST_TIMEOUT, LostEvent
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, MAX_PORT_RANGE
 
-__all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed"]
+__all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", "trim_buffer_pool"]
 
 SOL_UDP = 17
 UDP_GRO = getattr(socket, "UDP_GRO", 104)
@@ -400,6 +400,13 @@ class Receiver:
             self.close()
         except Exception:
             pass
+
+
+def trim_buffer_pool() -> int:
+    """Frees the event buffers kept for reuse (at most 256 MiB, process-wide); returns the bytes."""
+    n = lib.ejlb_buf_pooled_bytes()
+    lib.ejlb_buf_pool_trim()
+    return n
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:
