@@ -395,3 +395,22 @@ def test_the_gil_is_released_while_the_kernel_takes_an_event():
     # call ran while the native code was sending
     lo, hi = t0 + (t1 - t0) / 4, t1 - (t1 - t0) / 4
     assert t1 - t0 > 0.01 and any(lo < x < hi for x in stamps), (t1 - t0, len(stamps))
+
+
+def test_no_descriptor_or_thread_leaks_over_many_senders():
+    import os
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    with Capture() as cap:
+        uri = cap.uri(sync=f"127.0.0.1:{cap.port}")
+        with Sender(uri, sync_period=0.01) as s:  # warm up lazy imports and caches
+            s.submit(b"x").result(timeout=5)
+        before_fds, before_threads = fds(), threading.active_count()
+        for _ in range(30):
+            with Sender(uri, sockets=4, sync_period=0.01) as s:
+                s.send(b"x")
+                s.submit(b"y").result(timeout=5)
+        assert fds() == before_fds
+        assert threading.active_count() == before_threads
