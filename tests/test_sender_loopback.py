@@ -157,13 +157,18 @@ def test_caller_supplied_numbering_and_data_id():
     assert second.re.data_id == 1 and second.lb.tick > 0x1_2345_6789
 
 
-def test_scapy_dissects_the_datagrams():
+@pytest.mark.parametrize("version", [2, 3])
+def test_scapy_dissects_the_datagrams(version):
     scapy = pytest.importorskip("ejlb.scapy")
-    with Capture() as cap, Sender(cap.uri(), data_id=3, sync=False) as s:
-        s.send(b"hello" * 400, event_number=5, tick=99, entropy=0xAB)
+    tick = 0x1_0000_0063
+    with Capture() as cap, Sender(cap.uri(), data_id=3, lb_version=version, sync=False) as s:
+        s.send(b"hello" * 400, event_number=5, tick=tick, entropy=0xAB)
         dgrams = cap.take(2)
     pkts = sorted((scapy.LB(d.data) for d in dgrams), key=lambda p: p[scapy.RE].offset)
-    assert [(p.tick, p.entropy, p.version) for p in pkts] == [(99, 0xAB, 2)] * 2
+    slot = 0x63 if version == 3 else 0
+    assert [(p.magic, p.tick, p.entropy, p.version, p.slot_select, p.next_proto) for p in pkts] == [
+        (b"LB", tick, 0xAB, version, slot, 1)] * 2
+    assert [(p[scapy.RE].version, p[scapy.RE].reserved, p[scapy.RE].reserved2) for p in pkts] == [(1, 0, 0)] * 2
     assert [(p[scapy.RE].offset, p[scapy.RE].length, p[scapy.RE].data_id, p[scapy.RE].event_number) for p in pkts] == [
         (0, 2000, 3, 5), (1436, 2000, 3, 5)]
     assert b"".join(bytes(p[scapy.RE].payload) for p in pkts) == b"hello" * 400
