@@ -3,8 +3,9 @@
 //   epoch ranges, all against one snapshot of the active tables (+ the RAM bank)
 //   S3 slot -> calendar RAM read      S4 member id -> member RAM read
 //   S5 member checks, new port, checksum sums    S6 header rewrite + 16-byte strip -> verdict
+import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+
 module ejlb_classify
-  import ejlb_regmap_pkg::*;
 #(
     parameter int HB = 104,
     parameter int HO = HB - 16  // output header bytes produced here; the rest come from the stream
@@ -16,9 +17,9 @@ module ejlb_classify
     input  logic [15:0]               in_seen,
     input  logic                      in_ended,
     // tables
-    input  logic [31:0]               lb_act[NUM_LBS][8],
-    input  logic [31:0]               ep_act[NUM_LBS*NUM_EPOCHS][5],
-    input  logic [31:0]               snd_act[N_SENDERS][5],
+    input  logic [NUM_LBS-1:0][7:0][31:0] lb_act,
+    input  logic [NUM_LBS*NUM_EPOCHS-1:0][4:0][31:0] ep_act,
+    input  logic [N_SENDERS-1:0][4:0][31:0] snd_act,
     input  logic                      bank,
     output logic [13:0]               cal_addr,
     input  logic [31:0]               cal_data,

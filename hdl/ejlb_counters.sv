@@ -1,7 +1,8 @@
 // 64-bit counters, one update per cycle from the egress (one event per frame), read through the
 // register bus. Reading a counter's LO word latches its HI word, so LO-then-HI is never torn.
+import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+
 module ejlb_counters
-  import ejlb_regmap_pkg::*;
 (
     input  logic                      clk,
     input  logic                      rst,

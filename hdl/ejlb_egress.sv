@@ -8,8 +8,9 @@
 // strip made vanish) are drained at one beat per cycle. A frame longer than the classifier could
 // see that turns out shorter than its IP header claims ends at once with tuser = 1 (abort, the
 // MAC discards it) and counts as a parse failure, like the reference model's drop.
+import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+
 module ejlb_egress
-  import ejlb_regmap_pkg::*;
 #(
     parameter int DATA_WIDTH = 512,
     parameter int HO = 88

@@ -5,8 +5,9 @@
 //   s_axis -> ingress --beats--> frame FIFO ------------------------> egress -> m_axis
 //                     --header--> classify (S1..S6) -> verdict FIFO -->   |
 //                                     ^ tables (shadow/active)            v counters
+import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+
 module ejlb_lb
-  import ejlb_regmap_pkg::*;
 #(
     parameter int DATA_WIDTH = 512,
     parameter int FIFO_DEPTH = 64  // frame beats in flight; >= classifier latency + header beats
@@ -61,9 +62,9 @@ module ejlb_lb
 
   logic bank, busy;
   logic [31:0] commits;
-  logic [31:0] lb_act[NUM_LBS][8];
-  logic [31:0] ep_act[NUM_LBS*NUM_EPOCHS][5];
-  logic [31:0] snd_act[N_SENDERS][5];
+  logic [NUM_LBS-1:0][7:0][31:0] lb_act;
+  logic [NUM_LBS*NUM_EPOCHS-1:0][4:0][31:0] ep_act;
+  logic [N_SENDERS-1:0][4:0][31:0] snd_act;
   logic [13:0] cal_addr;
   logic [31:0] cal_data;
   logic [3+MEMBER_ID_BITS:0] mem_addr;

@@ -21,10 +21,14 @@ module ejlb_parser #(
     output logic [15:0]     ucsum,
     output logic [127:0]    lbh       // the 16 LB-header bytes, big-endian (byte 0 in bits 127:120)
 );
-  function automatic logic [7:0] b(input int unsigned k);
+  function automatic logic [7:0] b(input int k);
     return hdr[8*k+:8];
   endfunction
-  function automatic logic [15:0] w(input int unsigned k);
+  // 16 frame bytes (byte 0 in the low lane) -> a big-endian 128-bit value
+  function automatic logic [127:0] be128(input logic [127:0] x);
+    for (int i = 0; i < 16; i++) be128[8*i+:8] = x[8*(15-i)+:8];
+  endfunction
+  function automatic logic [15:0] w(input int k);
     return {hdr[8*k+:8], hdr[8*(k+1)+:8]};
   endfunction
 
@@ -34,7 +38,6 @@ module ejlb_parser #(
   logic [20:0] acc;
   logic [16:0] fold;
   logic [15:0] hsum;
-  logic [127:0] lbh_fo;
   logic len_ok, v4ok, v6ok;
 
   always_comb begin
@@ -53,8 +56,7 @@ module ejlb_parser #(
     ulen = w(udp + 4);
     dport = w(udp + 2);
     ucsum = w(udp + 6);
-    lbh_fo = hdr[8*(udp+8)+:128];
-    lbh = {<<8{lbh_fo}};  // frame byte order -> big-endian vector
+    lbh = be128(hdr[8*(udp+8)+:128]);
     frag = w(l3 + 6);
 
     // IPv4 header checksum over IHL*4 bytes (IHL <= 15): one's-complement sum must be 0xFFFF
@@ -64,8 +66,8 @@ module ejlb_parser #(
     hsum = fold[15:0] + 16'(fold[16]);
 
     if (is6) begin
-      src = {<<8{hdr[8*(l3+8)+:128]}};
-      dst = {<<8{hdr[8*(l3+24)+:128]}};
+      src = be128(hdr[8*(l3+8)+:128]);
+      dst = be128(hdr[8*(l3+24)+:128]);
       ttl = b(l3 + 7);
     end else begin
       src = {96'b0, w(l3 + 12), w(l3 + 14)};

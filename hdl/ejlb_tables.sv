@@ -7,8 +7,9 @@
 //     carries it to its RAM reads, so one packet never mixes two table versions. Because the new
 //     shadow bank holds the previous contents, the driver replays its writes after a commit; while
 //     packets that sampled the old bank may still read it (HOLD cycles), writes are stalled.
+import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+
 module ejlb_tables
-  import ejlb_regmap_pkg::*;
 #(
     parameter int HOLD = 8
 ) (
@@ -23,9 +24,9 @@ module ejlb_tables
     output logic                  busy,
     output logic [31:0]           commits,
     // active register tables, flat (entry-major, 32-bit words)
-    output logic [31:0]           lb_act[NUM_LBS][8],
-    output logic [31:0]           ep_act[NUM_LBS*NUM_EPOCHS][5],
-    output logic [31:0]           snd_act[N_SENDERS][5],
+    output logic [NUM_LBS-1:0][7:0][31:0] lb_act,
+    output logic [NUM_LBS*NUM_EPOCHS-1:0][4:0][31:0] ep_act,
+    output logic [N_SENDERS-1:0][4:0][31:0] snd_act,
     // calendar read: {bank, lb, epoch, slot[8:1]} -> pair of member ids, one cycle later
     input  logic [13:0]           cal_addr,
     output logic [31:0]           cal_data,
@@ -35,9 +36,9 @@ module ejlb_tables
 );
   localparam int MEM_DEPTH = 2 * (NUM_LBS << MEMBER_ID_BITS);
 
-  logic [31:0] lb_sh[NUM_LBS][8];
-  logic [31:0] ep_sh[NUM_LBS*NUM_EPOCHS][5];
-  logic [31:0] snd_sh[N_SENDERS][5];
+  logic [NUM_LBS-1:0][7:0][31:0] lb_sh;
+  logic [NUM_LBS*NUM_EPOCHS-1:0][4:0][31:0] ep_sh;
+  logic [N_SENDERS-1:0][4:0][31:0] snd_sh;
   logic [31:0] cal_ram[2*CALENDAR_COUNT];
   logic [32*7-1:0] mem_ram[MEM_DEPTH];
   logic [$clog2(HOLD+1)-1:0] hold;
@@ -70,18 +71,12 @@ module ejlb_tables
       snd_act <= snd_sh;
     end
     if (rst) begin
-      for (int i = 0; i < NUM_LBS; i++) for (int w = 0; w < 8; w++) begin
-        lb_act[i][w] <= '0;
-        lb_sh[i][w] <= '0;
-      end
-      for (int i = 0; i < NUM_LBS * NUM_EPOCHS; i++) for (int w = 0; w < 5; w++) begin
-        ep_act[i][w] <= '0;
-        ep_sh[i][w] <= '0;
-      end
-      for (int i = 0; i < N_SENDERS; i++) for (int w = 0; w < 5; w++) begin
-        snd_act[i][w] <= '0;
-        snd_sh[i][w] <= '0;
-      end
+      lb_act <= '0;
+      lb_sh <= '0;
+      ep_act <= '0;
+      ep_sh <= '0;
+      snd_act <= '0;
+      snd_sh <= '0;
     end
   end
 
