@@ -46,6 +46,9 @@ def test_sender_sends_valid_sync_packets_at_the_period():
         assert 0 < now_ns - h.unix_time_ns < 2e9
         assert abs(h.event_number - h.unix_time_ns // 1000) < 1000_000  # the tick of "now", in µs
         stamps.append(h.unix_time_ns)
+    scapy = pytest.importorskip("ejlb.scapy")
+    p = scapy.Sync(dgrams[-1].data)
+    assert (p.magic, p.version, p.event_src_id, p.avg_event_rate_hz) == (b"LC", 2, 0xC0FFEE, TICK_RATE_HZ)
     gaps = sorted((b - a) / 1e9 for a, b in zip(stamps, stamps[1:]))
     assert gaps[len(gaps) // 2] == pytest.approx(period, rel=0.3)
 
