@@ -11,7 +11,7 @@ Roles (`python e2e_netns_tools.py ROLE ARGS...`), each writing plain text lines:
     worker URI IP NAME OUT      a registered ejlb.Receiver; one line per event, stats at exit
     sender URI DATA_ID N SEED SECONDS OUT [MTU [FAMILY]]   N events of log-uniform size over SECONDS
     sink IP PORT OUT            counts datagrams arriving at IP:PORT (where a dead worker was)
-    reserve ADMIN_URI NAME FAMILY SENDER...   prints the instance URI (FAMILY: ipv4, ipv6, dual)
+    reserve ADMIN_URI NAME FAMILY SENDER...   reserve, then add the senders; prints the instance URI
     status URI                  JSON: [{name, slots}] of the reservation's workers
     scrape URL                  prints the text of a Prometheus endpoint
 """
@@ -225,7 +225,10 @@ def role_reserve(admin, name, family, *senders):
     from ejlb.control.client import LBManager
 
     with LBManager(admin) as m:
-        res = m.reserve(name, senders=list(senders), ip_family=family)
+        res = m.reserve(name, ip_family=family)
+    with LBManager(res.uri) as m:  # the reservation's own token adds its senders (AddSenders)
+        if senders:
+            m.add_senders(list(senders))
         print(str(res.uri))
 
 
