@@ -311,10 +311,14 @@ def test_bad_configuration_names_the_value():
 
 def test_listen_conflict_is_reported_with_the_address():
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    blocker.bind(("127.0.13.1", 47600))  # no SO_REUSEPORT: the LB cannot share it
+    blocker.bind(("127.0.13.1", 47601))  # no SO_REUSEPORT: the LB cannot share it
     try:
-        with software.SoftwareLB(ports={0: (47600, 47600)}) as lb, pytest.raises(OSError, match=r"127\.0\.13\.1\]:47600"):
-            lb.apply(diff(Tables(), _simple_tables()))
+        with software.SoftwareLB(ports={0: (47600, 47601)}) as lb:
+            with pytest.raises(OSError, match=r"127\.0\.13\.1\]:47601"):
+                lb.apply(diff(Tables(), _simple_tables()))
+            assert lb.addresses == [] and lb.installed == Tables()  # port 47600 was opened, then closed again
+            free = _bind_udp("127.0.13.1", 47600)
+            free.close()
     finally:
         blocker.close()
 

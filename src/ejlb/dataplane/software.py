@@ -141,9 +141,16 @@ class SoftwareLB:
             new = apply(self.installed, d)
             blob = compile_tables(new)  # validate before touching sockets
             wanted = self._listen_set(new)
-            for key in wanted - self._socks.keys():
-                self._open(*key)
-            self._check(lib.ejlb_swlb_install(self._h, blob), "install")
+            opened = []
+            try:
+                for key in sorted(wanted - self._socks.keys()):
+                    self._open(*key)
+                    opened.append(key)
+                self._check(lib.ejlb_swlb_install(self._h, blob), "install")
+            except BaseException:
+                for key in opened:  # all or nothing: the old tables stay installed with their sockets
+                    self._close(key)
+                raise
             for key in self._socks.keys() - wanted:
                 self._close(key)
             self.installed = new
