@@ -735,7 +735,7 @@ void ejlb_rx_free(ejlb_rx *rx)
     free(rx);
 }
 
-int ejlb_rx_next(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out)
+int ejlb_rx_next_many(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out, int max, int *count)
 {
     struct timespec deadline;
     if (timeout_ms > 0) {
@@ -748,6 +748,7 @@ int ejlb_rx_next(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out)
         }
     }
     int rc = EJLB_RX_OK;
+    *count = 0;
     pthread_mutex_lock(&rx->qlock);
     while (!rx->qcount) {
         if (rx->closed) {
@@ -764,13 +765,23 @@ int ejlb_rx_next(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out)
             pthread_cond_wait(&rx->qcond, &rx->qlock);
     }
     if (rc == EJLB_RX_OK) {
-        *out = rx->q[rx->qhead];
-        rx->qhead = (rx->qhead + 1) % rx->qcap;
-        rx->qcount--;
-        rx->dequeued++;
+        int n = rx->qcount < (uint32_t)max ? (int)rx->qcount : max;
+        for (int k = 0; k < n; k++) {
+            out[k] = rx->q[rx->qhead];
+            rx->qhead = (rx->qhead + 1) % rx->qcap;
+        }
+        rx->qcount -= n;
+        rx->dequeued += n;
+        *count = n;
     }
     pthread_mutex_unlock(&rx->qlock);
     return rc;
+}
+
+int ejlb_rx_next(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out)
+{
+    int n;
+    return ejlb_rx_next_many(rx, timeout_ms, out, 1, &n);
 }
 
 uint32_t ejlb_rx_queue_depth(ejlb_rx *rx)

@@ -73,6 +73,8 @@ void ejlb_rx_free(ejlb_rx *rx);
 
 /* Next completed event. timeout_ms < 0 waits forever. Runs without the GIL. */
 int ejlb_rx_next(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out);
+/* Same, but takes up to max ready events at once (at least one on EJLB_RX_OK) into out[0..*count). */
+int ejlb_rx_next_many(ejlb_rx *rx, int timeout_ms, ejlb_rx_event *out, int max, int *count);
 uint32_t ejlb_rx_queue_depth(ejlb_rx *rx);
 uint32_t ejlb_rx_queue_capacity(ejlb_rx *rx);
 void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out);

@@ -302,3 +302,21 @@ def test_event_buffer_returns_to_the_pool_when_the_last_view_dies():
         del view
         gc.collect()
         assert lib.ejlb_buf_pooled_bytes() == before + (1 << 17)  # its size class: 128 KiB
+
+
+def test_recv_many_takes_what_is_ready():
+    with Receiver(None, "127.0.0.1", 0) as rx:
+        for evn in range(10):
+            send_all(datagrams(b"m%d" % evn, event_number=evn, with_lb=False), ("127.0.0.1", rx.base_port))
+        assert wait_for(lambda: rx.stats().events_reassembled == 10)
+        first = rx.recv_many(4, timeout=1)
+        rest = rx.recv_many(100, timeout=1)
+        assert [e.event_number for e in first + rest] == list(range(10)) and len(first) == 4
+        assert [e.tobytes() for e in rest] == [b"m%d" % n for n in range(4, 10)]
+        assert rx.stats().events_dequeued == 10
+        with pytest.raises(TimeoutError):
+            rx.recv_many(timeout=0.05)
+        with pytest.raises(ValueError, match="max_events"):
+            rx.recv_many(0)
+    with pytest.raises(ReceiverClosed):
+        rx.recv_many(timeout=1)
