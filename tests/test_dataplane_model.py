@@ -296,3 +296,20 @@ def test_model_never_raises_on_garbage(blob):
     r = process(T, blob)
     assert isinstance(r.verdict, Drop)
     r.add_to(Counters())
+
+
+def test_corpus_export_reads_back_with_scapy(tmp_path):
+    import csv
+
+    from scapy.utils import RawPcapReader
+
+    corpus.export(tmp_path, n=300, seed=4)
+    judged = list(corpus.frames(300, seed=4))
+    inputs = list(RawPcapReader(str(tmp_path / "input.pcap")))
+    assert [data for data, _ in inputs] == [f for f, _ in judged]
+    expected = list(RawPcapReader(str(tmp_path / "expected.pcap")))
+    forwarded = [(i, r) for i, (_, r) in enumerate(judged) if r.forwarded]
+    assert [data for data, _ in expected] == [r.frame for _, r in forwarded]
+    assert [meta.sec * 1_000_000 + meta.usec for _, meta in expected] == [i for i, _ in forwarded]  # index = timestamp
+    rows = list(csv.DictReader(open(tmp_path / "verdicts.csv")))
+    assert [row["verdict"] for row in rows] == [r.verdict.name for _, r in judged]

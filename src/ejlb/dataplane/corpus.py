@@ -289,3 +289,48 @@ def frames(n: int = 10_000, seed: int = 1) -> Iterator[tuple[bytes, Result]]:
         r = rng.random()
         frame = _valid(rng) if r < 0.5 else _edge(rng) if r < 0.75 else _malformed(rng)
         yield frame, process(t, frame)
+
+
+# --- export for tools outside Python (simulators, Wireshark) ------------------------------------------
+_PCAP_HEADER = (0xA1B2C3D4).to_bytes(4, "little") + (2).to_bytes(2, "little") + (4).to_bytes(2, "little") \
+    + bytes(8) + (65535).to_bytes(4, "little") + (1).to_bytes(4, "little")  # LINKTYPE_ETHERNET
+
+
+def _pcap_record(i: int, frame: bytes) -> bytes:
+    # timestamp = frame index in microseconds, so records of both files line up by index
+    return (i // 1_000_000).to_bytes(4, "little") + (i % 1_000_000).to_bytes(4, "little") \
+        + len(frame).to_bytes(4, "little") * 2 + frame
+
+
+def export(directory, n: int = 10_000, seed: int = 1) -> None:
+    """Write input.pcap (every frame), expected.pcap (the rewritten frame of each forwarded one,
+    stamped with its input's index) and verdicts.csv (index, verdict, lb, epoch, slot, member,
+    output length, reason)."""
+    import csv
+    import pathlib
+
+    out = pathlib.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "input.pcap", "wb") as fin, open(out / "expected.pcap", "wb") as fexp, \
+            open(out / "verdicts.csv", "w", newline="") as fcsv:
+        fin.write(_PCAP_HEADER)
+        fexp.write(_PCAP_HEADER)
+        w = csv.writer(fcsv)
+        w.writerow(["index", "verdict", "lb", "epoch", "slot", "member", "out_len", "reason"])
+        for i, (frame, r) in enumerate(frames(n, seed)):
+            fin.write(_pcap_record(i, frame))
+            if r.forwarded:
+                fexp.write(_pcap_record(i, r.frame))
+            w.writerow([i, r.verdict.name, *("" if x is None else x for x in (r.lb_id, r.epoch, r.slot, r.member_id)),
+                        len(r.frame) if r.frame else "", r.reason])
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write the conformance corpus as pcap files + verdicts.csv.")
+    ap.add_argument("directory")
+    ap.add_argument("-n", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    export(a.directory, a.n, a.seed)
