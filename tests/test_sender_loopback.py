@@ -419,3 +419,15 @@ def test_no_descriptor_or_thread_leaks_over_many_senders():
                 s.submit(b"y").result(timeout=5)
         assert fds() == before_fds
         assert threading.active_count() == before_threads
+
+
+@pytest.mark.parametrize("host, ip_udp", [("127.0.0.1", 28), ("::1", 48)])
+def test_auto_mtu_caps_host_loopback_at_9000(host, ip_udp):
+    try:
+        cap = Capture(host)
+    except OSError:
+        pytest.skip(f"no {host} loopback address on this host")
+    with cap, Sender(cap.uri(), mtu="auto", sync=False) as s:
+        assert s.layout.mtu == 9000  # loopback says 65536; deployed tools stop at 9000
+        s.send(bytes(20_000))
+        assert max(len(d.data) for d in cap.take(3)) == 9000 - ip_udp
