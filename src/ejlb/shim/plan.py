@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from ejlb.wire import (
     HEADERS_LEN,
     IPV4_HEADER_LEN,
-    IPV6_HEADER_LEN,
     LB_VERSIONS,
     MAX_EVENT_LEN,
     TICK_RATE_HZ,
@@ -65,9 +64,6 @@ class Layout:
     def udp_bytes(self, event_len: int) -> int:
         """UDP payload bytes of one event (what pacing and `SenderStats.bytes` count)."""
         return event_len + HEADERS_LEN * self.datagrams(event_len)
-
-    def wire_overhead(self) -> int:
-        return (IPV6_HEADER_LEN if self.ipv6 else IPV4_HEADER_LEN) + UDP_HEADER_LEN
 
 
 def check_event_len(nbytes: int) -> int:
