@@ -60,7 +60,7 @@ def test_equal_workers_keep_equal_shares():
 
 
 def test_pid_terms():
-    pid = PID((2.0, 1.0, 0.5))
+    pid = PID(PIDGains(kp=2.0, ki=1.0, kd=0.5, integral_tau=math.inf))
     assert pid.update(0.5, 0.1) == pytest.approx(2.0 * -0.5 + 1.0 * -0.05)  # no derivative yet
     out = pid.update(0.7, 0.1)
     assert out == pytest.approx(2.0 * -0.7 + 1.0 * -0.12 + 0.5 * (-0.2 / 0.1))
@@ -68,15 +68,40 @@ def test_pid_terms():
     assert pid.integral == 0.0
 
 
-def test_integral_is_clamped():
-    pid = PID(PIDGains(kp=0, ki=1, kd=0, integral_limit=0.5))
+def test_integral_forgets_so_a_burst_leaves_no_bias():
+    pid = PID(PIDGains(kp=0, ki=1, kd=0, integral_tau=1.0))
+    for _ in range(50):
+        pid.update(1.0, 0.1)  # 5 s full
+    assert pid.update(1.0, 0.1) == pytest.approx(-1.0, rel=0.01)  # steady: error x tau
     for _ in range(100):
+        out = pid.update(0.0, 0.1)  # 10 s empty
+    assert abs(out) < 1e-3
+
+
+def test_plain_integral_when_asked():
+    pid = PID(PIDGains(kp=0, ki=1, kd=0, integral_tau=math.inf))
+    for _ in range(10):
         out = pid.update(1.0, 1.0)
-    assert out == pytest.approx(-0.5)
+    assert out == pytest.approx(-10.0)
 
 
 def test_nan_fill_counts_as_full():
     assert PID((1.0, 0.0, 0.0)).update(math.nan, 0.1) == pytest.approx(-1.0)
+
+
+def test_after_an_overload_the_signal_returns_to_zero():
+    # the slow worker catches up after 40 s (capacity 400 -> 800): its signal goes back to 0,
+    # so its weight stops moving and no permanent bias remains
+    gains = PIDGains()
+    pid = PID(gains)
+    q, queue = 0.0, 1000
+    for k in range(1200):
+        capacity = 400.0 if k < 400 else 800.0
+        q = min(queue, max(0.0, q + (500.0 - capacity) * 0.1))
+        out = pid.update(q / queue, 0.1)
+        if k == 399:
+            assert out < -50
+    assert q == 0 and abs(out) < 1e-6
 
 
 @pytest.mark.parametrize("bad", [(1, 2), "abc", (1, 2, math.inf), (True, 0, 0)])

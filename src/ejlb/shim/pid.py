@@ -2,16 +2,24 @@
 
 Pure (the caller supplies the time step). How the control plane uses the signal (spec, control-api
 "Weights"): every controller tick (1 s) it *adds* a worker's last signal to that worker's weight and
-rescales all weights to mean 1000; slots follow the weights. The control plane therefore already
-integrates the signal, so the proportional term alone steers slots away from a filling worker, and
-the integral term removes the steady fill offset that a P-only loop leaves while staying stable.
+rescales all weights to mean 1000; slots follow the weights. So:
 
-Default gains (weight units, mean weight 1000; fill in 0..1; setpoint 0 = aim for an empty queue):
-    kp = 300   a full queue takes 300 weight per tick, 30 % of an average worker's share;
-    ki = 20    per fill-second, integral clamped to +-`integral_limit` fill-seconds (anti-windup);
-    kd = 0     the queue is already a low-pass filter of the arrivals; a D term only adds noise.
-tests/test_receiver_pid.py drives the control plane's own weight rule (ejlb.control.feedback) with
-these gains and shows a slow worker kept below overflow where zero gains (E2SAR's default) overflow.
+* The control plane already integrates the signal: the proportional term alone steers slots away
+  from a filling worker until the fills even out.
+* The setpoint is 0 (an empty queue): a worker that keeps up sends 0, which leaves the weights, and
+  so the registered weights, untouched. (Any common offset is not neutral: positive signals for all
+  pull every weight to the mean, negative ones push them apart.)
+* With a setpoint of 0 the error is never positive, so a plain integral could only wind down and
+  would bias the worker forever after one burst. The integral here forgets with time constant
+  `integral_tau`: it is the error averaged over the last ~second, which matters because the control
+  plane samples only the last report of each tick, and 100 ms queue samples are noisy.
+* kd = 0: the queue is already a low-pass filter of the arrivals; a D term only adds noise.
+
+Default gains (weight units, mean weight 1000; fill in 0..1): kp = 200, ki = 100 per fill-second with
+integral_tau = 1 s, so a steadily full queue sends -300 per tick (30 % of an average worker's weight).
+tests/test_receiver_pid.py closes the loop over the control plane's own weight and slot rules
+(ejlb.control.feedback, ejlb.control.calendar) and shows a slow worker kept below overflow where zero
+gains (E2SAR's default) overflow, equal workers kept equal, and the signal back at 0 after a burst.
 """
 from __future__ import annotations
 
@@ -21,21 +29,22 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PIDGains:
-    kp: float = 300.0
-    ki: float = 20.0
+    kp: float = 200.0
+    ki: float = 100.0
     kd: float = 0.0
     setpoint: float = 0.0
-    integral_limit: float = 5.0
+    integral_tau: float = 1.0  # seconds the integral remembers (math.inf: a plain integral)
 
     def __post_init__(self) -> None:
-        for name in ("kp", "ki", "kd", "setpoint", "integral_limit"):
+        for name in ("kp", "ki", "kd", "setpoint"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"pid.{name}={value!r}: must be a finite number")
         if not 0.0 <= self.setpoint <= 1.0:
             raise ValueError(f"pid.setpoint={self.setpoint!r}: a fill fraction in 0..1")
-        if self.integral_limit < 0:
-            raise ValueError(f"pid.integral_limit={self.integral_limit!r}: must be >= 0")
+        tau = self.integral_tau
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
+            raise ValueError(f"pid.integral_tau={tau!r}: seconds, > 0 (math.inf for no forgetting)")
 
     @classmethod
     def of(cls, value: "PIDGains | tuple | None") -> "PIDGains":
@@ -63,8 +72,11 @@ class PID:
         g = self.gains
         fill = min(1.0, max(0.0, fill)) if math.isfinite(fill) else 1.0
         error = g.setpoint - fill
-        if dt > 0:
-            self.integral = min(g.integral_limit, max(-g.integral_limit, self.integral + error * dt))
+        if dt > 0 and math.isinf(g.integral_tau):
+            self.integral += error * dt
+        elif dt > 0:  # exact for an error held over dt: a steady error e settles at e * tau
+            decay = math.exp(-dt / g.integral_tau)
+            self.integral = self.integral * decay + error * g.integral_tau * (1 - decay)
         derivative = 0.0
         if dt > 0 and self._last_error is not None:
             derivative = (error - self._last_error) / dt
