@@ -66,6 +66,8 @@ def test_numbering_caller_values():
     assert num.auto_ticks
     assert num.stamp(5, event_number=(1 << 64) - 1)[1] == (1 << 64) - 1
     assert num.stamp(5)[1] == 0  # wraps like a u64
+    num.stamp(5, tick=(1 << 64) - 1)
+    assert num.stamp(5)[0] == 0  # the automatic tick after the largest one wraps like a u64
 
 
 @pytest.mark.parametrize(

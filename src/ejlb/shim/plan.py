@@ -23,6 +23,7 @@ from ejlb.wire import (
 # Linux UDP_MAX_SEGMENTS was 64 until 6.x raised it to 128; 64 works everywhere.
 MAX_GSO_SEGMENTS = 64
 _MAX_IP_LEN = 0xFFFF
+_U64 = (1 << 64) - 1
 
 
 def check_uint(field: str, value, bits: int) -> int:
@@ -111,7 +112,7 @@ class Numbering:
     def stamp(self, now_us: int, event_number=None, entropy=None, tick=None) -> tuple[int, int, int, int]:
         """(tick, event_number, entropy, slot_select) of the next event."""
         if tick is None:
-            tick = now_us if now_us > self.last_tick else self.last_tick + 1
+            tick = now_us if now_us > self.last_tick else (self.last_tick + 1) & _U64
             self.auto_ticks = True
         else:
             tick = check_uint("tick", tick, 64)
@@ -122,7 +123,7 @@ class Numbering:
             event_number = check_uint("event_number", event_number, 64)
         entropy = self._bits(16) if entropy is None else check_uint("entropy", entropy, 16)
         self.last_tick = tick
-        self.next_event = (event_number + 1) & 0xFFFFFFFFFFFFFFFF
+        self.next_event = (event_number + 1) & _U64
         self.events += 1
         return tick, event_number, entropy, tick & 0xFFFF
 
