@@ -1,9 +1,13 @@
-// 64-bit counters, one update per cycle from the egress (one event per frame), read through the
-// register bus. Reading a counter's LO word latches its HI word, so LO-then-HI is never torn.
 import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
 
-module ejlb_counters
-(
+// 64-bit counters, one update per cycle from the egress (one event per frame), read through the
+// register bus with two cycles of latency. Reading a counter's LO word latches its HI word, so
+// LO-then-HI is never torn.
+//   - global and per-LB counters are registers;
+//   - per-member tx counters live in RAM (8192 x 2 x 64 bit): read-modify-write over two cycles
+//     with forwarding of the previous result, so back-to-back frames to one member count right.
+//     After reset they are cleared one entry per cycle while `ready` holds off the data path.
+module ejlb_counters (
     input  logic                      clk,
     input  logic                      rst,
     input  logic                      ev_valid,
@@ -14,78 +18,110 @@ module ejlb_counters
     input  logic [1:0]                ev_version,  // 2'b01: v2, 2'b10: v3, 0: not passed stage 3
     input  logic [15:0]               ev_rx_bytes,
     input  logic [15:0]               ev_tx_bytes,
-    output logic                      ready,      // member counters cleared after reset
+    output logic                      ready,
     input  logic                      rd_en,
     input  logic [ADDR_WIDTH-1:0]     rd_addr,
     output logic [31:0]               rd_data
 );
   localparam int NM = NUM_LBS << MEMBER_ID_BITS;
-  logic [63:0] gcnt[N_GLOBAL_COUNTERS];
-  logic [63:0] lbcnt[NUM_LBS][N_LB_COUNTERS];
+  localparam int MW = MEMBER_ID_BITS + 3;
+  logic [NUM_LBS-1:0][N_LB_COUNTERS-1:0][63:0] lbcnt;
+  logic [N_GLOBAL_COUNTERS-1:0][63:0] gcnt;
   logic [63:0] m_pkts[NM];
   logic [63:0] m_bytes[NM];
-  logic [31:0] hi_latch;
 
-  wire [MEMBER_ID_BITS+2:0] midx = {ev_lb, ev_member};
-
-  // the member counters are RAM: after reset, clear one entry per cycle (NM cycles) while the
-  // data path is held off through `ready`
-  logic [MEMBER_ID_BITS+3:0] clr;
-  assign ready = clr[MEMBER_ID_BITS+3];
+  // ---------------- registers
   always_ff @(posedge clk) begin
-    if (rst) clr <= '0;
-    else if (!ready) clr <= clr + 1'b1;
-  end
-
-  always_ff @(posedge clk) begin
-    if (!ready) begin
-      m_pkts[clr[MEMBER_ID_BITS+2:0]] <= '0;
-      m_bytes[clr[MEMBER_ID_BITS+2:0]] <= '0;
-    end
     if (ev_valid) begin
       if (!ev_lb_known) begin
-        gcnt[ev_reason == DROP_PARSE_FAIL ? GCNT_DROP_PARSE_FAIL : GCNT_DROP_NOT_LB] <=
-            gcnt[ev_reason == DROP_PARSE_FAIL ? GCNT_DROP_PARSE_FAIL : GCNT_DROP_NOT_LB] + 1;
+        if (ev_reason == DROP_PARSE_FAIL) gcnt[GCNT_DROP_PARSE_FAIL] <= gcnt[GCNT_DROP_PARSE_FAIL] + 1;
+        else gcnt[GCNT_DROP_NOT_LB] <= gcnt[GCNT_DROP_NOT_LB] + 1;
       end else begin
         lbcnt[ev_lb][LBCNT_RX_PACKETS] <= lbcnt[ev_lb][LBCNT_RX_PACKETS] + 1;
         lbcnt[ev_lb][LBCNT_RX_BYTES] <= lbcnt[ev_lb][LBCNT_RX_BYTES] + 64'(ev_rx_bytes);
         if (ev_version[0]) lbcnt[ev_lb][LBCNT_RX_V2] <= lbcnt[ev_lb][LBCNT_RX_V2] + 1;
         if (ev_version[1]) lbcnt[ev_lb][LBCNT_RX_V3] <= lbcnt[ev_lb][LBCNT_RX_V3] + 1;
-        if (ev_reason != DROP_FORWARD) begin
-          // LB counters after the rx ones follow the drop codes from NO_LB_HDR on
-          lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + int'(ev_reason - DROP_NO_LB_HDR)] <=
-              lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + int'(ev_reason - DROP_NO_LB_HDR)] + 1;
-        end else if (ready) begin
-          m_pkts[midx] <= m_pkts[midx] + 1;
-          m_bytes[midx] <= m_bytes[midx] + 64'(ev_tx_bytes);
-        end
+        // the drop counters follow the drop codes from NO_LB_HDR on
+        if (ev_reason != DROP_FORWARD)
+          lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + 4'(ev_reason - DROP_NO_LB_HDR)] <=
+              lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + 4'(ev_reason - DROP_NO_LB_HDR)] + 1;
       end
     end
     if (rst) begin
-      for (int i = 0; i < N_GLOBAL_COUNTERS; i++) gcnt[i] <= '0;
-      for (int i = 0; i < NUM_LBS; i++) for (int c = 0; c < N_LB_COUNTERS; c++) lbcnt[i][c] <= '0;
+      gcnt <= '0;
+      lbcnt <= '0;
     end
   end
 
-  // reads
-  logic [63:0] val;
-  wire [31:0] ra = 32'(rd_addr);
-  logic hi;
+  // ---------------- member counters: RAM read-modify-write
+  logic [MW:0] clr;  // clear pointer; its top bit is `ready`
+  logic u1_v, u2_v;
+  logic [MW-1:0] u1_idx, u2_idx, ram_idx;
+  logic [15:0] u1_bytes;
+  logic [63:0] q_pkts, q_bytes, u2_pkts, u2_bytes, n_pkts, n_bytes;
+  assign ready = clr[MW];
+  wire up = ev_valid && ev_lb_known && ev_reason == DROP_FORWARD;
+
   always_comb begin
-    val = '0;
-    hi = rd_addr[2];
-    if (ra >= (GLOBAL_CNT_BASE) && ra < (GLOBAL_CNT_BASE + 8 * N_GLOBAL_COUNTERS))
-      val = gcnt[rd_addr[3]];
-    else if (ra >= (LB_CNT_BASE) && ra < (LB_CNT_BASE + LB_CNT_STRIDE * LB_CNT_COUNT)
-             && rd_addr[6:3] < N_LB_COUNTERS)
-      val = lbcnt[rd_addr[9:7]][rd_addr[6:3]];
-    else if (ra >= (MEMBER_CNT_BASE) && ra < (MEMBER_CNT_BASE + MEMBER_CNT_STRIDE * MEMBER_CNT_COUNT))
-      val = rd_addr[3] ? m_bytes[rd_addr[MEMBER_ID_BITS+6:4]] : m_pkts[rd_addr[MEMBER_ID_BITS+6:4]];
+    // the previous update is not in the RAM output yet: forward it
+    n_pkts = (u2_v && u2_idx == u1_idx ? u2_pkts : q_pkts) + 1;
+    n_bytes = (u2_v && u2_idx == u1_idx ? u2_bytes : q_bytes) + 64'(u1_bytes);
   end
+
   always_ff @(posedge clk) begin
-    if (rd_en) begin
-      rd_data <= hi ? hi_latch : val[31:0];
-      if (!hi) hi_latch <= val[63:32];
+    q_pkts <= m_pkts[{ev_lb, ev_member}];
+    q_bytes <= m_bytes[{ev_lb, ev_member}];
+    u1_v <= up && ready;
+    u1_idx <= {ev_lb, ev_member};
+    u1_bytes <= ev_tx_bytes;
+    u2_v <= u1_v;
+    u2_idx <= u1_idx;
+    u2_pkts <= n_pkts;
+    u2_bytes <= n_bytes;
+    if (!ready) begin
+      m_pkts[clr[MW-1:0]] <= '0;
+      m_bytes[clr[MW-1:0]] <= '0;
+      clr <= clr + 1'b1;
+    end else if (u1_v) begin
+      m_pkts[u1_idx] <= n_pkts;
+      m_bytes[u1_idx] <= n_bytes;
+    end
+    if (rst) begin
+      clr <= '0;
+      u1_v <= 1'b0;
+      u2_v <= 1'b0;
+    end
+  end
+
+  // ---------------- reads: RAM / register select in the first cycle, LO/HI in the second
+  wire [31:0] ra = 32'(rd_addr);
+  assign ram_idx = rd_addr[MW+3:4];
+  logic [63:0] r_reg, r_pkts, r_bytes;
+  logic [1:0] r_src;  // 0 register, 1 member packets, 2 member bytes
+  logic r_hi;
+  always_ff @(posedge clk) begin
+    r_pkts <= m_pkts[ram_idx];
+    r_bytes <= m_bytes[ram_idx];
+    r_hi <= rd_addr[2];
+    r_src <= 2'd0;
+    r_reg <= '0;
+    if (ra >= GLOBAL_CNT_BASE && ra < GLOBAL_CNT_BASE + 8 * N_GLOBAL_COUNTERS)
+      r_reg <= gcnt[rd_addr[3]];
+    else if (ra >= LB_CNT_BASE && ra < LB_CNT_BASE + LB_CNT_STRIDE * LB_CNT_COUNT && rd_addr[6:3] < N_LB_COUNTERS)
+      r_reg <= lbcnt[rd_addr[9:7]][rd_addr[6:3]];
+    else if (ra >= MEMBER_CNT_BASE && ra < MEMBER_CNT_BASE + MEMBER_CNT_STRIDE * MEMBER_CNT_COUNT)
+      r_src <= rd_addr[3] ? 2'd2 : 2'd1;
+  end
+
+  logic rd_q;
+  logic [31:0] hi_latch;
+  logic [63:0] val;
+  assign val = r_src == 2'd1 ? r_pkts : r_src == 2'd2 ? r_bytes : r_reg;
+  always_ff @(posedge clk) begin
+    rd_q <= rd_en;
+    if (rd_q) begin
+      rd_data <= r_hi ? hi_latch : val[31:0];
+      if (!r_hi) hi_latch <= val[63:32];
     end
   end
 endmodule

@@ -95,19 +95,15 @@ module ejlb_tables
     end
   end
 
-  // RAM tables: writes to the inactive bank. The RAMs are not reset (like block RAM); the driver
-  // clears what it needs, and an all-zero member word means "invalid".
+  // RAM tables: writes to the inactive bank. RAMs are not reset; they power up as zero, which must
+  // mean "empty": a zero member word is invalid, and calendar words are stored inverted so that
+  // zero reads as two unassigned (0xFFFF) slots.
   always_ff @(posedge clk) begin
-    if (do_wr && in_cal) cal_ram[{~bank, off_cal[14:2]}] <= wr_data;
+    if (do_wr && in_cal) cal_ram[{~bank, off_cal[14:2]}] <= ~wr_data;
     if (do_wr && in_mem && off_mem[4:2] < 7)
       mem_ram[{~bank, off_mem[MEMBER_ID_BITS+7:5]}][32*off_mem[4:2]+:32] <= wr_data;
-    cal_data <= cal_ram[cal_addr];
+    cal_data <= ~cal_ram[cal_addr];
     mem_data <= mem_ram[mem_addr];
   end
 
-  initial begin
-    // simulation only: start from empty tables (an FPGA bitstream initialises RAM to zero as well)
-    for (int i = 0; i < 2 * CALENDAR_COUNT; i++) cal_ram[i] = '1;
-    for (int i = 0; i < MEM_DEPTH; i++) mem_ram[i] = '0;
-  end
 endmodule
