@@ -1,4 +1,5 @@
 """Sync packets: the pure schedule, then a Sender's sync thread captured on loopback."""
+import threading
 import time
 
 import pytest
@@ -75,3 +76,28 @@ def test_no_sync_without_address_or_when_disabled():
             time.sleep(0.05)
             assert s.stats().sync_packets == 0
         assert cap.take(timeout=0.05) == []
+
+
+def test_the_control_planes_sync_listener_accepts_our_packets():
+    from ejlb.control.sync import SyncListener
+
+    got, arrived = [], threading.Event()
+
+    def accept(rid, src, sample):
+        got.append((rid, src, sample))
+        arrived.set()
+        return True
+
+    listener = SyncListener(accept)
+    listener.start()
+    try:
+        port = listener.open(7, {4: "127.0.0.1"}, 0)
+        uri = f"ejfat://lb.example:18347/lb/1?data=127.0.0.1:19522&sync=127.0.0.1:{port}"
+        with Sender(uri, event_src_id=42, sync_period=0.05):
+            assert arrived.wait(5)
+    finally:
+        listener.stop()
+    rid, src, sample = got[0]
+    assert (rid, src, sample.src_id, sample.rate_hz) == (7, "127.0.0.1", 42, TICK_RATE_HZ)
+    assert abs(sample.event_number - time.time_ns() // 1000) < 5_000_000
+    assert listener.malformed == 0
