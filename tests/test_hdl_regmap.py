@@ -133,3 +133,7 @@ def test_pynq_driver_through_a_register_rw_device():
     assert lb0 == int(t.lbs[0].ipv4)
     assert dev.accesses > 2 * 256 * len(t.calendars)
     backend.close()
+
+
+def test_readme_register_table_is_current():
+    assert rm.markdown() in (REPO / "hdl" / "README.md").read_text()

@@ -161,5 +161,17 @@ def sv_package() -> str:
     return "\n".join(out) + "\n"
 
 
+def markdown() -> str:
+    """The register map as a Markdown table (hdl/README.md embeds it; a test keeps it current)."""
+    rows = ["| Block | Base | Entries x stride | Words | Fields |", "|---|---|---|---|---|"]
+    for b in BLOCKS:
+        words = ", ".join(b.words) if len(b.words) <= 8 else f"{b.words[0]} .. {b.words[-1]} ({len(b.words)})"
+        fields = ", ".join(f"{b.words[f.word]}.{f.name}[{f.lsb + f.width - 1}:{f.lsb}]" if f.width > 1
+                           else f"{b.words[f.word]}.{f.name}[{f.lsb}]" for f in b.fields)
+        rows.append(f"| {b.name}{'' if b.writable else ' (RO)'} | 0x{b.base:05x} | {b.count} x {b.stride} B "
+                    f"| {words} | {fields or '-'} |")
+    return "\n".join(rows) + "\n"
+
+
 if __name__ == "__main__":
     print(sv_package(), end="")
