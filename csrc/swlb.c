@@ -48,14 +48,15 @@ struct worker {
     struct mmsghdr rx[RX_BATCH];
     struct iovec rxiov[RX_BATCH];
     struct sockaddr_in6 rxname[RX_BATCH];
-    char rxctl[RX_BATCH][CMSG_SPACE(sizeof(int))];
+    char rxctl[RX_BATCH][CMSG_SPACE(sizeof(int)) * 2];   /* GRO segment size + TTL / hop limit */
     /* send: one msg per GSO group, one iovec per datagram, pointing into rxbuf */
     struct mmsghdr tx[TX_MAX];
     struct iovec txiov[TX_MAX];
     struct sockaddr_in6 txname[TX_MAX];
-    char txctl[TX_MAX][CMSG_SPACE(sizeof(uint16_t))];
+    char txctl[TX_MAX][CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];  /* GSO size + TTL */
     uint16_t txseg[TX_MAX];       /* segment size of each group */
     uint32_t txmember[TX_MAX];    /* lb << 16 | member id of each group */
+    int16_t txttl[TX_MAX];        /* outgoing TTL / hop limit of each group, -1 = the kernel's default */
     uint8_t nogso[EJLB_SWLB_NUM_LBS][EJLB_SWLB_MAX_MEMBERS];  /* the route refused GSO: send plainly */
     const struct ejlb_swlb_tables *nogso_tables;               /* ...as long as these tables are current */
     int ntx, niov;
@@ -99,7 +100,7 @@ static int sender_allowed(const struct ejlb_swlb_tables *t, int lb_id, const uin
     return 0;
 }
 
-int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, const uint8_t *src16,
+int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, const uint8_t *src16, int ttl,
                      const uint8_t *p, uint32_t len, struct ejlb_swlb_verdict *v)
 {
     memset(v, 0, sizeof *v);
@@ -115,7 +116,8 @@ int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, co
     v->version = version;
     if (!sender_allowed(t, lb_id, src16))
         return v->verdict = EJLB_DROP_BLOCKED_SRC;
-    /* TTL: not visible to an L4 forwarder (the kernel has already consumed the IP header). */
+    if (ttl >= 0 && ttl <= 1)  /* read from IP_TTL / IPV6_HOPLIMIT ancillary data; -1 = unknown */
+        return v->verdict = EJLB_DROP_TTL;
     uint64_t tick = ejlb_rd64(p + EJLB_LB_OFF_TICK);
     int epoch = epoch_for(lb, tick);
     if (epoch < 0)
@@ -165,7 +167,7 @@ static int same_dest(const struct sockaddr_in6 *a, const struct sockaddr_in6 *b)
 /* Append one datagram; joins the previous GSO group when it goes to the same place with the same
  * size (a shorter datagram may close a group: GSO allows a short last segment). */
 static void tx_add(struct worker *w, int lb_id, int member_id, const struct ejlb_swlb_member *m, int port,
-                   uint8_t *data, uint32_t len)
+                   int ttl, uint8_t *data, uint32_t len)
 {
     struct sockaddr_in6 dst;
     set_dest(&dst, m, port);
@@ -180,7 +182,7 @@ static void tx_add(struct worker *w, int lb_id, int member_id, const struct ejlb
         uint32_t seg = w->txseg[w->ntx - 1];
         uint32_t last = (uint32_t)mh->msg_iov[mh->msg_iovlen - 1].iov_len;
         if (!w->nogso[lb_id][member_id] && last == seg && len <= seg && len > 0 && mh->msg_iovlen < GSO_MAX_SEGS &&
-            total + len <= GSO_MAX_BYTES && same_dest(&w->txname[w->ntx - 1], &dst)) {
+            total + len <= GSO_MAX_BYTES && w->txttl[w->ntx - 1] == ttl && same_dest(&w->txname[w->ntx - 1], &dst)) {
             mh->msg_iovlen++;
             w->niov++;
             return;
@@ -195,16 +197,45 @@ static void tx_add(struct worker *w, int lb_id, int member_id, const struct ejlb
     g->msg_hdr.msg_iovlen = 1;
     w->txseg[w->ntx] = (uint16_t)len;
     w->txmember[w->ntx] = (uint32_t)lb_id << 16 | (uint32_t)member_id;
+    w->txttl[w->ntx] = (int16_t)ttl;
     w->ntx++;
     w->niov++;
 }
 
-static void send_plain(struct worker *w, int fd, struct msghdr *mh)
+/* Ancillary data of one send: the GSO segment size (when segs > 1) and the outgoing TTL / hop limit. */
+static size_t tx_control(char *buf, const struct sockaddr_in6 *dst, int segs, uint16_t seg, int ttl)
+{
+    struct msghdr mh = {.msg_control = buf, .msg_controllen = CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    size_t used = 0;
+    if (segs > 1) {
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &seg, sizeof seg);
+        used += CMSG_SPACE(sizeof(uint16_t));
+        c = (struct cmsghdr *)(buf + used);
+    }
+    if (ttl >= 0) {
+        int v6 = dst->sin6_family == AF_INET6;
+        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = v6 ? IPV6_HOPLIMIT : IP_TTL;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
+        used += CMSG_SPACE(sizeof(int));
+    }
+    return used;
+}
+
+static void send_plain(struct worker *w, int fd, struct msghdr *mh, int ttl)
 {
     /* GSO refused (e.g. segment larger than the egress MTU allows): one datagram per segment */
+    char ctl[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+    size_t clen = tx_control(ctl, mh->msg_name, 1, 0, ttl);
     for (size_t i = 0; i < mh->msg_iovlen; i++) {
         struct msghdr one = {.msg_name = mh->msg_name, .msg_namelen = mh->msg_namelen,
-                             .msg_iov = &mh->msg_iov[i], .msg_iovlen = 1};
+                             .msg_iov = &mh->msg_iov[i], .msg_iovlen = 1,
+                             .msg_control = clen ? ctl : NULL, .msg_controllen = clen};
         if (sendmsg(fd, &one, 0) < 0)
             bump(&w->stats[EJLB_SWLB_STAT_SEND_ERRORS], 1);
     }
@@ -215,15 +246,9 @@ static void tx_flush(struct worker *w, int fd)
 {
     for (int i = 0; i < w->ntx; i++) {
         struct msghdr *mh = &w->tx[i].msg_hdr;
-        if (mh->msg_iovlen > 1) {
-            mh->msg_control = w->txctl[i];
-            mh->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-            struct cmsghdr *c = CMSG_FIRSTHDR(mh);
-            c->cmsg_level = SOL_UDP;
-            c->cmsg_type = UDP_SEGMENT;
-            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-            memcpy(CMSG_DATA(c), &w->txseg[i], sizeof(uint16_t));
-        }
+        size_t clen = tx_control(w->txctl[i], &w->txname[i], (int)mh->msg_iovlen, w->txseg[i], w->txttl[i]);
+        mh->msg_control = clen ? w->txctl[i] : NULL;
+        mh->msg_controllen = clen;
     }
     int done = 0;
     while (done < w->ntx) {
@@ -241,7 +266,7 @@ static void tx_flush(struct worker *w, int fd)
         if (mh->msg_iovlen > 1 && (errno == EINVAL || errno == EIO || errno == EMSGSIZE)) {
             uint32_t who = w->txmember[done];
             w->nogso[who >> 16][who & 0xFFFF] = 1;  /* until the next table install */
-            send_plain(w, fd, mh);
+            send_plain(w, fd, mh, w->txttl[done]);
         }
         else
             bump(&w->stats[EJLB_SWLB_STAT_SEND_ERRORS], 1);
@@ -264,15 +289,20 @@ static void src16_of(const struct sockaddr_in6 *sa, uint8_t *out, int *family)
     }
 }
 
-static int gro_size(struct msghdr *mh)
+/* GRO segment size (0: a single datagram) and TTL / hop limit (-1: not reported) of one buffer. */
+static void rx_control(struct msghdr *mh, int *gro, int *ttl)
 {
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c))
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int v;
-            memcpy(&v, CMSG_DATA(c), sizeof v);
-            return v;
-        }
-    return 0;
+    *gro = 0;
+    *ttl = -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        int v;
+        memcpy(&v, CMSG_DATA(c), sizeof v);
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO)
+            *gro = v;
+        else if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) ||
+                 (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT))
+            *ttl = v;
+    }
 }
 
 static void handle_batch(struct worker *w, const struct ejlb_swlb_tables *t, int fd, int lb_id, int n)
@@ -286,7 +316,8 @@ static void handle_batch(struct worker *w, const struct ejlb_swlb_tables *t, int
         if (mh->msg_flags & MSG_TRUNC)
             continue;  /* cannot happen with 64 KiB buffers; never forward a cut datagram */
         src16_of(&w->rxname[i], src16, &family);
-        int seg = gro_size(mh);
+        int seg, ttl;  /* GRO only merges datagrams with equal IP headers, so one TTL holds for all */
+        rx_control(mh, &seg, &ttl);
         if (seg <= 0 || (uint32_t)seg > total)
             seg = total ? (int)total : 1;
         uint8_t *base = w->rxbuf + (size_t)i * RX_BUF;
@@ -294,7 +325,7 @@ static void handle_batch(struct worker *w, const struct ejlb_swlb_tables *t, int
             bump(&w->stats[EJLB_SWLB_STAT_GRO_SEGMENTS], (total + seg - 1) / seg);
         for (uint32_t off = 0; off < total || (total == 0 && off == 0); off += (uint32_t)seg) {
             uint32_t len = total - off < (uint32_t)seg ? total - off : (uint32_t)seg;
-            int d = ejlb_swlb_decide(t, lb_id, family, src16, base + off, len, &v);
+            int d = ejlb_swlb_decide(t, lb_id, family, src16, ttl, base + off, len, &v);
             if (d == EJLB_DROP_NOT_LB) {
                 bump(&w->glob[d], 1);
             } else {
@@ -311,8 +342,8 @@ static void handle_batch(struct worker *w, const struct ejlb_swlb_tables *t, int
                     bump(&mc[1], len - v.strip);
                     if (w->niov == TX_MAX)
                         tx_flush(w, fd);
-                    tx_add(w, lb_id, v.member_id, &t->member[lb_id][v.member_id], v.dport, base + off + v.strip,
-                           len - v.strip);
+                    tx_add(w, lb_id, v.member_id, &t->member[lb_id][v.member_id], v.dport, ttl < 0 ? -1 : ttl - 1,
+                           base + off + v.strip, len - v.strip);
                 }
             }
             if (total == 0)
@@ -427,6 +458,15 @@ int ejlb_swlb_add_socket(struct ejlb_swlb *h, int thread, int fd, int lb_id)
         return -EINVAL;
     int on = 1;
     setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);  /* best effort: without GRO, one datagram per buffer */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return -errno;
+    /* the TTL stage: every buffer reports its TTL / hop limit */
+    int rc = ss.ss_family == AF_INET6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &on, sizeof on)
+                                      : setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &on, sizeof on);
+    if (rc < 0)
+        return -errno;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uint32_t)fd | (uint64_t)lb_id << 32};
     return epoll_ctl(h->w[thread]->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }

@@ -90,8 +90,9 @@ struct ejlb_swlb_verdict {
 struct ejlb_swlb;
 
 /* The pure decision for one datagram payload (LB header first) that arrived at LB `lb_id` over
- * IPv`family` from `src16` (16-byte form as in senders). Returns the verdict code. */
-int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, const uint8_t *src16,
+ * IPv`family` from `src16` (16-byte form as in senders) with TTL / hop limit `ttl` (-1: unknown).
+ * Returns the verdict code. */
+int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, const uint8_t *src16, int ttl,
                      const uint8_t *payload, uint32_t len, struct ejlb_swlb_verdict *out);
 
 struct ejlb_swlb *ejlb_swlb_new(int nthreads);

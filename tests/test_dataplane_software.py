@@ -19,18 +19,19 @@ from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, DEFAULT_DATA_PORT, LBHeader,
 
 IP = ipaddress.ip_address
 UDP_SEGMENT = 103
+IP_TTL, IP_RECVTTL, IPV6_HOPLIMIT = 2, 12, socket.IPV6_HOPLIMIT
 
 
 def visible(frame: bytes, result: model.Result):
-    """What an L4 forwarder on the LB's address receives for this frame, or None if it never sees it
-    (parse failures and foreign destinations stay in the kernel; TTL and the FPGA port window are
-    not its business)."""
+    """What an L4 forwarder on the LB's address receives for this frame -- (source IP, TTL, UDP
+    payload) -- or None if it never sees it (parse failures and foreign destinations stay in the
+    kernel; the FPGA's port window is not its business)."""
     if result.verdict in (Drop.PARSE_FAIL, Drop.NOT_LB):
         return None
     p = parse(frame)
-    if not DATA_PORT_MIN <= p.dport <= DATA_PORT_MAX or p.ttl <= 1:
+    if not DATA_PORT_MIN <= p.dport <= DATA_PORT_MAX:
         return None
-    return p.src, frame[p.payload : p.end]
+    return p.src, p.ttl, frame[p.payload : p.end]
 
 
 def out_payload(result: model.Result) -> tuple[str, int, bytes]:
@@ -51,15 +52,15 @@ def test_native_decision_agrees_with_model_on_the_whole_corpus():
         v = visible(frame, r)
         if v is None:
             continue
-        src, payload = v
-        d, verdict = software.decide(blob, r.lb_id, src, payload)
+        src, ttl, payload = v
+        d, verdict = software.decide(blob, r.lb_id, src, payload, ttl)
         assert d == r.verdict, (r, verdict)
         seen[d] += 1
         if d == Drop.FORWARD:
             assert (verdict.epoch, verdict.slot, verdict.member_id) == (r.epoch, r.slot, r.member_id)
             dst, dport, out = out_payload(r)
             assert verdict.dport == dport and payload[verdict.strip :] == out
-    assert seen[Drop.FORWARD] > 2000 and len(seen) >= 7  # every reason an L4 forwarder can see
+    assert seen[Drop.FORWARD] > 2000 and len(seen) >= 8  # every reason an L4 forwarder can see, TTL too
 
 
 # --- real sockets on loopback ----------------------------------------------------------------------
@@ -70,11 +71,16 @@ def _bind_udp(ip: str, port: int = 0, rcvbuf: int = 8 << 20) -> socket.socket:
     except OSError:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.bind((ip, port))
+    if ":" in ip:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
     return s
 
 
-def _drain(socks, want: int, timeout: float = 10.0) -> dict:
-    """Receive until `want` datagrams arrived (or timeout); {(ip, port): [payload, ...]}."""
+def _drain(socks, want: int, timeout: float = 10.0, ttls: dict | None = None) -> dict:
+    """Receive until `want` datagrams arrived (or timeout); {(ip, port): [payload, ...]}. With
+    `ttls`, also {(ip, port): [TTL, ...]} (sockets from _bind_udp report it)."""
     got = defaultdict(list)
     n, deadline = 0, time.monotonic() + timeout
     for s in socks:
@@ -84,8 +90,11 @@ def _drain(socks, want: int, timeout: float = 10.0) -> dict:
         for s in socks:
             try:
                 while True:
-                    data, _ = s.recvfrom(65536)
+                    data, anc, _, _ = s.recvmsg(65536, 64)
                     got[s.getsockname()[:2]].append(data)
+                    if ttls is not None:
+                        ttls.setdefault(s.getsockname()[:2], []).extend(
+                            int.from_bytes(d[:4], "little") for lvl, typ, d in anc if typ in (IP_TTL, IPV6_HOPLIMIT))
                     n += 1
                     idle = False
             except BlockingIOError:
@@ -112,41 +121,46 @@ def loopback_tables() -> Tables:
 
 
 def test_corpus_through_sockets_matches_model():
-    """IPv4 corpus payloads sent from their real source addresses to the LB's sockets: every
-    forwarded datagram arrives at the model's member/port with the model's payload, and the
-    per-LB/per-member counters equal the model's."""
+    """IPv4 corpus payloads sent from their real source addresses, with their TTL, to the LB's
+    sockets: every forwarded datagram arrives at the model's member/port with the model's payload
+    and TTL, and the per-LB/per-member counters equal the model's."""
     t = loopback_tables()
     frames = list(corpus.frames(3000, seed=7))
-    expected = defaultdict(list)
+    expected, expected_ttl = defaultdict(list), defaultdict(list)
     sends = []
     want_lb, want_member = defaultdict(Counter), Counter()
     for frame, _ in frames:
         r = model.process(t, frame)
         v = visible(frame, r)
-        if v is None or v[0].version != 4:
+        if v is None or v[0].version != 4 or v[1] == 0:  # a socket cannot send TTL 0
             continue
-        sends.append((str(v[0]), str(parse(frame).dst), v[1]))
+        sends.append((str(v[0]), str(parse(frame).dst), v[1], v[2]))
         want_lb[r.lb_id][r.verdict] += 1
         if r.forwarded:
             dst, dport, out = out_payload(r)
             expected[(dst, dport)].append(out)
+            expected_ttl[(dst, dport)].append(parse(r.frame).ttl)
             want_member[(r.lb_id, r.member_id)] += 1
     receivers = [_bind_udp(str(m.ip), m.base_port + k) for m in t.members.values() if m.ip.version == 4 and not m.drop
                  for k in range(1 << m.port_bits)]
-    senders = {ip: _bind_udp(ip) for ip in {s for s, _, _ in sends}}
+    senders = {ip: _bind_udp(ip) for ip in {s for s, _, _, _ in sends}}
     with software.SoftwareLB() as lb:
         lb.apply(diff(Tables(), t))
-        for i, (src, dst, payload) in enumerate(sends):
-            senders[src].sendto(payload, (dst, DEFAULT_DATA_PORT))
+        for i, (src, dst, ttl, payload) in enumerate(sends):
+            senders[src].sendmsg([payload], [(socket.IPPROTO_IP, IP_TTL, ttl.to_bytes(4, "little"))],
+                                 0, (dst, DEFAULT_DATA_PORT))
             if i % 200 == 199:
                 _wait_rx(lb, i + 1)
         _wait_rx(lb, len(sends))
-        got = _drain(receivers, sum(len(v) for v in expected.values()))
+        ttls: dict = {}
+        got = _drain(receivers, sum(len(v) for v in expected.values()), ttls=ttls)
         counters = lb.counters()
         stats = lb.stats()
     for s in receivers + list(senders.values()):
         s.close()
     assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in expected.items()}
+    assert {k: sorted(v) for k, v in ttls.items()} == {k: sorted(v) for k, v in expected_ttl.items()}
+    assert sum(v[Drop.TTL] for v in want_lb.values()) > 10  # TTL 1 arrived and was dropped
     for lb_id, verdicts in want_lb.items():
         c = counters.lb[lb_id]
         assert c["rx_packets"] == sum(verdicts.values())
@@ -212,10 +226,14 @@ def test_ipv6_keep_header_and_port_entropy():
             d = _event(1000 + entropy, 10, entropy=entropy)[0]
             tx.sendto(d, ("::1", 47200 + entropy % 2))
             sent.append((47100 + (entropy & 3), d))
-        got = _drain(rxs, len(sent))
+        hops: dict = {}
+        got = _drain(rxs, len(sent), ttls=hops)
         c = lb.counters()
     for s in rxs + [tx]:
         s.close()
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        default_hops = probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS)
+    assert {h for v in hops.values() for h in v} == {default_hops - 1}  # hop limit decremented
     want = defaultdict(list)
     for port, d in sent:
         want[("::1", port)].append(d)
@@ -344,15 +362,16 @@ def test_backend_registry():
 @settings(max_examples=300, deadline=None)
 @given(version=st.sampled_from([2, 3, 1, 99]), tick=st.integers(0, (1 << 64) - 1), sel=st.integers(0, 0xFFFF),
        entropy=st.integers(0, 0xFFFF), tail=st.binary(max_size=40), lb_id=st.sampled_from([0, 1, 2]),
-       src=st.sampled_from([ip for ips in corpus.SENDERS.values() for ip in ips] + corpus.STRANGERS))
-def test_native_decision_agrees_with_model_on_random_headers(version, tick, sel, entropy, tail, lb_id, src):
+       src=st.sampled_from([ip for ips in corpus.SENDERS.values() for ip in ips] + corpus.STRANGERS),
+       ttl=st.sampled_from([0, 1, 2, 64, 255]))
+def test_native_decision_agrees_with_model_on_random_headers(version, tick, sel, entropy, tail, lb_id, src, ttl):
     t = _CORPUS_TABLES
     dst = (corpus.LB_IPV4 if src.version == 4 else corpus.LB_IPV6).get(lb_id)
     if dst is None:
         return
     payload = b"LB" + bytes([version, 1]) + sel.to_bytes(2, "big") + entropy.to_bytes(2, "big") + tick.to_bytes(8, "big") + tail
-    r = model.process(t, corpus.build_frame(src, dst, payload))
-    d, v = software.decide(_CORPUS_BLOB, lb_id, src, payload)
+    r = model.process(t, corpus.build_frame(src, dst, payload, ttl=ttl))
+    d, v = software.decide(_CORPUS_BLOB, lb_id, src, payload, ttl)
     assert d == r.verdict
     if r.forwarded:
         assert (v.member_id, v.dport) == (r.member_id, parse(r.frame).dport)

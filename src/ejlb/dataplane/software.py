@@ -7,11 +7,13 @@ LB header stripped unless the member keeps it. Python only compiles tables and o
 datagrams never touch it.
 
 What an L4 forwarder cannot do that the FPGA does (all consequences of letting the kernel own the
-IP/UDP headers):
+IP/UDP headers), and what it does instead:
   - source IP: packets leave from the socket they arrived on, so the source IP *is* the LB
     instance's address (as in the FPGA), but the UDP source port is the LB's data port, not the
     sender's;
-  - TTL / hop limit: not read (no `drop_ttl`) and not decremented; the kernel sets a fresh one;
+  - TTL / hop limit: not rewritten in place, but read (IP_RECVTTL / IPV6_RECVHOPLIMIT): <= 1 is
+    dropped and counted, and the datagram leaves with TTL - 1 set per send (IP_TTL / IPV6_HOPLIMIT
+    ancillary data), which is what the FPGA's rewrite amounts to;
   - MAC addresses: chosen by the kernel's routing/neighbour tables, not the member table;
   - the 16384..32767 port window: the software LB serves whatever data ports are configured;
   - parse failures and foreign destinations never reach it (the kernel drops them), so
@@ -93,11 +95,12 @@ def compile_tables(tables: Tables):
     return t
 
 
-def decide(blob, lb_id: int, src, payload: bytes):
-    """The native per-datagram decision (no sockets): (Drop, verdict struct). For tests."""
+def decide(blob, lb_id: int, src, payload: bytes, ttl: int = -1):
+    """The native per-datagram decision (no sockets): (Drop, verdict struct). For tests.
+    ttl: the datagram's TTL / hop limit, -1 if unknown (no TTL stage)."""
     v = ffi.new("struct ejlb_swlb_verdict *")
     src = ipaddress.ip_address(src)
-    code = lib.ejlb_swlb_decide(blob, lb_id, src.version, sender_key(src), payload, len(payload), v)
+    code = lib.ejlb_swlb_decide(blob, lb_id, src.version, sender_key(src), ttl, payload, len(payload), v)
     return Drop(code), v
 
 
