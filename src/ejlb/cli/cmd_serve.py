@@ -148,7 +148,7 @@ def serve(config_file, listen, backend, threads, bitfile, db, admin_token, insta
                 except Exception:  # a half-stopped control plane must not take the data plane down
                     log.exception("control plane stop failed; starting a new one anyway")
                 # the same port, so clients and the printed URI stay valid
-                config.port = cp.port
+                config.port, cp = cp.port, None
                 cp = _start(ControlPlane, config, dataplane)
                 log.info("control plane restarted: %d reservations resumed", len(cp.service.reservations))
     finally:
