@@ -1,5 +1,6 @@
 """Multi-host end to end in network namespaces (real hosts on one machine): two DAQ senders, a
-third sender outside the allow-list, `ejlb serve` with the software LB, three workers.
+third sender outside the allow-list, `ejlb serve` with the software LB (two worker threads), three
+workers.
 
 Timeline of the one stream (~16 s, 2200 events of 1 B..300 kB from data_ids 1 and 2):
   t=0    first event (the rogue sender streams too)
@@ -73,6 +74,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
         serve_log = open(tmp_path / "serve.log", "w")
         serve = topo.popen("lb", [sys.executable, "-c", "from ejlb.cli.main import main; main()", "serve",
                                   "--listen", f"{LB}:18008", "--db", str(tmp_path / "cp.db"), "--metrics-port", "9108",
+                                  "--threads", "2",  # two SO_REUSEPORT workers share the senders' flows
                                   "--sync-ipv4", LB, "--sync-ipv6", "::1",
                                   "--instance", f"lb_id=0,ipv4={LB},ipv6=none,ports=19522-19525"],
                            stdout=open(tmp_path / "serve.out", "w"), stderr=serve_log)
