@@ -285,47 +285,45 @@ module ejlb_classify
   logic [HB*8-1:0] nh;
   logic [HO*8-1:0] oh;
   logic [15:0] plen6;  // output packet length before padding
+  // IP header rewritten at constant offsets in an aligned copy (l3 is 14 or 18), the UDP header
+  // at its variable offset, then both placed back into the captured bytes
+  logic [60*8-1:0] nip;
+  logic [8*8-1:0] nul;
   always_comb begin
-    int r3b, r4b;
     logic [15:0] tot;
     logic [6:0] pay;
     plen6 = s5.need - (s5_strip ? 16'd16 : 16'd0);
     tot = s5_ulen + 16'(s5.udp - s5.l3);
     pay = s5.udp + 7'd8;
-    nh = s5_hdr;
-    for (int j = 0; j < HB; j++) begin
-      r3b = j - int'(s5.l3);
-      r4b = j - int'(s5.udp);
-      if (j < 6) nh[8*j+:8] = s5_mmac[8*(5-j)+:8];
-      else if (j < 12) nh[8*j+:8] = s5_lbmac[8*(11-j)+:8];
-      if (!s5.is6) begin
-        case (r3b)
-          2: nh[8*j+:8] = tot[15:8];
-          3: nh[8*j+:8] = tot[7:0];
-          8: nh[8*j+:8] = s5.ttl - 8'd1;
-          10: nh[8*j+:8] = s5_icsum[15:8];
-          11: nh[8*j+:8] = s5_icsum[7:0];
-          12, 13, 14, 15: nh[8*j+:8] = s5_lbip[8*(15-r3b)+:8];
-          16, 17, 18, 19: nh[8*j+:8] = s5_mip[8*(19-r3b)+:8];
-          default: ;
-        endcase
-      end else begin
-        if (r3b == 4) nh[8*j+:8] = s5_ulen[15:8];
-        if (r3b == 5) nh[8*j+:8] = s5_ulen[7:0];
-        if (r3b == 7) nh[8*j+:8] = s5.ttl - 8'd1;
-        if (r3b >= 8 && r3b < 24) nh[8*j+:8] = s5_lbip[8*(23-r3b)+:8];
-        if (r3b >= 24 && r3b < 40) nh[8*j+:8] = s5_mip[8*(39-r3b)+:8];
+    nip = s5.l3 == 7'd18 ? s5_hdr[8*18+:480] : s5_hdr[8*14+:480];
+    if (!s5.is6) begin
+      nip[8*2+:16] = {tot[7:0], tot[15:8]};  // byte k at bits 8k: network order is byte-swapped
+      nip[8*8+:8] = s5.ttl - 8'd1;
+      nip[8*10+:16] = {s5_icsum[7:0], s5_icsum[15:8]};
+      for (int k = 0; k < 4; k++) begin
+        nip[8*(12+k)+:8] = s5_lbip[8*(3-k)+:8];
+        nip[8*(16+k)+:8] = s5_mip[8*(3-k)+:8];
       end
-      case (r4b)
-        2: nh[8*j+:8] = s5_dport[15:8];
-        3: nh[8*j+:8] = s5_dport[7:0];
-        4: nh[8*j+:8] = s5_ulen[15:8];
-        5: nh[8*j+:8] = s5_ulen[7:0];
-        6: nh[8*j+:8] = s5_ucsum[15:8];
-        7: nh[8*j+:8] = s5_ucsum[7:0];
-        default: ;
-      endcase
+    end else begin
+      nip[8*4+:16] = {s5_ulen[7:0], s5_ulen[15:8]};
+      nip[8*7+:8] = s5.ttl - 8'd1;
+      for (int k = 0; k < 16; k++) begin
+        nip[8*(8+k)+:8] = s5_lbip[8*(15-k)+:8];
+        nip[8*(24+k)+:8] = s5_mip[8*(15-k)+:8];
+      end
     end
+    nul = s5_hdr[8*s5.udp+:64];
+    nul[8*2+:16] = {s5_dport[7:0], s5_dport[15:8]};
+    nul[8*4+:16] = {s5_ulen[7:0], s5_ulen[15:8]};
+    nul[8*6+:16] = {s5_ucsum[7:0], s5_ucsum[15:8]};
+    nh = s5_hdr;
+    for (int k = 0; k < 6; k++) begin
+      nh[8*k+:8] = s5_mmac[8*(5-k)+:8];
+      nh[8*(6+k)+:8] = s5_lbmac[8*(5-k)+:8];
+    end
+    if (s5.l3 == 7'd18) nh[8*18+:480] = nip;
+    else nh[8*14+:480] = nip;
+    nh[8*s5.udp+:64] = nul;
     for (int j = 0; j < HO; j++) begin
       if (16'(j) >= plen6) oh[8*j+:8] = 8'd0;
       else if (s5_strip && 7'(j) >= pay) oh[8*j+:8] = nh[8*(j+16)+:8];
