@@ -85,3 +85,19 @@ def test_paced_sender_on_loopback_holds_the_rate():
         elapsed = time.perf_counter() - t0 + s.layout.udp_bytes(len(ev)) * 8 / (rate * 1e9)
         cap.take(timeout=0)
     assert sent * 8 / elapsed / 1e9 == pytest.approx(rate, rel=0.05)
+
+
+def test_submit_batches_do_not_defeat_pacing():
+    """Queued events are taken in batches, but a paced batch holds one burst at most: 40 events
+    queued at once still leave spread out at the rate, not as one batch after one wait."""
+    rate, ev = 0.008, bytes(10_000)  # 1 MB/s: one event every ~10 ms
+    with Capture() as cap, Sender(cap.uri(), rate_gbps=rate, sync=False, queue_size=64) as s:
+        futs = [s.submit(ev) for _ in range(40)]
+        arrivals = []
+        while len(arrivals) < 40 * s.layout.datagrams(len(ev)):
+            got = cap.take(expect=1, timeout=2.0)
+            assert got, "events stopped arriving"
+            arrivals += [time.perf_counter()] * len(got)
+        assert [f.result() for f in futs] == list(range(40))
+        per_event = s.layout.udp_bytes(len(ev)) * 8 / (rate * 1e9)
+    assert arrivals[-1] - arrivals[0] >= 0.9 * 39 * per_event

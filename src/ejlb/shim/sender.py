@@ -33,7 +33,12 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 MIN_SLEEP_S = 200e-6  # shorter pacing waits are taken from burst credit instead of sleeping
 DEFAULT_QUEUE_SIZE = 1024
-SEND_BATCH = 64  # events per native call in send_many and the submit thread
+# A batch (one native call in send_many and the submit thread) holds at most this many events and,
+# unless the first event alone is larger, this many bytes: large enough that small events cost few
+# system calls and GIL hand-offs, small enough that a batch never hogs the sockets for long. With
+# pacing the byte bound is the bucket's burst instead, so batching never makes traffic burstier.
+SEND_BATCH = 512
+BATCH_BYTES = 4 << 20
 
 
 class SendQueueFull(queue.Full):
@@ -153,6 +158,7 @@ class Sender:
         self.event_src_id = check_uint("event_src_id", event_src_id, 32)
         self._rotation = Rotation(sockets, data.min_port, data.max_port)
         self._bucket = TokenBucket(rate_gbps) if rate_gbps is not None else None
+        self._batch_bytes = BATCH_BYTES if self._bucket is None else max(1, int(self._bucket.rate * self._bucket.burst_s))
         SyncSchedule(sync_period, 0.0)  # validates the period even when no sync is sent
         mode = _gso_mode(gso)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
@@ -234,7 +240,7 @@ class Sender:
         returns their RE event numbers. Their datagrams share sendmmsg batches, and with GSO a
         run of equal-length datagrams (small events of one size, fixed-size DAQ frames) shares
         super-datagrams, so many small events cost far less each than through `send`. Same
-        buffer rules as `send`; the events of one call (up to SEND_BATCH at a time, and likewise
+        buffer rules as `send`; the events of one batch (see SEND_BATCH, BATCH_BYTES; likewise
         each batch the submit thread takes) share the source socket and destination port."""
         if data_id is not None:
             check_uint("data_id", data_id, 16)
@@ -243,8 +249,14 @@ class Sender:
             ptr, nbytes = buffer_address(ev)
             items.append((ptr, check_event_len(nbytes), None, data_id, None, None))
         numbers: list[int] = []
-        for i in range(0, len(items), SEND_BATCH):
-            numbers += self._send_batch(items[i:i + SEND_BATCH])
+        start, size = 0, 0
+        for i, item in enumerate(items):
+            if i > start and (i - start == SEND_BATCH or size + item[1] > self._batch_bytes):
+                numbers += self._send_batch(items[start:i])
+                start, size = i, 0
+            size += item[1]
+        if start < len(items):
+            numbers += self._send_batch(items[start:])
         return numbers
 
     def _send_batch(self, items) -> list[int]:
@@ -302,15 +314,18 @@ class Sender:
                 self._worker.start()
 
     def _drain(self) -> None:
-        """The sending thread: takes whatever is queued (up to SEND_BATCH events) and sends it
-        in one native call, so a busy queue costs few system calls per event."""
+        """The sending thread: takes whatever is queued (one batch at most) and sends it in one
+        native call, so a busy queue costs few system calls and GIL hand-offs per event."""
         while True:
             batch = [self._queue.get()]
-            while batch[-1] is not None and len(batch) < SEND_BATCH:
+            size = batch[0][2] if batch[0] is not None else 0
+            while batch[-1] is not None and len(batch) < SEND_BATCH and size < self._batch_bytes:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+                if batch[-1] is not None:
+                    size += batch[-1][2]
             stop = batch[-1] is None
             live = [item for item in batch if item is not None and item[0].set_running_or_notify_cancel()]
             if live:
