@@ -278,6 +278,16 @@ def test_submit_futures_callbacks_and_close_drains_the_queue():
     s.close()  # idempotent
 
 
+def test_flush_waits_for_everything_submitted():
+    with Capture() as cap, Sender(cap.uri(), sync=False, rate_gbps=0.002) as s:  # 250 kB/s
+        assert s.flush(timeout=0)  # nothing submitted yet
+        futs = [s.submit(bytes(5000)) for _ in range(10)]  # ~20 ms each after the first
+        assert not s.flush(timeout=0.01)
+        assert s.flush(timeout=5)
+        assert all(f.done() for f in futs)
+        assert len(events_of(cap.take(40), fragment=1436)) == 10
+
+
 def test_close_from_a_callback_does_not_deadlock():
     with Capture() as cap:
         s = Sender(cap.uri(), sync=False)

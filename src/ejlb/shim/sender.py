@@ -15,7 +15,8 @@ import queue
 import socket
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from ejlb.native import buffer_address, ffi, lib
@@ -142,6 +143,7 @@ class Sender:
         self._socks: list[socket.socket] = []
         self._sync: SyncThread | None = None
         self._worker: threading.Thread | None = None
+        self._last_future: Future | None = None
         self._tx = None
         if uri is None:
             uri = EjfatURI.from_env()
@@ -305,7 +307,22 @@ class Sender:
             self._queue.put((fut, ptr, nbytes, event_number, data_id, entropy, tick), block, timeout)
         except queue.Full:
             raise SendQueueFull(f"send queue full ({self._queue.maxsize} events)") from None
+        self._last_future = fut
         return fut
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event submitted so far has been sent (or failed); False on timeout.
+        The queue is FIFO, so that is when the latest submitted event is done."""
+        fut = self._last_future
+        if fut is None:
+            return True
+        try:
+            fut.exception(timeout)
+        except FutureTimeout:
+            return False
+        except CancelledError:
+            pass
+        return True
 
     def _start_worker(self) -> None:
         with self._life:  # not the send lock, which a paced send holds while it sleeps
