@@ -1,7 +1,9 @@
 /* Batched UDP send of EJFAT events: sendmmsg, with UDP GSO (UDP_SEGMENT) when the kernel and the
  * route take it. Payload bytes are never copied in user space: each datagram is an iovec pair
  * (36-byte LB+RE header from a reusable table, slice of the caller's buffer); with GSO, one
- * message carries many such pairs and the kernel cuts the concatenation every `segment` bytes.
+ * message carries a run of such pairs of one length (the last may be shorter) to one destination,
+ * and the kernel cuts the concatenation every that many bytes. A run may span events, so equal
+ * small events share super-datagrams as the fragments of a large one do.
  *
  * A context is not thread-safe: one caller at a time (the Python shell holds a lock). */
 #ifndef EJLB_SEND_H
@@ -38,7 +40,8 @@ typedef struct {
 } ejlb_tx_event;
 
 /* family: AF_INET or AF_INET6 (numeric values of this platform); addr: 4 or 16 bytes, network
- * order. fragment: event bytes per datagram. segments: datagrams per GSO message (1..64).
+ * order. fragment: event bytes per datagram. segments: full-size datagrams per GSO message
+ * (1..64); segments * (fragment + 36) also bounds every message's bytes (16-bit IP length).
  * copy != 0 gathers every message into one contiguous staging buffer instead of iovec pairs
  * (only to measure what zero-copy saves). Returns NULL on bad arguments or out of memory. */
 ejlb_tx *ejlb_tx_new(int family, const uint8_t *addr, uint32_t scope_id, int lb_version,
