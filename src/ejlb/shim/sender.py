@@ -77,7 +77,7 @@ def route_mtu(family: int, ip: str, port: int) -> int:
 
 
 def _gso_mode(gso) -> str:
-    mode = {True: "on", False: "off"}.get(gso, gso) if isinstance(gso, bool) else gso
+    mode = ("on" if gso else "off") if isinstance(gso, bool) else gso
     if mode not in ("auto", "on", "off"):
         raise WireError("gso", gso, "must be 'auto', 'on', 'off' or a bool")
     return mode
@@ -95,9 +95,10 @@ def _kernel_takes_gso(sock: socket.socket, segment: int) -> bool:
 class Sender:
     """Sends events as EJFAT datagrams (LB + RE header + fragment) to the URI's data address.
 
-    uri: EjfatURI or its text (None: $EJFAT_URI). The data address (IPv4 or IPv6, `family` picks when both are
-        given) and its port range: events rotate over the range's destination ports, and over
-        `sockets` send sockets (distinct source ports, for LAG/RSS spreading).
+    uri: EjfatURI or its text (None: $EJFAT_URI). The data address (IPv4 or IPv6, `family`
+        picks when both are given) and its port range: events rotate over the range's
+        destination ports, and over `sockets` send sockets (distinct source ports, for LAG/RSS
+        spreading); `send` steps once per event, `send_many` and the submit thread per batch.
     data_id, event_src_id: RE data_id (per event overridable) and the Sync packets' sender id.
     mtu: 1500 by default, "auto" for the MTU of the route's interface (capped at 9000); each
         datagram is at most this long including IP and UDP headers.
