@@ -59,7 +59,7 @@ def test_config_rejects_bad_values_naming_them(kwargs, field):
 
 
 def test_run_demo_delivers_every_event_whole_and_cleans_up():
-    before = len([t for t in threading.enumerate() if not t.name.startswith("ejlb-rpc")])
+    before = threading.active_count()
     stages: list[tuple[str, int, int]] = []
     config = DemoConfig(events=90, size=48 * 1024 + 7, workers=3, rate_gbps=0.5, mtu=1500)
     result = run_demo(config, on_progress=lambda *a: stages.append(a))
@@ -80,10 +80,9 @@ def test_run_demo_delivers_every_event_whole_and_cleans_up():
     assert result.lb.rx_packets == result.lb.tx_packets == datagrams and result.lb.drops == {}
     assert ("send", 90, 90) in stages and ("drain", 90, 90) in stages
     assert [s for s in stages if s[0] == "setup"][-1] == ("setup", 4, 4)
-    # Receivers, drains, sender, sync listener, controller and LB threads are gone. (grpc's server
-    # executor keeps its idle pool threads after ControlPlane.stop(); those are not the demo's.)
+    # Receivers, drains, sender, sync listener, controller, RPC pool and LB threads are all gone.
     def ours():
-        return [t.name for t in threading.enumerate() if not t.name.startswith("ejlb-rpc")]
+        return [t.name for t in threading.enumerate()]
 
     for _ in range(50):
         if len(ours()) <= before:
@@ -94,7 +93,7 @@ def test_run_demo_delivers_every_event_whole_and_cleans_up():
 
 def test_a_failed_step_is_named_and_everything_is_cleaned_up():
     def ours():
-        return [t.name for t in threading.enumerate() if not t.name.startswith("ejlb-rpc")]
+        return [t.name for t in threading.enumerate()]
 
     before = len(ours())
     with pytest.raises(DemoError, match="calendar slots within 0 s"):

@@ -61,6 +61,7 @@ class ControlPlane:
         self._stop = threading.Event()
         self._stopped = False
         self._http = None
+        self._executor: futures.ThreadPoolExecutor | None = None
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, run_controller: bool = True) -> "ControlPlane":
@@ -74,8 +75,8 @@ class ControlPlane:
 
     def _start(self, run_controller: bool) -> "ControlPlane":
         cfg = self.config
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.rpc_threads, thread_name_prefix="ejlb-rpc"),
-                                 options=[("grpc.so_reuseport", 0)])
+        self._executor = futures.ThreadPoolExecutor(max_workers=cfg.rpc_threads, thread_name_prefix="ejlb-rpc")
+        self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_LoadBalancerServicer_to_server(LoadBalancerServicer(self.service, self.metrics), self._grpc)
         addr = f"{_bracket(cfg.host)}:{cfg.port}"
         try:
@@ -121,6 +122,8 @@ class ControlPlane:
         self.service.tables_changed.set()
         if self._grpc is not None:
             self._grpc.stop(grace=0.5).wait(5)
+        if self._executor is not None:  # grpc.server does not own the pool: its threads outlive stop()
+            self._executor.shutdown(wait=True, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(5)
         self.sync.stop()
