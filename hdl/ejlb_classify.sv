@@ -62,7 +62,7 @@ module ejlb_classify
   logic [HB*8-1:0] s1_hdr;
   always_ff @(posedge clk) begin
     s1_v <= in_valid && !rst;
-    s1 <= '{p_ok, p_is6, p_need, p_ulen, p_dport, p_ucsum, p_l3, p_udp, p_src, p_dst, p_lbh, p_ttl,
+    s1 <= {p_ok, p_is6, p_need, p_ulen, p_dport, p_ucsum, p_l3, p_udp, p_src, p_dst, p_lbh, p_ttl,
             {in_hdr[8*(p_l3+10)+:8], in_hdr[8*(p_l3+11)+:8]}};
     s1_hdr <= in_hdr;
   end
@@ -207,7 +207,7 @@ module ejlb_classify
 
   // a cast would widen `~x` before inverting: invert at 16 bits first
   function automatic logic [15:0] inv16(input logic [15:0] x);
-    return ~x;
+    inv16 = ~x;
   endfunction
 
   // ---------------- S5: member entry, new port and lengths, checksum sums (RFC 1624 eqn. 3)
@@ -247,7 +247,7 @@ module ejlb_classify
   function automatic logic [15:0] fold(input logic [22:0] s);
     logic [16:0] a;
     a = 17'(s[15:0]) + 17'(s[22:16]);
-    return a[15:0] + 16'(a[16]);
+    fold = a[15:0] + 16'(a[16]);
   endfunction
 
   logic s5_v, s5_strip;

@@ -27,15 +27,9 @@ module ejlb_parser #(
   localparam int IPB = 60, ULB = 24;
   logic [IPB*8-1:0] ip;
   logic [ULB*8-1:0] ul;
-  function automatic logic [7:0] ib(input int k);
-    return ip[8*k+:8];
-  endfunction
-  function automatic logic [15:0] iw(input int k);
-    return {ip[8*k+:8], ip[8*(k+1)+:8]};
-  endfunction
-  function automatic logic [15:0] uw(input int k);
-    return {ul[8*k+:8], ul[8*(k+1)+:8]};
-  endfunction
+`define EJLB_IB(k) ip[8*(k)+:8]
+`define EJLB_IW(k) {ip[8*(k)+:8], ip[8*((k)+1)+:8]}
+`define EJLB_UW(k) {ul[8*(k)+:8], ul[8*((k)+1)+:8]}
   // 16 frame bytes (byte 0 in the low lane) -> a big-endian 128-bit value
   function automatic logic [127:0] be128(input logic [127:0] x);
     for (int i = 0; i < 16; i++) be128[8*i+:8] = x[8*(15-i)+:8];
@@ -59,39 +53,42 @@ module ejlb_parser #(
       ip = hdr[8*18+:IPB*8];
     end
     is6 = etype == 16'h86DD;
-    hlen = is6 ? 6'd40 : {ib(0)[3:0], 2'b00};
-    total = is6 ? 17'(iw(4)) + 17'd40 : 17'(iw(2));
+    hlen = is6 ? 6'd40 : {`EJLB_IB(0)[3:0], 2'b00};
+    total = is6 ? 17'(`EJLB_IW(4)) + 17'd40 : 17'(`EJLB_IW(2));
     udp = l3 + 7'(hlen);
     ul = hdr[8*udp+:ULB*8];
     need = 17'(l3) + total;
     need_len = need[16] ? 16'hFFFF : need[15:0];
-    dport = uw(2);
-    ulen = uw(4);
-    ucsum = uw(6);
+    dport = `EJLB_UW(2);
+    ulen = `EJLB_UW(4);
+    ucsum = `EJLB_UW(6);
     lbh = be128(ul[8*8+:128]);
-    frag = iw(6);
+    frag = `EJLB_IW(6);
 
     // IPv4 header checksum over IHL*4 bytes (IHL <= 15): one's-complement sum must be 0xFFFF
     acc = '0;
-    for (int k = 0; k < IPB / 2; k++) if (k < int'(hlen) / 2) acc = acc + 21'(iw(2 * k));
+    for (int k = 0; k < IPB / 2; k++) if (k < int'(hlen) / 2) acc = acc + 21'(`EJLB_IW(2 * k));
     fold = 17'(acc[15:0]) + 17'(acc[20:16]);
     hsum = fold[15:0] + 16'(fold[16]);
 
     if (is6) begin
       src = be128(ip[8*8+:128]);
       dst = be128(ip[8*24+:128]);
-      ttl = ib(7);
+      ttl = `EJLB_IB(7);
     end else begin
-      src = {96'b0, iw(12), iw(14)};
-      dst = {96'b0, iw(16), iw(18)};
-      ttl = ib(8);
+      src = {96'b0, `EJLB_IW(12), `EJLB_IW(14)};
+      dst = {96'b0, `EJLB_IW(16), `EJLB_IW(18)};
+      ttl = `EJLB_IB(8);
     end
 
     // when the frame ended inside the capture, len_ok also guarantees that every byte read exists
     len_ok = !need[16] && (!ended || 17'(seen) >= need);
-    v4ok = etype == 16'h0800 && ib(0)[7:4] == 4'd4 && hlen >= 6'd20
-        && total >= 17'(hlen) + 17'd8 && hsum == 16'hFFFF && frag[13:0] == 14'd0 && ib(9) == 8'd17;
-    v6ok = is6 && ib(0)[7:4] == 4'd6 && iw(4) >= 16'd8 && ib(6) == 8'd17;
+    v4ok = etype == 16'h0800 && `EJLB_IB(0)[7:4] == 4'd4 && hlen >= 6'd20
+        && total >= 17'(hlen) + 17'd8 && hsum == 16'hFFFF && frag[13:0] == 14'd0 && `EJLB_IB(9) == 8'd17;
+    v6ok = is6 && `EJLB_IB(0)[7:4] == 4'd6 && `EJLB_IW(4) >= 16'd8 && `EJLB_IB(6) == 8'd17;
     ok = (v4ok || v6ok) && len_ok && 17'(ulen) == total - 17'(hlen);
   end
 endmodule
+`undef EJLB_IB
+`undef EJLB_IW
+`undef EJLB_UW
