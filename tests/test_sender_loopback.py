@@ -441,3 +441,9 @@ def test_auto_mtu_caps_host_loopback_at_9000(host, ip_udp):
         assert s.layout.mtu == 9000  # loopback says 65536; deployed tools stop at 9000
         s.send(bytes(20_000))
         assert max(len(d.data) for d in cap.take(3)) == 9000 - ip_udp
+
+
+def test_package_exports_the_sender():
+    import ejlb
+
+    assert ejlb.Sender is Sender
