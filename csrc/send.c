@@ -245,7 +245,8 @@ static void flush(struct ejlb_tx *tx, int fd)
  * message every msg_seg bytes, and only the last datagram may be shorter (it closes the message).
  * So a large event becomes super-datagrams of full fragments, and a run of equal small events
  * (fixed-size DAQ frames) travels as one super-datagram too. */
-static void add_dgram(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev, uint32_t off, uint32_t flen)
+static void add_dgram(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev, const uint8_t *head,
+                      uint32_t off, uint32_t flen)
 {
     uint32_t dlen = EJLB_HEADERS_LEN + flen;
     if (tx->ndgram == TX_MAX_DGRAMS)
@@ -265,8 +266,8 @@ static void add_dgram(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev, uint3
         tx->msg_bytes[m] = 0;
     }
     int d = tx->ndgram++;
-    ejlb_put_lb(tx->hdr[d], tx->version, ev->tick, ev->entropy, ev->slot_select);
-    ejlb_put_re(tx->hdr[d] + EJLB_LB_HEADER_LEN, ev->data_id, off, (uint32_t)ev->len, ev->event_number);
+    memcpy(tx->hdr[d], head, EJLB_HEADERS_LEN); /* the event's header; only the offset differs */
+    ejlb_be32(tx->hdr[d] + EJLB_LB_HEADER_LEN + EJLB_RE_OFF_OFFSET, off);
     tx->iov[2 * d].iov_base = tx->hdr[d];
     tx->iov[2 * d].iov_len = EJLB_HEADERS_LEN;
     tx->iov[2 * d + 1].iov_base = (uint8_t *)ev->data + (flen ? off : 0);
@@ -279,12 +280,15 @@ static void add_dgram(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev, uint3
 static void add_event(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev)
 {
     uint32_t len = (uint32_t)ev->len, frag = tx->fragment;
+    uint8_t head[EJLB_HEADERS_LEN]; /* written once per event, copied per datagram */
+    ejlb_put_lb(head, tx->version, ev->tick, ev->entropy, ev->slot_select);
+    ejlb_put_re(head + EJLB_LB_HEADER_LEN, ev->data_id, 0, len, ev->event_number);
     if (len == 0) {
-        add_dgram(tx, fd, ev, 0, 0); /* a zero-length event is one header-only datagram */
+        add_dgram(tx, fd, ev, head, 0, 0); /* a zero-length event is one header-only datagram */
         return;
     }
     for (uint32_t off = 0; off < len; off += frag) {
-        add_dgram(tx, fd, ev, off, len - off < frag ? len - off : frag);
+        add_dgram(tx, fd, ev, head, off, len - off < frag ? len - off : frag);
         if (off > UINT32_MAX - frag)
             break; /* the last fragment of an event near 4 GiB: off + frag would wrap */
     }
