@@ -41,6 +41,8 @@ module ejlb_tables
   logic [N_SENDERS-1:0][4:0][31:0] snd_sh;
   logic [31:0] cal_ram[2*CALENDAR_COUNT];
   logic [32*7-1:0] mem_ram[MEM_DEPTH];
+  logic [31:0] cal_q;  // registered RAM output (block RAM), inverted below
+  assign cal_data = ~cal_q;
   logic [$clog2(HOLD+1)-1:0] hold;
 
   wire commit_wr = wr_en && wr_addr == ADDR_WIDTH'(CTRL_BASE + 4 * CTRL_W_COMMIT);
@@ -102,7 +104,7 @@ module ejlb_tables
     if (do_wr && in_cal) cal_ram[{~bank, off_cal[14:2]}] <= ~wr_data;
     if (do_wr && in_mem && off_mem[4:2] < 7)
       mem_ram[{~bank, off_mem[MEMBER_ID_BITS+7:5]}][32*off_mem[4:2]+:32] <= wr_data;
-    cal_data <= ~cal_ram[cal_addr];
+    cal_q <= cal_ram[cal_addr];
     mem_data <= mem_ram[mem_addr];
   end
 
