@@ -31,7 +31,6 @@ struct ejlb_tx {
     socklen_t dstlen;
     int version;
     uint32_t fragment;
-    uint32_t segments;  /* datagrams per GSO message */
     int copy;
     ejlb_tx_stats st;
 
@@ -79,7 +78,6 @@ ejlb_tx *ejlb_tx_new(int family, const uint8_t *addr, uint32_t scope_id, int lb_
     }
     tx->version = lb_version;
     tx->fragment = fragment;
-    tx->segments = segments;
     tx->copy = copy;
     tx->open = -1;
     tx->max_msg_bytes = segments * (fragment + EJLB_HEADERS_LEN);
