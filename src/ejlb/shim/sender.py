@@ -291,7 +291,10 @@ class Sender:
         The buffer is not copied: do not modify it until the Future is done. When the queue is
         full, block=True waits up to `timeout` seconds (None: forever) and block=False fails at
         once; both raise SendQueueFull. `callback(future)` runs when the event has been sent (or
-        failed), on the sending thread. Arguments are checked here and raise here."""
+        failed), on the sending thread. Arguments are checked here and raise here.
+
+        The queue hand-off (a Future, two threads sharing the GIL) costs ~15-20 µs of CPU per
+        event, more than `send`; for many small events prefer `send_many`."""
         ptr, nbytes = buffer_address(event)
         check_event_len(nbytes)
         Numbering.validate(event_number, entropy, tick)
