@@ -64,7 +64,8 @@ def _direct_uri(port: int) -> str:
 def test_perf_send_to_perf_recv_without_control_plane(background, tmp_path):
     rx = background("--json", "perf", "recv", "--with-lb-header", "--no-register", "-n", "40", "-t", "30",
                     "-i", "0.2", "--check", "--plot", str(tmp_path / "recv.png"))
-    tx = ejlb("--json", "perf", "send", "-l", "100k", "-n", "40", "-r", "0.5", "--no-sync", "-i", "0.1",
+    # 4 MB at 0.05 Gb/s take ~0.64 s: several of the receiver's 0.2 s intervals, so live lines appear
+    tx = ejlb("--json", "perf", "send", "-l", "100k", "-n", "40", "-r", "0.05", "--no-sync", "-i", "0.1",
               "--plot", str(tmp_path / "send.png"), uri=_direct_uri(rx.ports.start))
     assert tx.code == 0, tx.err
     sent = tx.json()
