@@ -37,14 +37,17 @@ module ejlb_counters (
         if (ev_reason == DROP_PARSE_FAIL) gcnt[GCNT_DROP_PARSE_FAIL] <= gcnt[GCNT_DROP_PARSE_FAIL] + 1;
         else gcnt[GCNT_DROP_NOT_LB] <= gcnt[GCNT_DROP_NOT_LB] + 1;
       end else begin
-        lbcnt[ev_lb][LBCNT_RX_PACKETS] <= lbcnt[ev_lb][LBCNT_RX_PACKETS] + 1;
-        lbcnt[ev_lb][LBCNT_RX_BYTES] <= lbcnt[ev_lb][LBCNT_RX_BYTES] + 64'(ev_rx_bytes);
-        if (ev_version[0]) lbcnt[ev_lb][LBCNT_RX_V2] <= lbcnt[ev_lb][LBCNT_RX_V2] + 1;
-        if (ev_version[1]) lbcnt[ev_lb][LBCNT_RX_V3] <= lbcnt[ev_lb][LBCNT_RX_V3] + 1;
-        // the drop counters follow the drop codes from NO_LB_HDR on
-        if (ev_reason != DROP_FORWARD)
-          lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + 4'(ev_reason - DROP_NO_LB_HDR)] <=
-              lbcnt[ev_lb][LBCNT_DROP_NO_LB_HDR + 4'(ev_reason - DROP_NO_LB_HDR)] + 1;
+        // constant indices with enables: no shifter over the whole counter array
+        for (int i = 0; i < NUM_LBS; i++) if (ev_lb == 3'(i)) begin
+          lbcnt[i][LBCNT_RX_PACKETS] <= lbcnt[i][LBCNT_RX_PACKETS] + 1;
+          lbcnt[i][LBCNT_RX_BYTES] <= lbcnt[i][LBCNT_RX_BYTES] + 64'(ev_rx_bytes);
+          if (ev_version[0]) lbcnt[i][LBCNT_RX_V2] <= lbcnt[i][LBCNT_RX_V2] + 1;
+          if (ev_version[1]) lbcnt[i][LBCNT_RX_V3] <= lbcnt[i][LBCNT_RX_V3] + 1;
+          // the drop counters follow the drop codes from NO_LB_HDR on
+          for (int c = LBCNT_DROP_NO_LB_HDR; c < N_LB_COUNTERS; c++)
+            if (ev_reason != DROP_FORWARD && int'(ev_reason) - int'(DROP_NO_LB_HDR) == c - LBCNT_DROP_NO_LB_HDR)
+              lbcnt[i][c] <= lbcnt[i][c] + 1;
+        end
       end
     end
     if (rst) begin

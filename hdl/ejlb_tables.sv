@@ -64,9 +64,18 @@ module ejlb_tables
 
   // register tables: shadow writes, commit copies
   always_ff @(posedge clk) begin
-    if (do_wr && in_lb && off_lb[5:2] < 8) lb_sh[off_lb[8:6]][off_lb[4:2]] <= wr_data;
-    if (do_wr && in_ep && off_ep[4:2] < 5) ep_sh[off_ep[9:5]][off_ep[4:2]] <= wr_data;
-    if (do_wr && in_snd && off_snd[4:2] < 5) snd_sh[off_snd[$clog2(N_SENDERS)+4:5]][off_snd[4:2]] <= wr_data;
+    // constant-index writes with decoded enables (a variable index into these wide packed arrays
+    // would become a barrel shifter of the whole table)
+    for (int i = 0; i < NUM_LBS; i++)
+      for (int w = 0; w < 8; w++)
+        if (do_wr && in_lb && off_lb[8:6] == 3'(i) && off_lb[5:2] == 4'(w)) lb_sh[i][w] <= wr_data;
+    for (int i = 0; i < NUM_LBS * NUM_EPOCHS; i++)
+      for (int w = 0; w < 5; w++)
+        if (do_wr && in_ep && off_ep[9:5] == 5'(i) && off_ep[4:2] == 3'(w)) ep_sh[i][w] <= wr_data;
+    for (int i = 0; i < N_SENDERS; i++)
+      for (int w = 0; w < 5; w++)
+        if (do_wr && in_snd && off_snd[$clog2(N_SENDERS)+4:5] == $clog2(N_SENDERS)'(i) && off_snd[4:2] == 3'(w))
+          snd_sh[i][w] <= wr_data;
     if (do_wr && commit_wr && wr_data[CTRL_GO_LSB]) begin
       lb_act <= lb_sh;
       ep_act <= ep_sh;
