@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,13 +73,12 @@ def run(data_width: int, test_module: str, testcase: str | list[str] | None = No
     Raises if any test failed; returns the results.xml path."""
     from cocotb_tools.runner import get_results
 
-    build_dir = build(data_width)
+    waves = os.environ.get("WAVES") == "1"  # cocotb's switch: FST trace in the test directory
+    build_dir = build(data_width, trace=waves)
     runner = _runner()
     runner.build_dir = build_dir
     test_dir = build_dir / f"run_{test_module}_{'_'.join([testcase] if isinstance(testcase, str) else testcase or ['all'])}"
     test_dir.mkdir(parents=True, exist_ok=True)
-    import sys
-
     for p in (str(REPO / "cocotb_tests"), str(REPO / "src")):
         if p not in sys.path:  # the runner hands the simulator this process's sys.path
             sys.path.insert(0, p)
@@ -86,7 +86,7 @@ def run(data_width: int, test_module: str, testcase: str | list[str] | None = No
     env.update(extra_env or {})
     results = runner.test(
         test_module=test_module, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", testcase=testcase, build_dir=build_dir,
-        test_dir=test_dir, extra_env=env, seed=seed,
+        test_dir=test_dir, extra_env=env, seed=seed, waves=waves,
     )
     total, failed = get_results(results)
     if failed:
