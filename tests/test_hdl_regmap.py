@@ -137,3 +137,16 @@ def test_pynq_driver_through_a_register_rw_device():
 
 def test_readme_register_table_is_current():
     assert rm.markdown() in (REPO / "hdl" / "README.md").read_text()
+
+
+def test_clear_empties_both_ram_banks():
+    from ejlb.dataplane.fpga import EjlbLB, ip_description
+    from ejlb.dataplane.fpga_sim import SimDevice
+
+    regs = FakeRegs()
+    ip = EjlbLB(ip_description(SimDevice(regs.read, regs.write)))
+    ip.clear(rams=True)
+    for bank in regs.ram:
+        assert bank[rm.CALENDAR.addr(rm.CALENDAR.count - 1)] == 0xFFFFFFFF
+        assert bank[rm.MEMBER.addr(rm.MEMBER.count - 1, "CTRL")] == 0
+        assert len(bank) == rm.CALENDAR.count + rm.MEMBER.count

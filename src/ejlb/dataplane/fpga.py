@@ -88,12 +88,18 @@ class RegisterPlan:
         self._slots: dict[tuple[int, object], int] = {}
         self._n_senders = n_senders
 
-    def reset_writes(self) -> list[Write]:
-        """Writes that clear every table (both RAM banks need them: apply, commit, apply)."""
+    def reset_writes(self, rams: bool = True) -> tuple[list[Write], list[Write]]:
+        """(shadow, replay) writes that empty every table. `rams=False` skips the calendar and
+        member RAMs (16 K writes per bank), for a design known to have just powered up with zero RAM."""
+        self.installed, self._slots = Tables(), {}
         w = [a for i in range(rm.LB.count) for a in lb_writes(i, None)]
         w += [a for i in range(rm.EPOCH.count) for a in epoch_writes(i // NUM_EPOCHS, i % NUM_EPOCHS, None)]
         w += [(rm.SENDER.addr(i, "CTRL"), 0) for i in range(rm.SENDER.count)]
-        return w
+        ram: list[Write] = []
+        if rams:
+            ram += [(rm.CALENDAR.addr(i), UNASSIGNED | UNASSIGNED << 16) for i in range(rm.CALENDAR.count)]
+            ram += [(rm.MEMBER.addr(i, "CTRL"), 0) for i in range(rm.MEMBER.count)]
+        return w + ram, ram
 
     def plan(self, d: TableDiff) -> tuple[list[Write], list[Write]]:
         new = apply(self.installed, d)  # validates the whole diff before any write
@@ -217,12 +223,15 @@ class EjlbLB(_DefaultIP):
     def install(self, d: TableDiff) -> None:
         run_plan(self.plan, d, self.read, self.write)
 
-    def clear(self) -> None:
-        """Empty every table (both banks), e.g. after loading the bitstream."""
-        for _ in range(2):
-            for addr, value in self.plan.reset_writes():
-                self.write(addr, value)
-            commit(self.read, self.write)
+    def clear(self, rams: bool = True) -> None:
+        """Empty every table in both banks (stale RAM entries could otherwise be reached by a
+        calendar that names a member the new tables do not define)."""
+        shadow, replay = self.plan.reset_writes(rams)
+        for addr, value in shadow:
+            self.write(addr, value)
+        commit(self.read, self.write)
+        for addr, value in replay:
+            self.write(addr, value)
 
     def counters(self) -> Counters:
         return read_counters(self.plan.installed, self.read)

@@ -49,9 +49,10 @@ def cocotb_device(axil_master) -> SimDevice:
 
 
 def open_sim(device: SimDevice) -> FpgaBackend:
-    """`fpga-sim` backend: the PYNQ driver on a simulated device (tables cleared first)."""
+    """`fpga-sim` backend: the PYNQ driver on a simulated device. The simulation starts with zero
+    RAM (Verilator --x-initial 0), so only the register tables are cleared."""
     ip = EjlbLB(ip_description(device))
-    ip.clear()
+    ip.clear(rams=False)
     return FpgaBackend(ip)
 
 
