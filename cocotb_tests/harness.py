@@ -37,6 +37,7 @@ class TB:
         for part in (self.source, self.sink, self.axil.write_if, self.axil.read_if):
             part.log.setLevel(logging.ERROR)  # per-frame logs (and reset flushes) would drown the output
         self.plan = RegisterPlan()
+        self.aborted = 0  # output frames ended with tuser = 1
         self.beat_bytes = DATA_WIDTH // 8
 
     async def reset(self):
@@ -103,6 +104,7 @@ class TB:
                 continue
             out = self.sink.recv_nowait()
             if _aborted(out):
+                self.aborted += 1
                 continue
             got.append(bytes(out.tdata))
         await self.source.wait()
@@ -110,6 +112,7 @@ class TB:
         while not self.sink.empty():  # nothing extra may come out
             out = self.sink.recv_nowait()
             assert _aborted(out), f"unexpected extra frame {bytes(out.tdata).hex()}"
+            self.aborted += 1
         fwd = [(f, r) for f, r in zip(frames, results) if r.forwarded]
         for k, (g, e) in enumerate(zip(got, expected)):
             if g != e:

@@ -165,6 +165,26 @@ async def test_every_length(dut):
 
 
 @cocotb.test()
+async def test_long_truncated_frames_abort(dut):
+    """A frame cut short after the captured header beats is already streaming when its end shows
+    the IP length lied: it must end with tuser = 1 and count as a parse failure (model: drop).
+    Shorter cuts are seen whole by the classifier and dropped without output."""
+    tb = TB(dut)
+    await tb.reset()
+    await tb.install(T)
+    t0 = tick_for_member(0, 0, 1000, 2000)
+    frames = []
+    for k, cut in enumerate([105, 128, 200, 777, 1400]):
+        whole = v4(datagram(t0, 1400, seed=k))
+        frames += [whole[:cut], whole]  # the intact frame right behind must come out untouched
+    assert [model.process(T, f).verdict for f in frames[::2]] == [Drop.PARSE_FAIL] * 5
+    expect = await tb.send_and_check(T, frames)
+    captured = -(-104 // tb.beat_bytes) * tb.beat_bytes  # frames up to here are judged whole
+    assert tb.aborted == sum(cut > captured for cut in [105, 128, 200, 777, 1400])
+    assert nonzero(await tb.counters()) == nonzero(expect)
+
+
+@cocotb.test()
 async def test_table_updates_during_traffic(dut):
     """Commits while frames flow: every frame is rewritten entirely by one table version."""
     tb = TB(dut)
