@@ -11,9 +11,8 @@ Three layers, so that the same code programs a board and the cocotb simulation:
 """
 from __future__ import annotations
 
-import ipaddress
 import time
-from typing import Callable, Iterable
+from typing import Callable
 
 from ejlb.dataplane import regmap as rm
 from ejlb.dataplane.tables import (

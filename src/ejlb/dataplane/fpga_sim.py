@@ -12,7 +12,6 @@ unchanged PYNQ driver (`ejlb.dataplane.fpga.EjlbLB`) programs the simulated desi
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
