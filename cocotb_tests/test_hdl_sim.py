@@ -24,7 +24,7 @@ def test_hdl_512():
 def test_hdl_64():
     """64 bits: the 16-byte strip spans two whole beats (three-beat window)."""
     sim.run(64, "tb_lb", ["test_deployed_lb_suite", "test_corpus", "test_every_length", "test_reset_mid_frame",
-                         "test_long_truncated_frames_abort"],
+                         "test_long_truncated_frames_abort", "test_table_updates_during_traffic"],
             extra_env={"EJLB_CORPUS_N": str(min(int(CORPUS_N), 400)), "EJLB_LENGTH_STEP": "7"})
 
 
