@@ -8,7 +8,8 @@ as a ratio to the probe of the same mode measured in the same run.
     p.gro(8972)        -> Figure               recvmmsg + UDP GRO drain of that GSO stream
     p.recvmmsg(1472)   -> Figure               recvmmsg drain of the sendmmsg stream
 
-Figures are cached per (mode, size) for the life of the Probes object. The probe sources are compiled
+Each Figure also carries `cpu_s`, the CPU time (user + system, from wait4) of that probe process, and
+`busy`, its CPU-seconds per second of its own traffic interval (packets / Mpps). Figures are cached per (mode, size) for the life of the Probes object. The probe sources are compiled
 into benchmarks/out/bin (the shared folder is only read). EJLB_BENCH_DIR overrides where they are.
 """
 from __future__ import annotations
@@ -32,6 +33,17 @@ class Figure:
     gbps: float
     mpps: float
     packets: int = 0
+    cpu_s: float | None = None  # CPU time of the probe process (user + system); None if not measured
+
+    @property
+    def seconds(self) -> float:
+        """The interval the probe's own rate refers to (first to last datagram), from packets / Mpps."""
+        return self.packets / (self.mpps * 1e6) if self.mpps else 0.0
+
+    @property
+    def busy(self) -> float | None:
+        """CPU-seconds per second of that interval (1.0 = one core fully busy)."""
+        return self.cpu_s / self.seconds if self.cpu_s is not None and self.seconds else None
 
     def __str__(self) -> str:
         return f"{self.gbps:.2f} Gb/s, {self.mpps:.3f} Mpps"
@@ -52,11 +64,29 @@ def build() -> pathlib.Path:
     return OUT
 
 
-def _parse(text: str) -> Figure:
+def _parse(text: str, cpu_s: float | None = None) -> Figure:
     m = _LINE.search(text)
     if not m:
         raise RuntimeError(f"probe printed nothing parseable: {text!r}")
-    return Figure(gbps=float(m[2]), mpps=float(m[3]), packets=int(m[1]))
+    return Figure(gbps=float(m[2]), mpps=float(m[3]), packets=int(m[1]), cpu_s=cpu_s)
+
+
+def _reap(proc: subprocess.Popen, timeout: float) -> tuple[str, float]:
+    """Wait for proc (its stdout is a pipe and it prints one short line) and return (stdout, CPU
+    seconds): wait4 gives that child's own rusage, which Popen.wait would discard."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.01)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out = proc.stdout.read()
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out)
+    return out, ru.ru_utime + ru.ru_stime
 
 
 class Probes:
@@ -67,14 +97,18 @@ class Probes:
 
     def _pair(self, recv_cmd: list[str], send_cmd: list[str]) -> tuple[Figure, Figure]:
         receiver = subprocess.Popen(recv_cmd, stdout=subprocess.PIPE, text=True)
+        sender = None
         try:
             time.sleep(0.3)
-            sent = subprocess.run(send_cmd, capture_output=True, text=True, timeout=self.seconds + 30, check=True)
-            out, _ = receiver.communicate(timeout=30)
+            sender = subprocess.Popen(send_cmd, stdout=subprocess.PIPE, text=True)
+            sent, sent_cpu = _reap(sender, self.seconds + 30)
+            out, recv_cpu = _reap(receiver, 30)
         finally:
-            if receiver.poll() is None:
-                receiver.kill()
-        return _parse(sent.stdout), _parse(out)
+            for proc in (sender, receiver):
+                if proc is not None and proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
+        return _parse(sent, sent_cpu), _parse(out, recv_cpu)
 
     def _run(self, mode: str, size: int) -> Figure:
         key = (mode, size)

@@ -530,6 +530,16 @@ static int rx_batch(rxthr_t *t, int fd)
     return n;
 }
 
+/* this thread's CPU time so far, stored before every poll (i.e. after each round of receiving), so
+ * that a stats reader sees it while the thread runs; one clock_gettime per round of syscalls */
+static void note_cpu(rxthr_t *t)
+{
+    struct timespec c;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c) == 0)
+        __atomic_store_n(&t->st.cpu_ns, (uint64_t)c.tv_sec * 1000000000u + (uint64_t)c.tv_nsec,
+                         __ATOMIC_RELAXED);
+}
+
 static void *thr_main(void *arg)
 {
     rxthr_t *t = arg;
@@ -550,6 +560,7 @@ static void *thr_main(void *arg)
             wait_ms = due > now ? (int)((due - now + 999) / 1000) : 0;
         }
         busy = 0;
+        note_cpu(t);
         if (poll(pfd, t->nfds + 1, wait_ms) <= 0)
             continue;
         /* only ready sockets: a thread may serve thousands of ports */
@@ -563,6 +574,7 @@ static void *thr_main(void *arg)
                 }
         }
     }
+    note_cpu(t);
     return NULL;
 }
 
@@ -810,6 +822,7 @@ void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out)
         out->lost += READ(s->lost);
         out->evicted += READ(s->evicted);
         out->gro_buffers += READ(s->gro_buffers);
+        out->cpu_ns += READ(s->cpu_ns);
     }
     out->events_reassembly_err = out->lost + out->evicted;
     pthread_mutex_lock(&rx->qlock);

@@ -42,6 +42,7 @@ typedef struct {
     uint64_t lost;          /* incomplete events given up after the timeout */
     uint64_t evicted;       /* incomplete events dropped to respect the byte/event caps */
     uint64_t gro_buffers;   /* receive buffers that held more than one segment */
+    uint64_t cpu_ns;        /* CPU time of the receive threads (CLOCK_THREAD_CPUTIME_ID), summed */
 } ejlb_rx_stats;
 
 typedef struct {

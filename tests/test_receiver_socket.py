@@ -244,6 +244,18 @@ def test_port_in_use_names_the_port():
 
 def test_stats_type():
     assert ReceiverStats().totals() == dict.fromkeys(ReceiverStats().totals(), 0)
+    assert ReceiverStats().cpu_ns == 0  # added last, with a default: positional order unchanged
+
+
+def test_cpu_ns_counts_the_receive_threads_while_they_run(rx):
+    payload = random.Random(2).randbytes(200_000)
+    before = rx.stats().cpu_ns
+    for evn in range(20):
+        send_all(datagrams(payload, event_number=evn, fragment=8936), ("127.0.0.1", rx.base_port))
+    collect(rx, 20)
+    after = rx.stats().cpu_ns  # threads still running: the figure is current, not only at stop
+    assert after > before
+    assert after < 10e9  # nanoseconds, not a garbage value
 
 
 def test_byte_cap_is_shared_by_the_threads():

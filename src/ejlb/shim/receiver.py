@@ -87,6 +87,7 @@ class ReceiverStats:
     lost: int = 0
     evicted: int = 0
     gro_buffers: int = 0
+    cpu_ns: int = 0  # CPU time of the native receive threads, summed (not the application's dequeue)
 
     def totals(self) -> dict[str, int]:
         """The SendState totals, by their snake_case names."""
