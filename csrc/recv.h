@@ -43,6 +43,7 @@ typedef struct {
     uint64_t evicted;       /* incomplete events dropped to respect the byte/event caps */
     uint64_t gro_buffers;   /* receive buffers that held more than one segment */
     uint64_t cpu_ns;        /* CPU time of the receive threads (CLOCK_THREAD_CPUTIME_ID), summed */
+    uint64_t placed;        /* datagrams received straight into their event buffer (no copy) */
 } ejlb_rx_stats;
 
 typedef struct {

@@ -88,6 +88,7 @@ class ReceiverStats:
     evicted: int = 0
     gro_buffers: int = 0
     cpu_ns: int = 0  # CPU time of the native receive threads, summed (not the application's dequeue)
+    placed: int = 0  # datagrams received straight into their event buffer (speculative placement hit)
 
     def totals(self) -> dict[str, int]:
         """The SendState totals, by their snake_case names."""
