@@ -1,9 +1,9 @@
 """Sender -> raw datagrams captured on loopback, decoded with ejlb.wire (and scapy): exactly the spec."""
 import errno
+import gc
 import socket
 import threading
 import time
-import gc
 import tracemalloc
 
 import numpy as np
