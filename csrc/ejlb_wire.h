@@ -3,6 +3,8 @@
 #define EJLB_WIRE_H
 #define EJLB_LB_MAGIC0 0x4c
 #define EJLB_LB_MAGIC1 0x42
+#define EJLB_LB_V2 2
+#define EJLB_LB_V3 3
 #define EJLB_LB_NEXT_PROTO_RE 1
 #define EJLB_RE_BYTE0 0x10
 #define EJLB_SYNC_MAGIC0 0x4c

@@ -443,17 +443,14 @@ static void on_datagram(rxthr_t *t, const uint8_t *d, size_t n, uint64_t now)
     BUMP(t->st.packets_recv, 1);
     BUMP(t->st.bytes_recv, n);
     if (rx->with_lb) {
-        if (n < EJLB_HEADERS_LEN || d[EJLB_LB_OFF_MAGIC] != EJLB_LB_MAGIC0 ||
-            d[EJLB_LB_OFF_MAGIC + 1] != EJLB_LB_MAGIC1 ||
-            (d[EJLB_LB_OFF_VERSION] != 2 && d[EJLB_LB_OFF_VERSION] != 3) ||
-            d[EJLB_LB_OFF_NEXT_PROTO] != EJLB_LB_NEXT_PROTO_RE) {
+        if (n < EJLB_HEADERS_LEN || !ejlb_lb_ok(d)) {
             BUMP(t->st.bad_headers, 1);
             return;
         }
         d += EJLB_LB_HEADER_LEN;
         n -= EJLB_LB_HEADER_LEN;
     }
-    if (n < EJLB_RE_HEADER_LEN || d[EJLB_RE_OFF_VERSION] != EJLB_RE_BYTE0 || d[EJLB_RE_OFF_RESERVED] != 0) {
+    if (n < EJLB_RE_HEADER_LEN || !ejlb_re_ok(d)) {
         BUMP(t->st.bad_headers, 1);
         return;
     }
@@ -564,13 +561,11 @@ static uint32_t spec_limit(const pend_t *p, uint32_t at)
 static int spec_header_ok(const rxthr_t *t, const uint8_t *h, const pend_t *p, uint32_t off)
 {
     if (t->rx->with_lb) {
-        if (h[EJLB_LB_OFF_MAGIC] != EJLB_LB_MAGIC0 || h[EJLB_LB_OFF_MAGIC + 1] != EJLB_LB_MAGIC1 ||
-            (h[EJLB_LB_OFF_VERSION] != 2 && h[EJLB_LB_OFF_VERSION] != 3) ||
-            h[EJLB_LB_OFF_NEXT_PROTO] != EJLB_LB_NEXT_PROTO_RE)
+        if (!ejlb_lb_ok(h))
             return 0;
         h += EJLB_LB_HEADER_LEN;
     }
-    return h[EJLB_RE_OFF_VERSION] == EJLB_RE_BYTE0 && h[EJLB_RE_OFF_RESERVED] == 0 &&
+    return ejlb_re_ok(h) &&
            ejlb_rd16(h + EJLB_RE_OFF_DATA_ID) == p->data_id && ejlb_rd32(h + EJLB_RE_OFF_OFFSET) == off &&
            ejlb_rd32(h + EJLB_RE_OFF_LENGTH) == p->length && ejlb_rd64(h + EJLB_RE_OFF_EVENT_NUMBER) == p->evn;
 }
@@ -648,7 +643,7 @@ static void spec_learn(rxthr_t *t, int sock, int n, size_t maxsegs)
         return; /* a short last segment ends its event */
     if (t->rx->with_lb)
         h += EJLB_LB_HEADER_LEN;
-    if (h[EJLB_RE_OFF_VERSION] != EJLB_RE_BYTE0 || h[EJLB_RE_OFF_RESERVED] != 0)
+    if (!ejlb_re_ok(h))
         return;
     uint16_t id = ejlb_rd16(h + EJLB_RE_OFF_DATA_ID);
     uint64_t evn = ejlb_rd64(h + EJLB_RE_OFF_EVENT_NUMBER);

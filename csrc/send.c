@@ -53,7 +53,7 @@ struct ejlb_tx {
 ejlb_tx *ejlb_tx_new(int family, const uint8_t *addr, uint32_t scope_id, int lb_version,
                      uint32_t fragment, uint32_t segments, int gso, int copy)
 {
-    if ((family != AF_INET && family != AF_INET6) || !addr || (lb_version != 2 && lb_version != 3)
+    if ((family != AF_INET && family != AF_INET6) || !addr || !ejlb_lb_version_ok(lb_version)
         || fragment == 0 || segments == 0 || segments > EJLB_TX_MAX_SEGMENTS
         || (uint64_t)segments * (fragment + EJLB_HEADERS_LEN) > TX_MAX_MSG_BYTES)
         return NULL;

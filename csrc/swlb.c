@@ -111,7 +111,7 @@ int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, co
     if (len < EJLB_LB_HEADER_LEN || p[EJLB_LB_OFF_MAGIC] != EJLB_LB_MAGIC0 || p[EJLB_LB_OFF_MAGIC + 1] != EJLB_LB_MAGIC1)
         return v->verdict = EJLB_DROP_NO_LB_HDR;
     int version = p[EJLB_LB_OFF_VERSION];
-    if (version != 2 && version != 3)
+    if (!ejlb_lb_version_ok(version))
         return v->verdict = EJLB_DROP_BAD_VERSION;
     v->version = version;
     if (!sender_allowed(t, lb_id, src16))
@@ -123,7 +123,7 @@ int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, co
     if (epoch < 0)
         return v->verdict = EJLB_DROP_EPOCH_MISS;
     v->epoch = epoch;
-    uint16_t key = version == 2 ? (uint16_t)tick : ejlb_rd16(p + EJLB_LB_OFF_SLOT_SELECT);
+    uint16_t key = version == EJLB_LB_V2 ? (uint16_t)tick : ejlb_rd16(p + EJLB_LB_OFF_SLOT_SELECT);
     int slot = (key ^ lb->slot_xor) & ((1u << lb->slot_bits) - 1);
     v->slot = slot;
     uint16_t mid = slot < EJLB_SWLB_SLOTS ? t->calendar[lb_id][epoch][slot] : 0xFFFF;
@@ -333,7 +333,7 @@ static void handle_batch(struct worker *w, const struct ejlb_swlb_tables *t, int
                 bump(&c[0], 1);
                 bump(&c[1], len);
                 if (v.version)
-                    bump(&c[v.version == 2 ? 2 : 3], 1);
+                    bump(&c[v.version == EJLB_LB_V2 ? 2 : 3], 1);
                 if (d != EJLB_DROP_FORWARD) {
                     bump(&c[4 + d], 1);
                 } else {

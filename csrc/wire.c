@@ -6,7 +6,7 @@ void ejlb_put_lb(uint8_t *dst, int version, uint64_t tick, uint16_t entropy, uin
     dst[EJLB_LB_OFF_MAGIC + 1] = EJLB_LB_MAGIC1;
     dst[EJLB_LB_OFF_VERSION] = (uint8_t)version;
     dst[EJLB_LB_OFF_NEXT_PROTO] = EJLB_LB_NEXT_PROTO_RE;
-    ejlb_be16(dst + EJLB_LB_OFF_SLOT_SELECT, version == 2 ? 0 : slot_select);
+    ejlb_be16(dst + EJLB_LB_OFF_SLOT_SELECT, version == EJLB_LB_V2 ? 0 : slot_select);
     ejlb_be16(dst + EJLB_LB_OFF_PORT_SELECT, entropy);
     ejlb_be64(dst + EJLB_LB_OFF_TICK, tick);
 }

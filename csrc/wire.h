@@ -13,6 +13,19 @@ static inline uint16_t ejlb_rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8
 static inline uint32_t ejlb_rd32(const uint8_t *p) { return (uint32_t)ejlb_rd16(p) << 16 | ejlb_rd16(p + 2); }
 static inline uint64_t ejlb_rd64(const uint8_t *p) { return (uint64_t)ejlb_rd32(p) << 32 | ejlb_rd32(p + 4); }
 
+/* Header validity as the receivers apply it (ejlb.wire's decode rules for magic, version, next
+ * protocol and the RE version byte); the caller has checked that the bytes are there. */
+static inline int ejlb_lb_version_ok(int v) { return v == EJLB_LB_V2 || v == EJLB_LB_V3; }
+static inline int ejlb_lb_ok(const uint8_t *p)
+{
+    return p[EJLB_LB_OFF_MAGIC] == EJLB_LB_MAGIC0 && p[EJLB_LB_OFF_MAGIC + 1] == EJLB_LB_MAGIC1 &&
+           ejlb_lb_version_ok(p[EJLB_LB_OFF_VERSION]) && p[EJLB_LB_OFF_NEXT_PROTO] == EJLB_LB_NEXT_PROTO_RE;
+}
+static inline int ejlb_re_ok(const uint8_t *p)
+{
+    return p[EJLB_RE_OFF_VERSION] == EJLB_RE_BYTE0 && p[EJLB_RE_OFF_RESERVED] == 0;
+}
+
 /* EJLB_CDEF_BEGIN */
 void ejlb_put_lb(uint8_t *dst, int version, uint64_t tick, uint16_t entropy, uint16_t slot_select);
 void ejlb_put_re(uint8_t *dst, uint16_t data_id, uint32_t offset, uint32_t length, uint64_t event_number);

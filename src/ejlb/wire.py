@@ -328,6 +328,8 @@ def c_header() -> str:
         "#define EJLB_WIRE_H",
         f"#define EJLB_LB_MAGIC0 0x{LB_MAGIC[0]:02x}",
         f"#define EJLB_LB_MAGIC1 0x{LB_MAGIC[1]:02x}",
+        f"#define EJLB_LB_V2 {LB_VERSIONS[0]}",
+        f"#define EJLB_LB_V3 {LB_VERSIONS[1]}",
         f"#define EJLB_LB_NEXT_PROTO_RE {LB_NEXT_PROTO_RE}",
         f"#define EJLB_RE_BYTE0 0x{RE_BYTE0:02x}",
         f"#define EJLB_SYNC_MAGIC0 0x{SYNC_MAGIC[0]:02x}",
