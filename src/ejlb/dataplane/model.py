@@ -40,11 +40,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ejlb.dataplane.tables import Counters, Drop, Tables
+import numpy as np
+
+from ejlb.dataplane.tables import UNASSIGNED, Counters, Drop, Tables
 from ejlb.wire import (
     CALENDAR_SLOTS,
     DATA_PORT_MAX,
     DATA_PORT_MIN,
+    LB_DTYPE,
     LB_HEADER_LEN,
     LB_MAGIC,
     LB_VERSIONS,
@@ -232,12 +235,12 @@ def process(tables: Tables, frame: bytes) -> Result:
 
     if not DATA_PORT_MIN <= p.dport <= DATA_PORT_MAX:
         return Result(Drop.NO_LB_HDR, f"udp.dport={p.dport}: outside {DATA_PORT_MIN}..{DATA_PORT_MAX}", **known)
-    lbh = frame[p.payload : p.payload + LB_HEADER_LEN]
     if p.end - p.payload < LB_HEADER_LEN:
         return Result(Drop.NO_LB_HDR, f"udp.payload_length={p.end - p.payload}: no room for an LB header", **known)
-    if lbh[:2] != LB_MAGIC:
-        return Result(Drop.NO_LB_HDR, f"lb.magic={lbh[:2]!r}: must be b'LB'", **known)
-    version = lbh[2]
+    lbh = np.frombuffer(frame, LB_DTYPE, count=1, offset=p.payload)[0]  # the one LB layout (ejlb.wire)
+    if lbh["magic"] != LB_MAGIC:
+        return Result(Drop.NO_LB_HDR, f"lb.magic={frame[p.payload : p.payload + 2]!r}: must be b'LB'", **known)
+    version = int(lbh["version"])
     if version not in LB_VERSIONS:
         return Result(Drop.BAD_VERSION, f"lb.version={version}: must be 2 or 3", **known)
     known["version"] = version
@@ -247,9 +250,8 @@ def process(tables: Tables, frame: bytes) -> Result:
     if p.ttl <= 1:
         return Result(Drop.TTL, f"ip.ttl={p.ttl}: expires here", **known)
 
-    slot_key, port_select, tick = _u16(lbh, 4), _u16(lbh, 6), int.from_bytes(lbh[8:16], "big")
-    if version == 2:
-        slot_key = tick & 0xFFFF
+    tick, port_select = int(lbh["tick"]), int(lbh["port_select"])
+    slot_key = tick & 0xFFFF if version == 2 else int(lbh["slot_select"])
     epoch = tables.epoch_for(lb.lb_id, tick)
     if epoch is None:
         return Result(Drop.EPOCH_MISS, f"lb.tick={tick}: in no epoch of LB {lb.lb_id}", **known)
@@ -259,7 +261,7 @@ def process(tables: Tables, frame: bytes) -> Result:
     known["slot"] = slot
     calendar = tables.calendars.get((lb.lb_id, epoch))
     member_id = calendar[slot] if calendar is not None and slot < CALENDAR_SLOTS else None
-    if member_id is None or member_id == 0xFFFF:
+    if member_id is None or member_id == UNASSIGNED:
         return Result(Drop.CALENDAR_MISS, f"slot={slot}: unassigned in epoch {epoch}", **known)
     known["member_id"] = member_id
 
