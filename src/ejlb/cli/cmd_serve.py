@@ -47,7 +47,7 @@ def parse_instance(text: str) -> dict:
 
 
 def build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
-                 controller_period):
+                 controller_period, balancer=None):
     from ejlb.control.config import ConfigError, ControlConfig
 
     try:
@@ -67,7 +67,7 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
                 raise CLIError(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
             data["listen"] = {"host": host.strip("[]"), "port": int(port)}
         flags = dict(backend=backend, db=db, admin_token=admin_token, sync_ipv4=sync_ipv4, sync_ipv6=sync_ipv6,
-                     metrics_port=metrics_port, controller_period=controller_period)
+                     metrics_port=metrics_port, controller_period=controller_period, balancer=balancer)
         data.update({k: v for k, v in flags.items() if v is not None})
         if instances:
             data["instances"] = [parse_instance(i) for i in instances]
@@ -93,12 +93,15 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
 @click.option("--sync-ipv6", help="Address the sync listeners bind (IPv6).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus /metrics on this port.")
 @click.option("--controller-period", type=float, help="Seconds between controller ticks (default 1).")
+@click.option("--balancer", type=click.Choice(["capacity", "signal"]),
+              help="Slot allocation: capacity (default; follows measured worker capacity) or signal "
+                   "(the deployed rule: additive control signal).")
 @click.option("--uri-file", type=click.Path(dir_okay=False, writable=True),
               help="Also write the admin URI to this file (mode 0600).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def serve(config_file, listen, backend, threads, bitfile, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
-          controller_period, uri_file, log_level):
+          controller_period, balancer, uri_file, log_level):
     """Run the control plane with a data plane. SIGHUP restarts the control plane (data plane keeps
     forwarding); SIGTERM/SIGINT shut down."""
     from ejlb.control.server import ControlPlane
@@ -106,7 +109,7 @@ def serve(config_file, listen, backend, threads, bitfile, db, admin_token, insta
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6,
-                          metrics_port, controller_period)
+                          metrics_port, controller_period, balancer)
     options = {"software": {"threads": threads}, "fpga": {"bitfile": bitfile}}.get(config.backend, {})
     try:
         dataplane = create_backend(config.backend, config, **options)

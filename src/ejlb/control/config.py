@@ -15,7 +15,8 @@ Example (every key optional):
     db: /var/lib/ejlb/control.db   # default: an in-memory database (nothing survives a restart)
     controller_period: 1.0
     allow_private_workers: true
-    fill_gain: 0.0                 # feedback from reported fill for silent workers (feedback.py)
+    balancer: capacity             # capacity (capacity.py) | signal (the deployed additive control signal)
+    fill_gain: 0.0                 # balancer signal only: feedback from reported fill for silent workers
     sticky_calendar: true          # minimal-move calendar layout (calendar.py)
     metrics_port: null             # Prometheus /metrics on listen host (0: ephemeral)
     rpc_threads: 8                 # gRPC handler threads
@@ -32,6 +33,9 @@ import yaml
 
 from ejlb.dataplane.tables import NUM_LBS, LBInstance, parse_mac
 from ejlb.wire import DEFAULT_DATA_PORT
+
+
+BALANCERS = ("capacity", "signal")
 
 
 class ConfigError(ValueError):
@@ -106,6 +110,7 @@ class ControlConfig:
     db: str = ":memory:"
     controller_period: float = 1.0
     allow_private_workers: bool = True
+    balancer: str = "capacity"
     fill_gain: float = 0.0
     sticky_calendar: bool = True
     metrics_port: int | None = None
@@ -129,6 +134,8 @@ class ControlConfig:
             _fail("tls", (self.tls_cert, self.tls_key), "give both cert and key, or neither")
         if not isinstance(self.controller_period, (int, float)) or not 0.01 <= self.controller_period <= 60:
             _fail("controller_period", self.controller_period, "must be 0.01..60 seconds")
+        if self.balancer not in BALANCERS:
+            _fail("balancer", self.balancer, f"must be one of {', '.join(BALANCERS)}")
         for key in ("sync_ipv4", "sync_ipv6"):
             value = getattr(self, key)
             if value is not None:
