@@ -1,9 +1,10 @@
 """Calendar computation: worker weights → slot counts → the 512-slot layout of one epoch. Pure.
 
-Counts follow the deployed algorithm (spec/control-api.md, "Slot counts"): proportional to weight,
-rounded, clamped to [round(even·minFactor), round(even·maxFactor)] with even = floor(512/n), the
-leftover (positive or negative) handed out one slot per worker per round to the largest deficit
-(surplus), total exactly 512. Bounds that cannot all hold (Σmin > 512 or Σmax < 512) are relaxed.
+Counts are proportional to weight within the deployed clamps (spec/control-api.md, "Slot counts":
+[round(even·minFactor), round(even·maxFactor)], even = floor(512/n)), total exactly 512. Unlike the
+deployed rule, which hands leftovers out one slot per worker per round whatever the weights, slots
+that clamped workers cannot take are shared by weight (water-filling) and rounded by largest
+remainder. Bounds that cannot all hold (Σmin > 512 or Σmax < 512) are relaxed.
 
 Layout improvement over the deployed interleave-and-shuffle: with `previous` given, every slot
 keeps its owner unless that owner's count shrank, so the number of slots that change owner equals
@@ -32,34 +33,50 @@ def slot_counts(
     min_factors: Sequence[float] | None = None,
     max_factors: Sequence[float] | None = None,
     slots: int = CALENDAR_SLOTS,
+    min_slots: int = 0,
 ) -> list[int]:
-    """Slots per worker, in input order; sums to `slots` whenever there is at least one worker."""
+    """Slots per worker, in input order; sums to `slots` whenever there is at least one worker.
+
+    Proportional to weight within [round(even·minFactor), round(even·maxFactor)] (maxFactor 0: no
+    cap): the bounds are met by water-filling (a clamped worker is fixed, the others share what is
+    left in proportion to weight), then whole slots by largest remainder. So the slots a capped
+    worker cannot take go to the others by weight, not one each. `min_slots` (if every worker can
+    have it) keeps each worker in the calendar, so its capacity keeps being observed."""
     n = len(weights)
     if n == 0:
         return []
-    w = np.maximum(np.asarray(weights, dtype=np.float64), 0.0)
-    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+    w = np.maximum(np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0, posinf=0.0), 0.0)
+    if w.sum() <= 0:
         w = np.ones(n)
-    exact = slots * w / w.sum()
     even = slots // n
     mins = np.zeros(n) if min_factors is None else np.asarray(min_factors, dtype=np.float64)
     maxs = np.zeros(n) if max_factors is None else np.asarray(max_factors, dtype=np.float64)
-    lo = np.rint(even * np.maximum(mins, 0.0)).astype(np.int64)
-    hi = np.where(maxs > 0, np.rint(even * maxs), slots).astype(np.int64)
-    hi = np.maximum(hi, lo)
+    lo = np.maximum(np.rint(even * np.maximum(mins, 0.0)), min_slots if min_slots * n <= slots else 0)
+    hi = np.maximum(np.where(maxs > 0, np.rint(even * maxs), slots), lo)
     if lo.sum() > slots:  # minimums cannot all be met: drop them
         lo[:] = 0
     if hi.sum() < slots:  # maximums leave slots unowned: drop them
         hi[:] = slots
-    count = np.clip(np.rint(exact).astype(np.int64), lo, hi)
+    exact = np.zeros(n)
+    free = np.ones(n, dtype=bool)
+    for _ in range(n + 1):  # each round fixes at least one worker at a bound
+        left = slots - exact[~free].sum()
+        exact[free] = left * w[free] / w[free].sum() if w[free].sum() > 0 else left / free.sum()
+        over = free & (exact > hi)
+        fixed = over if over.any() else free & (exact < lo)  # caps first: they free slots for others
+        if not fixed.any():
+            break
+        exact[fixed] = np.where(over[fixed], hi[fixed], lo[fixed])
+        free &= ~fixed
+        if not free.any():
+            break
+    count = np.clip(np.floor(exact + 1e-9), lo, hi).astype(np.int64)
     order = np.arange(n)
-    while (left := slots - int(count.sum())) != 0:
+    while (left := slots - int(count.sum())) != 0:  # largest remainder; ties to the lower index
         if left > 0:
-            ok = count < hi
-            key = exact - count  # largest deficit first; ties to the lower index (stable sort)
+            ok, key = count < hi, exact - count
         else:
-            ok = count > lo
-            key = count - exact
+            ok, key = count > lo, count - exact
         idx = order[ok][np.argsort(-key[ok], kind="stable")][: abs(left)]
         count[idx] += 1 if left > 0 else -1
     return count.tolist()

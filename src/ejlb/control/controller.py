@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from ejlb.control import calendar as cal
+from ejlb.control import capacity
 from ejlb.control import epochs as ep
 from ejlb.control import feedback
 from ejlb.control.liveness import FIRST_REPORT_S, READY_S, REMOVE_S
@@ -72,6 +73,7 @@ class Controller:
         self._writer: threading.Thread | None = None
         self._closing = False
         self._planned_version = -1
+        self.params = capacity.Params()
 
     # -- the tick -------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -123,14 +125,11 @@ class Controller:
         stats = self.stats.setdefault(res.id, LBStats())
         stats.active_sessions, stats.ready_sessions = len(live), len(ready)
         if ready:
-            weights = feedback.step_arrays([s.dyn_weight for s in ready], [s.control_signal for s in ready],
-                                           [s.fill for s in ready], cfg.fill_gain)
-            for s, w in zip(ready, weights.tolist()):
-                if s.dyn_weight != w:
-                    s.dyn_weight = w
-                    s.dirty = True
-            counts = cal.slot_counts(weights, [s.min_factor for s in ready], [s.max_factor for s in ready])
             previous = res.calendar
+            if cfg.balancer == "capacity":
+                counts = self._capacity_counts(res, ready, now)
+            else:
+                counts = self._signal_counts(ready)
             new = cal.layout({s.member_id: c for s, c in zip(ready, counts)}, previous, strategy=res.strategy,
                              demands={s.member_id: s.demands for s in ready if s.demands},
                              sticky=cfg.sticky_calendar)
@@ -154,10 +153,47 @@ class Controller:
         svc.record(f"/lb/{res.id}/predictedEventNumber", now, min(svc.predicted_event(res, now), (1 << 63) - 1),
                    "tick", False)
 
+    def _signal_counts(self, ready: list) -> list[int]:
+        """The deployed rule: control signals added to the weights (feedback.py)."""
+        weights = feedback.step_arrays([s.dyn_weight for s in ready], [s.control_signal for s in ready],
+                                       [s.fill for s in ready], self.service.config.fill_gain)
+        for s, w in zip(ready, weights.tolist()):
+            if s.dyn_weight != w:
+                s.dyn_weight = w
+                s.dirty = True
+        return cal.slot_counts(weights, [s.min_factor for s in ready], [s.max_factor for s in ready])
+
+    def _capacity_counts(self, res: Reservation, ready: list, now: float) -> list[int]:
+        """Slots in proportion to measured capacity (capacity.py), with hysteresis."""
+        p = self.params
+        offered = 0.0
+        ready_ids = {s.id for s in ready}
+        for s in res.live_sessions:  # every meter restarts each tick, ready or not
+            w = s.meter.take()
+            if s.id in ready_ids:
+                capacity.observe(s.estimate, w, now, w is not None and w.start >= res.effective_at, p)
+                offered += w.offered_rate if w is not None else 0.0
+        workers = [capacity.Worker(s.member_id, s.weight, s.min_factor, s.max_factor) for s in ready]
+        estimates = {s.member_id: s.estimate for s in ready}
+        capacity.seed(workers, estimates)
+        capacity.start_probe(workers, estimates, now, res.changed_at, p)
+        shares = capacity.desired(workers, estimates, offered)
+        mins, maxs = [s.min_factor for s in ready], [s.max_factor for s in ready]
+        counts = cal.slot_counts([shares[s.member_id] for s in ready], mins, maxs, min_slots=1)
+        current = res.calendar or ()
+        old = [sum(1 for m in current if m == s.member_id) for s in ready]
+        if current and not capacity.significant(old, counts, p):
+            counts = old
+        free = cal.slot_counts([shares[s.member_id] for s in ready], min_slots=1)  # without the floors
+        for s, c, f in zip(ready, counts, free):
+            s.health = capacity.health(s.estimate, c, f, s.min_factor)
+        return counts
+
     def _start_epoch(self, res: Reservation, now: float, calendar: tuple[int, ...]) -> None:
         prev = res.epochs[-1].boundary if res.epochs else None
         boundary = ep.next_boundary(res.samples, now, prev)
         res.epochs = ep.advance(res.epochs, boundary, calendar)
+        res.changed_at, res.effective_at = now, now + ep.LEAD_S
         self.service.tables_version += 1
         newest = res.epochs[-1]
         self.service.store.add_epoch(res.id, newest.seq, boundary,

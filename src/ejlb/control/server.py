@@ -26,6 +26,7 @@ from ejlb.control.sync import SyncListener
 from ejlb.dataplane.tables import Backend, MemoryBackend
 
 log = logging.getLogger("ejlb.control")
+MIN_TICK_GAP_S = 0.2  # early ticks (a queue filling up) come at most this often
 
 
 def make_backend(name: str, config: ControlConfig) -> Backend:
@@ -156,18 +157,27 @@ class ControlPlane:
     def _run(self) -> None:
         period = self.config.controller_period
         next_tick = time.monotonic() + period
+        last_tick = 0.0
         while not self._stop.is_set():
-            woke = self.service.tables_changed.wait(max(0.0, next_tick - time.monotonic()))
+            due = min(next_tick, last_tick + MIN_TICK_GAP_S) if self.service.urgent else next_tick
+            woke = self.service.tables_changed.wait(max(0.0, due - time.monotonic()))
             if self._stop.is_set():
                 break
             try:
                 if woke:
                     self.service.tables_changed.clear()
                     self.controller.sync_tables()
-                if time.monotonic() >= next_tick:
+                now = time.monotonic()
+                if self.service.urgent and now - last_tick >= MIN_TICK_GAP_S:  # a queue is filling up
+                    self.service.urgent = False
+                    next_tick = now + period
+                    last_tick = now
+                    self.tick()
+                elif now >= next_tick:
                     next_tick += period
-                    if next_tick < time.monotonic():  # fell behind: skip, never burst
-                        next_tick = time.monotonic() + period
+                    if next_tick < now:  # fell behind: skip, never burst
+                        next_tick = now + period
+                    last_tick = now
                     self.tick()
             except Exception:
                 log.exception("controller step failed; continuing")

@@ -23,6 +23,7 @@ import numpy as np
 
 from ejlb.control import tokens as tk
 from ejlb.control.calendar import STRATEGIES
+from ejlb.control.capacity import URGENT_FILL
 from ejlb.control.config import ControlConfig, InstanceConfig
 from ejlb.control.epochs import SEED_SRC, Epoch, SyncSample, predict, seed_sample
 from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
@@ -105,6 +106,10 @@ def parse_demands(field: str, ranges: Iterable[tuple[int, int]]) -> list[tuple[i
     return out
 
 
+# the counters the capacity meter reads, as indexes into TOTALS: dequeued, offered, lost
+METER_TOTALS = tuple(TOTALS.index(k) for k in
+                     ("total_events_dequeued", "total_events_reassembled", "total_event_enqueue_err"))
+
 SESSION_SERIES = (  # (name, column of a history snapshot, unit, float?)
     ("fillPercent", 2, "fraction", True),
     ("controlSignal", 3, "", True),
@@ -137,6 +142,7 @@ class ControlService:
         self.on_reserve: Callable[[Reservation], int] = lambda r: r.sync_port
         self.on_free: Callable[[Reservation], None] = lambda r: None
         self.tables_changed = threading.Event()  # wakes the controller to re-sync tables early
+        self.urgent = False  # a worker's queue crossed URGENT_FILL: the controller ticks early
         self.tables_version = 0  # bumped by every change that alters the planned tables
         self._load()
 
@@ -499,11 +505,16 @@ class ControlService:
                    is_ready: bool, totals: Mapping[str, int]) -> None:
         with self.lock:
             _, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
+            before = sess.fill
             sess.fill = _finite("fillPercent", fill, 0.0, 1.0)
+            if before < URGENT_FILL <= sess.fill and self.config.balancer == "capacity":  # tick now
+                self.urgent = True
+                self.tables_changed.set()
             sess.control_signal = _finite("controlSignal", control_signal)
             sess.is_ready = bool(is_ready)
             sess.totals = tuple(int(totals.get(k, 0)) for k in TOTALS)
-            sess.last_report = self.clock()  # our clock: liveness never trusts the worker's
+            sess.last_report = now = self.clock()  # our clock: liveness never trusts the worker's
+            sess.meter.observe(now, sess.fill, *(sess.totals[i] for i in METER_TOTALS))
             sess.dirty = True
 
     def set_slot_demands(self, secret: str, lb_id: str, constraints: Iterable[tuple[str, Iterable[tuple[int, int]]]]) -> None:

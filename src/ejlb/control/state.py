@@ -5,6 +5,7 @@ import collections
 import ipaddress
 from dataclasses import dataclass, field
 
+from ejlb.control.capacity import Estimate, Meter
 from ejlb.control.config import InstanceConfig
 from ejlb.control.epochs import MAX_SAMPLES, Epoch, SyncSample
 from ejlb.control.store import TOTALS  # re-exported: the client's and receiver's counter names
@@ -54,6 +55,10 @@ class Session:
     totals: tuple[int, ...] = (0,) * len(TOTALS)  # in TOTALS order
     removed_at: float | None = None  # set: gone, kept only while a live epoch still names it
     dirty: bool = False  # report fields not yet flushed to the store
+    # capacity balancer (not persisted: rebuilt from reports within a few ticks after a restart)
+    meter: Meter = field(default_factory=Meter, repr=False, compare=False)
+    estimate: Estimate = field(default_factory=Estimate, repr=False, compare=False)
+    health: tuple[tuple[str, str], ...] = ()  # (type, message) found by the last tick
     _member: Member | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -94,6 +99,8 @@ class Reservation:
     sync_accepted: int = 0
     sync_rejected: int = 0
     prediction_error: int | None = None  # last sync event number minus what we predicted for it
+    effective_at: float = 0.0  # when the newest calendar takes effect (its epoch's lead)
+    changed_at: float = 0.0  # when the calendar last changed
     # per-tick snapshots for Timeseries: (ms, session ids, fill, control signal, slots), bounded
     history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS))
 
