@@ -13,6 +13,7 @@ from ejlb.cli.main import EXIT_USAGE, CLIError
 from ejlb.cli.params import DURATION, IP, UNTIL, parse_duration, parse_until
 from ejlb.cli.session import (FAMILY_NAMES, current_options, lb_id_or_uri, manager, own_sender_address,
                               require)
+from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
 from ejlb.wire import MAX_PORT_RANGE
 
 
@@ -137,8 +138,10 @@ def overview():
 @click.option("--port-range", type=click.IntRange(0, MAX_PORT_RANGE), default=0, show_default=True,
               help="Entropy bits: listen on PORT .. PORT + 2^bits - 1.")
 @click.option("--weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True)
-@click.option("--min-factor", type=click.FloatRange(0), default=0.5, show_default=True)
-@click.option("--max-factor", type=click.FloatRange(0), default=2.0, show_default=True, help="0 = no cap.")
+@click.option("--min-factor", type=click.FloatRange(0), default=DEFAULT_MIN_FACTOR, show_default=True,
+              help="Floor, in even shares (0 = none: the balancer follows measured capacity).")
+@click.option("--max-factor", type=click.FloatRange(0), default=DEFAULT_MAX_FACTOR, show_default=True,
+              help="Cap, in even shares (0 = no cap).")
 @click.option("--keep-lb-header", is_flag=True, help="Deliver datagrams with the LB header kept.")
 @click.option("-e", "--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` (session URI).")
 def register(name, ip, port, port_range, weight, min_factor, max_factor, keep_lb_header, export):

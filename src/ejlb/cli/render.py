@@ -145,7 +145,9 @@ def status_renderables(lb_id: str, status, now: datetime | None = None) -> list:
         ("senders", ", ".join(status.senderAddresses) or "none: the LB drops all data (ejlb add-senders)"),
         ("expires", expires.isoformat(timespec="seconds") if expires else "never"),
         ("workers", len(status.workers)),
-    ] + [(f"health: {h.severity or 'issue'}", f"{h.type}: {h.message}") for h in status.healthIssues])
+    ] + [(f"health: {h.severity or 'issue'}", f"{h.type}: {h.message}") for h in status.healthIssues]
+      + [(f"health: {w.name}", f"{h.type}: {h.message}") for w in status.workers for h in w.healthIssues
+         if h.type != "worker_not_ready"])  # not-ready shows in the workers' "ready" column
     out = [head]
     if status.workers:
         out.append(grid(None, WORKER_COLUMNS, worker_rows(status, now), right=(4, 5, 6, 8, 9, 10, 11)))

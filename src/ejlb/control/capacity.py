@@ -218,6 +218,9 @@ def start_probe(workers: Sequence[Worker], estimates: Mapping[int, Estimate], no
     return w.key
 
 
+WORKER_HEALTH = ("worker_overflowing", "worker_overflow_at_floor")
+
+
 def health(est: Estimate, slots: int, unfloored: int, min_factor: float) -> tuple:
     """Health issues of one worker: (type, message) pairs for status, metrics and the monitor."""
     if not est.overflowing:

@@ -21,6 +21,7 @@ from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
 from ejlb.control.errors import InvalidArgument, from_rpc_error
 from ejlb.control.state import TOTALS, TOTALS_PROTO
+from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
 from ejlb.uri import DataAddress, EjfatURI, SyncAddress
 
 IP_FAMILY = {"dual": 0, "dual_stack": 0, "ipv4": 1, "ipv6": 2, 0: 0, 1: 1, 2: 2, 4: 1, 6: 2}
@@ -195,7 +196,8 @@ class LBManager:
 
     # -- workers --------------------------------------------------------------------------------
     def register(self, name: str, ip: str, port: int, *, weight: float = 1.0, port_range: int = 0,
-                 min_factor: float = 0.5, max_factor: float = 2.0, keep_lb_header: bool = False,
+                 min_factor: float = DEFAULT_MIN_FACTOR,
+                 max_factor: float = DEFAULT_MAX_FACTOR, keep_lb_header: bool = False,
                  slot_demands: Iterable[tuple[int, int]] = (), lb_id=None) -> Registration:
         reply = self._call("Register", pb.RegisterRequest(
             lbId=self._lb(lb_id), name=name, weight=weight, ipAddress=str(ip), udpPort=port, portRange=port_range,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ejlb.control.capacity import WORKER_HEALTH
 from ejlb.control.controller import Controller, spread
 
 STATS = ("min", "avg", "max", "stddev")
@@ -19,6 +20,8 @@ class Metrics:
         self.slots = Gauge("ejlb_lb_slots", "Slots per ready worker", ["lb", "stat"], registry=r)
         self.fill = Gauge("ejlb_lb_fill", "Reported worker queue fill (0..1)", ["lb", "stat"], registry=r)
         self.moves = Gauge("ejlb_lb_slots_moved", "Slots that changed owner in the newest epoch", ["lb"], registry=r)
+        self.health = Gauge("ejlb_lb_worker_health_issues", "Ready workers with a health issue, by type "
+                            "(worker_overflowing, worker_overflow_at_floor)", ["lb", "type"], registry=r)
         self.sync = Gauge("ejlb_lb_sync_packets", "Sync datagrams of the reservation by outcome",
                           ["lb", "outcome"], registry=r)
         self.prediction_error = Gauge("ejlb_lb_prediction_error", "Last sync event number minus its "
@@ -59,6 +62,8 @@ class Metrics:
             self.sync.labels(lb, "rejected_source").set(res.sync_rejected)
             if res.prediction_error is not None:
                 self.prediction_error.labels(lb).set(res.prediction_error)
+            for kind in WORKER_HEALTH:
+                self.health.labels(lb, kind).set(sum(1 for s in res.live_sessions for t, _ in s.health if t == kind))
             for k, v in spread(st.slots).items():
                 self.slots.labels(lb, k).set(v)
             for k, v in spread(st.fills).items():
@@ -67,7 +72,8 @@ class Metrics:
             for g, labels in [(g, (lb,)) for g in (self.sessions, self.ready, self.boundary, self.epoch, self.moves,
                                                    self.prediction_error)] \
                     + [(g, (lb, k)) for g in (self.slots, self.fill) for k in STATS] \
-                    + [(self.sync, (lb, k)) for k in ("accepted", "rejected_source")]:
+                    + [(self.sync, (lb, k)) for k in ("accepted", "rejected_source")] \
+                    + [(self.health, (lb, k)) for k in WORKER_HEALTH]:
                 try:
                     g.remove(*labels)
                 except KeyError:

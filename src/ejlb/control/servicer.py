@@ -90,6 +90,9 @@ def status_reply(svc: ControlService, res: Reservation) -> pb.LoadBalancerStatus
             w_issues.append(pb.HealthIssue(type="worker_not_ready", severity="warning",
                                            message="no recent state report" if s.is_ready or s.last_report is None
                                            else "worker reports not ready", detected_at=ts(now)))
+        elif s.health:  # found by the last controller tick (capacity balancer)
+            w_issues += [pb.HealthIssue(type=kind, severity="warning", message=msg, detected_at=ts(now))
+                         for kind, msg in s.health]
         workers.append(pb.WorkerStatus(
             name=s.name, fillPercent=s.fill, controlSignal=s.control_signal,
             slotsAssigned=sum(1 for m in calendar if m == s.member_id),
@@ -107,7 +110,7 @@ def status_reply(svc: ControlService, res: Reservation) -> pb.LoadBalancerStatus
     elif now - max(x.recv_time for x in real) > 2 * MAX_SYNC_PERIOD_S:
         issues.append(pb.HealthIssue(type="sync_stale", severity="warning", detected_at=ts(now),
                                      message=f"last sync packet {now - max(x.recv_time for x in real):.0f} s ago"))
-    if res.sessions and not any(not w.healthIssues for w in workers):
+    if res.sessions and all(any(h.type == "worker_not_ready" for h in w.healthIssues) for w in workers):
         issues.append(pb.HealthIssue(type="no_ready_workers", severity="error",
                                      message="no worker is ready: the calendar is not updated", detected_at=ts(now)))
     reply = pb.LoadBalancerStatusReply(

@@ -27,6 +27,7 @@ from typing import Iterator
 from ejlb.native import ffi, lib
 from ejlb.shim.pid import PID, PIDGains
 from ejlb.shim.reassembly import LOST_EVICTED, LOST_TIMEOUT, LostEvent
+from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, MAX_PORT_RANGE
 
 __all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", "trim_buffer_pool"]
@@ -190,8 +191,8 @@ class Receiver:
         register: bool | None = None,
         name: str | None = None,
         weight: float = 1.0,
-        min_factor: float = 0.5,
-        max_factor: float = 2.0,
+        min_factor: float = DEFAULT_MIN_FACTOR,
+        max_factor: float = DEFAULT_MAX_FACTOR,
         keep_lb_header: bool = False,
         pid: PIDGains | tuple | None = None,
         state_period: float = 0.1,

@@ -17,6 +17,13 @@ from ejlb.shim.pid import PID
 log = logging.getLogger(__name__)
 
 
+# ejlb's defaults for the bounds a worker asks for (multiples of an even share of the calendar):
+# none. The capacity balancer sizes shares from measured service rates; a floor would pin a slow
+# worker into overflow (the deployed defaults 0.5 / 2.0 did), a cap would idle a fast one.
+DEFAULT_MIN_FACTOR = 0.0
+DEFAULT_MAX_FACTOR = 0.0  # 0 = no cap
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """What the receiver registers: name, data address and its share parameters."""
@@ -26,8 +33,8 @@ class WorkerSpec:
     port: int
     port_range: int
     weight: float = 1.0
-    min_factor: float = 0.5
-    max_factor: float = 2.0
+    min_factor: float = DEFAULT_MIN_FACTOR
+    max_factor: float = DEFAULT_MAX_FACTOR
     keep_lb_header: bool = False
 
 
