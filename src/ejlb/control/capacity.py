@@ -1,35 +1,44 @@
 """Capacity-following allocation: each worker's service rate, measured from the state reports it
 already sends, decides its share of the calendar. Pure: the caller passes the clock.
 
-Why capacity and not the control signal: what a worker can take is its service rate (events/s);
-slots should be in proportion to it, so that every worker runs at the same utilisation and the
-headroom is spread evenly. The deployed rule adds up control signals instead, so a worker's share
-depends on its history (one overload leaves it near its floor for good).
+Why capacity and not the control signal: what a worker can take is its service rate (events/s).
+Slots in proportion to it give every worker the same utilisation, so the headroom is spread evenly
+and in overload the losses are spread in proportion to capacity. The deployed rule sums control
+signals instead, so a share depends on history (one overload leaves a worker near its floor).
 
 What is observable (every EJFAT receiver sends it, E2SAR with zero PID gains included):
 - `totalEventsDequeued` counts what the application took. While the queue is non-empty at both
-  ends of a report interval, the application was busy all along, so the dequeue rate over such
-  intervals *is* its capacity (`Meter`). A worker that is busy for most of a window is *measured*.
-- A worker with headroom dequeues everything it is offered: its offered rate
-  (`totalEventsReassembled`) is only a lower bound on its capacity. Below saturation the queue is
-  empty and says nothing more, so a capacity can only be learned by offering more than it.
+  ends of a report interval the application was busy throughout, so the dequeue rate over such
+  intervals *is* its capacity (`Meter`). A window busy long enough *measures* the worker: exact.
+- A worker with headroom takes everything it is offered: its offered rate
+  (`totalEventsReassembled`) is only a *lower bound*. Below saturation the queue is empty and
+  tells nothing more, so a capacity can only be learned by offering a worker more than it takes.
 
-The law (`Balancer.plan`, once per controller tick):
-1. A measured window sets the estimate (a slowdown is seen within one tick). Otherwise the estimate
-   never falls below the offered rate (a worker that is faster than we thought shows it).
-2. A worker that has never been measured starts from its registered weight, in the units of the
-   workers already known (capacity per unit of registered weight), so a late joiner gets its weight
-   from its first epoch. Until measured it is *discovering*: once per clean window (one observed
-   wholly under the current calendar) its load is raised by `step`; it stops at the first measured
-   window. Load steps are bounded, so an overshoot is at most `step − 1` of its capacity, for about
-   one tick plus the epoch lead — the queue absorbs that.
-3. Speed-ups are invisible below saturation, so after `probe_quiet_s` without a calendar change the
-   worker with the oldest measurement (older than `probe_age_s`) is *probed*: offered `probe_load` ×
-   its estimated capacity. A saturated probe re-measures it (two calendar changes, no loss);
-   an unsaturated one means it got faster, and it keeps discovering upwards.
-4. Slots ∝ estimates (`calendar.slot_counts`: weighted remainder, min/max factors, ≥ 1 slot).
-5. Hysteresis: the calendar changes only if some worker's count moves by more than `tolerance`
-   (relative, and at least `min_move` slots), so noise in the estimates never starts an epoch.
+The law (`Controller._capacity_counts` calls these once per tick):
+1. `observe`: a measuring window sets the estimate (a slowdown is seen within a tick; the
+   controller also ticks at once when a queue crosses URGENT_FILL). Otherwise the estimate never
+   falls below the offered rate.
+2. `seed`: a worker seen for the first time starts from its registered weight in the units of the
+   known workers (capacity per unit of registered weight), so a late joiner has its weight from its
+   first epoch.
+3. `discover`: a worker not yet measured is offered `step` × what it took, once per clean window
+   (one observed wholly under the current calendar, with an empty queue), until a window measures
+   it. Steps are bounded, so an overshoot is at most `step − 1` of its capacity, for a tick plus
+   the epoch lead; the queue absorbs that. Workers under discovery take at most `discovery_cap` of
+   the stream between them (the others wait their turn), so no worker is starved to measure
+   another; one that would need more alone cannot be saturated at this load: its lower bound stands
+   until the load grows by a quarter.
+4. `start_probe`: speed-ups are invisible below saturation, so after `probe_quiet_s` without a
+   calendar change the worker with the oldest measurement (older than `probe_age_s`) is offered
+   `probe_load` × its capacity: saturated, it is re-measured (two calendar changes, no loss);
+   unsaturated, it got faster and keeps discovering.
+5. `desired`: loads in proportion to capacity, workers under discovery at their target; a measured
+   worker is planned at most at `max_utilisation` while a worker with unknown headroom can take the
+   rest. Slots follow the loads (`calendar.slot_counts`: weighted remainder, min/max factors, at
+   least one slot each, so every worker stays observable).
+6. `significant`: hysteresis. The calendar changes only if some worker's count moves by more than
+   `tolerance` (and `min_move` slots), or an overflowing worker would lose slots, so noise in the
+   estimates never starts an epoch.
 """
 from __future__ import annotations
 
@@ -47,10 +56,12 @@ class Params:
     min_busy_s: float = 0.15  # ...and at least this long
     step: float = 1.2  # load factor per discovery step
     probe_load: float = 1.1  # probe: offered load / estimated capacity
-    probe_quiet_s: float = 20.0  # probe only after this long without a calendar change
+    probe_quiet_s: float = 30.0  # probe only after this long without a calendar change
     probe_age_s: float = 30.0  # only measurements older than this are probed
     tolerance: float = 0.04  # relative slot-count change that justifies a new calendar
     min_move: int = 2  # slots
+    discovery_cap: float = 0.8  # of the offered load that workers under discovery may take together
+    max_utilisation: float = 0.9  # planned load / measured capacity while others have unknown headroom
     overflow_fill: float = 0.9  # fill at which a worker counts as overflowing (health)
 
 
@@ -121,10 +132,14 @@ class Estimate:
     """The control plane's belief about one worker's capacity."""
 
     capacity: float | None = None  # events/s; None until the worker has been seen
-    measured_at: float | None = None  # last window that measured it
-    discovering: bool = True  # its capacity is only a lower bound and it is being offered more
+    exact: bool = False  # measured at saturation; else `capacity` is a lower bound
+    measured_at: float | None = None  # when it was last measured (or discovery gave up)
+    discovering: bool = True  # a lower bound that discovery will push on
     target: float | None = None  # offered rate asked of it while discovering / probing
-    overflowing: bool = False  # lost events or near-full queue in the last window
+    capped_load: float | None = None  # discovery gave up at this total offered load
+    headroom: bool = False  # the last window was clean and its queue stayed empty
+    offered: float = 0.0  # offered rate in the last window
+    overflowing: bool = False  # lost events or a near-full queue in the last window
 
 
 def measured_rate(w: Window, p: Params) -> float | None:
@@ -137,18 +152,19 @@ def measured_rate(w: Window, p: Params) -> float | None:
 def observe(est: Estimate, w: Window | None, now: float, clean: bool, p: Params) -> Estimate:
     """Fold one tick's window into the estimate. `clean`: the window lies wholly under the current
     calendar, so a discovery step may be judged on it."""
+    est.headroom = False
     if w is None:
         return est
     est.overflowing = w.lost > 0 or w.fill >= p.overflow_fill
+    est.offered = w.offered_rate
     rate = measured_rate(w, p)
     if rate is not None:
-        est.capacity, est.measured_at, est.discovering, est.target = rate, now, False, None
+        est.capacity, est.exact, est.measured_at = rate, True, now
+        est.discovering, est.target, est.capped_load = False, None, None
         return est
-    offered = w.offered_rate
-    if offered > 0:
-        est.capacity = max(est.capacity or 0.0, offered)
-    if est.discovering and clean and offered > 0 and w.busy_s == 0 and w.fill == 0:  # full headroom
-        est.target = max(offered * p.step, est.target or 0.0)
+    if est.offered > 0:
+        est.capacity = max(est.capacity or 0.0, est.offered)
+        est.headroom = clean and w.busy_s == 0 and w.fill == 0
     return est
 
 
@@ -158,15 +174,6 @@ class Worker:
 
     key: int
     weight: float  # registered weight (> 0)
-    min_factor: float
-    max_factor: float
-
-
-@dataclass
-class Plan:
-    shares: dict[int, float]  # desired capacity (or its stand-in) per worker: slots follow it
-    probing: int | None = None
-    notes: dict[int, str] = field(default_factory=dict)
 
 
 def prior(weight: float, known: Sequence[tuple[float, float]]) -> float:
@@ -174,8 +181,7 @@ def prior(weight: float, known: Sequence[tuple[float, float]]) -> float:
     `known` = [(capacity, registered weight)]."""
     if not known:
         return weight
-    per_weight = sum(c for c, _ in known) / sum(w for _, w in known)
-    return weight * per_weight
+    return weight * sum(c for c, _ in known) / sum(w for _, w in known)
 
 
 def seed(workers: Sequence[Worker], estimates: Mapping[int, Estimate]) -> None:
@@ -186,36 +192,79 @@ def seed(workers: Sequence[Worker], estimates: Mapping[int, Estimate]) -> None:
             estimates[w.key].capacity = prior(w.weight, known)
 
 
-def desired(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offered_total: float) -> dict[int, float]:
-    """Capacity-proportional shares, with discovering/probing workers placed at their target load:
-    the rest of the offered load is split over the others in proportion to their estimates."""
-    cap = {w.key: estimates[w.key].capacity or 0.0 for w in workers}
-    targets = {w.key: estimates[w.key].target for w in workers if estimates[w.key].target}
-    if len(targets) == len(workers) > 1:  # someone must absorb what the others are offered more
-        del targets[min(targets, key=lambda k: (cap[k], k))]
-    if not targets or offered_total <= 0:
-        return cap
-    rest = offered_total - sum(targets.values())
-    others = sum(c for k, c in cap.items() if k not in targets)
-    if rest <= 0.05 * offered_total or others <= 0:  # the targets alone cover the load: share by them
-        return {k: targets.get(k, 0.0) or cap[k] * 1e-3 for k in cap}
-    scale = others / rest  # capacity units per event/s of the non-target workers
-    return {k: targets[k] * scale if k in targets else c for k, c in cap.items()}
+def discover(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offered_total: float, now: float,
+             p: Params) -> None:
+    """One discovery round. Workers under way step up when their last window showed headroom; one
+    that would need more than `discovery_cap` of the stream alone cannot be saturated at this load
+    (its lower bound stands); if those under way need more than that together, the largest pauses.
+    When none is under way, a new batch starts (never all workers: someone must take less)."""
+    room = p.discovery_cap * offered_total
+    ests = [estimates[w.key] for w in workers]
+    for e in ests:
+        if e.target and e.headroom:
+            e.target = max(e.offered * p.step, e.target)
+        if e.target and e.target > room:
+            e.discovering, e.target, e.measured_at, e.capped_load = False, None, now, offered_total
+    going = [e for e in ests if e.target]
+    while sum(e.target for e in going) > room:
+        largest = max(going, key=lambda e: e.target)
+        largest.target = None  # paused: still discovering, resumes from its lower bound
+        going.remove(largest)
+    if going:
+        return
+    order = sorted(range(len(ests)), key=lambda i: (ests[i].capacity or 0.0, workers[i].key))
+    if all(e.discovering for e in ests) and len(ests) > 1:
+        order = order[1:]  # the least capable takes what the others are offered more
+    for i in order:
+        e = ests[i]
+        if e.discovering and e.headroom and (e.capacity or 0.0) * p.step <= room:
+            e.target = (e.capacity or 0.0) * p.step
+            room -= e.target
 
 
 def start_probe(workers: Sequence[Worker], estimates: Mapping[int, Estimate], now: float,
-                quiet_since: float, p: Params) -> int | None:
-    """After a quiet spell, put the worker with the oldest measurement under probe."""
-    if any(estimates[w.key].discovering for w in workers) or now - quiet_since < p.probe_quiet_s:
+                quiet_since: float, offered_total: float, p: Params) -> int | None:
+    """After a quiet spell, offer the worker with the oldest measurement a little more than its
+    estimated capacity."""
+    ests = [estimates[w.key] for w in workers]
+    if any(e.discovering for e in ests) or now - quiet_since < p.probe_quiet_s:
         return None
-    due = [w for w in workers if estimates[w.key].measured_at is not None
-           and now - estimates[w.key].measured_at >= p.probe_age_s]
+    due = [w for w, e in zip(workers, ests) if e.measured_at is not None and now - e.measured_at >= p.probe_age_s
+           and (e.capped_load is None or offered_total > 1.25 * e.capped_load)]
     if not due:
         return None
     w = min(due, key=lambda w: (estimates[w.key].measured_at, w.key))
     e = estimates[w.key]
-    e.discovering, e.target = True, (e.capacity or 0.0) * p.probe_load
+    e.discovering, e.target, e.capped_load = True, (e.capacity or 0.0) * p.probe_load, None
     return w.key
+
+
+def desired(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offered_total: float,
+            p: Params) -> dict[int, float]:
+    """Planned offered load per worker (slots follow it): targets for workers under discovery, the
+    rest in proportion to capacity, measured workers at most at `max_utilisation` while a worker
+    whose capacity is only a lower bound can take the excess."""
+    cap = {w.key: estimates[w.key].capacity or 0.0 for w in workers}
+    if offered_total <= 0:
+        return cap
+    load = {w.key: estimates[w.key].target for w in workers if estimates[w.key].target}
+    free = [k for k in cap if k not in load]
+    rest = offered_total - sum(load.values())
+    if not free or rest <= 0:
+        return {k: load.get(k, 0.0) or 1e-9 * cap[k] for k in cap}
+    bounded = [k for k in free if not estimates[k].exact]
+    while free:  # water-filling: measured workers capped, the others share what is left by capacity
+        total = sum(cap[k] for k in free)
+        share = {k: rest * cap[k] / total if total > 0 else rest / len(free) for k in free}
+        over = [k for k in free if bounded and estimates[k].exact and share[k] > p.max_utilisation * cap[k]]
+        if not over or len(over) == len(free):
+            load.update(share)
+            break
+        for k in over:
+            load[k] = p.max_utilisation * cap[k]
+            rest -= load[k]
+            free.remove(k)
+    return load
 
 
 WORKER_HEALTH = ("worker_overflowing", "worker_overflow_at_floor")
@@ -232,7 +281,7 @@ def health(est: Estimate, slots: int, unfloored: int, min_factor: float) -> tupl
     return (("worker_overflowing", "queue full or dropping events: its share is being reduced"),)
 
 
-def significant(old: Sequence[int], new: Sequence[int], p: Params) -> bool:
+def significant(old: Sequence[int], new: Sequence[int], overflowing: Sequence[bool], p: Params) -> bool:
     """Hysteresis: is the new slot vector worth a new epoch?"""
-    return any(abs(n - o) >= max(p.min_move, math.ceil(p.tolerance * max(o, 1))) or (n == 0) != (o == 0)
-               for o, n in zip(old, new))
+    return any((n < o and hot) or abs(n - o) >= max(p.min_move, math.ceil(p.tolerance * max(o, 1)))
+               for o, n, hot in zip(old, new, overflowing))

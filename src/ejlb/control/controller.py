@@ -173,16 +173,17 @@ class Controller:
             if s.id in ready_ids:
                 capacity.observe(s.estimate, w, now, w is not None and w.start >= res.effective_at, p)
                 offered += w.offered_rate if w is not None else 0.0
-        workers = [capacity.Worker(s.member_id, s.weight, s.min_factor, s.max_factor) for s in ready]
+        workers = [capacity.Worker(s.member_id, s.weight) for s in ready]
         estimates = {s.member_id: s.estimate for s in ready}
         capacity.seed(workers, estimates)
-        capacity.start_probe(workers, estimates, now, res.changed_at, p)
-        shares = capacity.desired(workers, estimates, offered)
+        capacity.discover(workers, estimates, offered, now, p)
+        capacity.start_probe(workers, estimates, now, res.changed_at, offered, p)
+        shares = capacity.desired(workers, estimates, offered, p)
         mins, maxs = [s.min_factor for s in ready], [s.max_factor for s in ready]
         counts = cal.slot_counts([shares[s.member_id] for s in ready], mins, maxs, min_slots=1)
         current = res.calendar or ()
         old = [sum(1 for m in current if m == s.member_id) for s in ready]
-        if current and not capacity.significant(old, counts, p):
+        if current and not capacity.significant(old, counts, [s.estimate.overflowing for s in ready], p):
             counts = old
         free = cal.slot_counts([shares[s.member_id] for s in ready], min_slots=1)  # without the floors
         for s, c, f in zip(ready, counts, free):

@@ -151,7 +151,7 @@ def simulate(sc: Scenario) -> Trace:
             next_tick = t + sc.period if urgent else next_tick + sc.period
             last_tick = t
             ctl.tick()
-            present = [w.session and not w.gone for w in workers]
+            present = [bool(w.session) and not w.gone for w in workers]
             caps = np.array([w.spec.capacity_at(t) if p else 0.0 for w, p in zip(workers, present)])
             calendar = _in_effect(res, clock[0])
             nan = np.where(present, 1.0, np.nan)
@@ -173,3 +173,42 @@ def _in_effect(res, now: float) -> np.ndarray | None:
     if not live:
         return None
     return np.asarray(max(live, key=lambda e: e.boundary).calendar)
+
+
+def summarize(trace: Trace, changes: Sequence[float] = (), band: float = 0.10) -> dict:
+    """Balancing figures of a run: losses (start-up and after each change), epochs until every slot
+    share is first within ±`band` (relative) of its capacity share, the fraction of the second half
+    of each phase spent in band, fill spread, slot
+    moves per epoch and calendar changes per minute over the second half of the last phase."""
+    a = trace.arrays()
+    t, epoch, lost = a["t"], a["epoch"], np.nansum(a["lost"], axis=1)
+    bounds = [0.0, *changes, math.inf]
+    phases = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        idx = np.flatnonzero((t >= lo) & (t < hi))
+        if idx.size == 0:
+            continue
+        ok = np.all(np.abs(np.nan_to_num(a["slot_share"][idx] - a["capacity_share"][idx]))
+                    <= band * np.nan_to_num(a["capacity_share"][idx]) + 1e-9, axis=1)
+        first = int(np.argmax(ok)) if ok.any() else None  # probes leave the band briefly, by design
+        start_epoch = epoch[idx[0] - 1] if idx[0] > 0 else 0
+        phases.append({
+            "from_s": lo,
+            "lost": float(lost[idx[-1]] - (lost[idx[0] - 1] if idx[0] > 0 else 0.0)),
+            "epochs_to_band": None if first is None else int(epoch[idx[first]] - start_epoch),
+            "in_band": float(ok[idx.size // 2:].mean()),  # fraction of the phase's second half
+        })
+    last = phases[-1]["from_s"] if phases else 0.0
+    half = last + (t[-1] - last) / 2 if t.size else 0.0
+    tail = t >= half
+    span = (t[-1] - half) / 60 if t.size else 0.0
+    epochs = int(epoch[-1]) if t.size else 0
+    spread = np.nanmax(a["fill"], axis=1) - np.nanmin(a["fill"], axis=1) if t.size else np.zeros(0)
+    return {
+        "lost": float(lost[-1]) if t.size else 0.0,
+        "phases": phases,
+        "fill_spread": float(np.nanmean(spread)) if spread.size else 0.0,
+        "moves_per_epoch": float(a["moves"][-1] / epochs) if epochs else 0.0,
+        "changes_per_min_steady": float((epoch[tail][-1] - epoch[tail][0]) / span) if span > 0 else 0.0,
+        "epochs": epochs,
+    }
