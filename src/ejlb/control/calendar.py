@@ -38,8 +38,8 @@ def slot_counts(
     """Slots per worker, in input order; sums to `slots` whenever there is at least one worker.
 
     Proportional to weight within [round(even·minFactor), round(even·maxFactor)] (maxFactor 0: no
-    cap): the bounds are met by water-filling (a clamped worker is fixed, the others share what is
-    left in proportion to weight), then whole slots by largest remainder. So the slots a capped
+    cap): water-filling (one rate for all, each worker clamped to its bounds, the rate chosen so the
+    total is `slots`), then whole slots by largest remainder. So the slots a capped
     worker cannot take go to the others by weight, not one each. `min_slots` (if every worker can
     have it) keeps each worker in the calendar, so its capacity keeps being observed."""
     n = len(weights)
@@ -57,19 +57,15 @@ def slot_counts(
         lo[:] = 0
     if hi.sum() < slots:  # maximums leave slots unowned: drop them
         hi[:] = slots
-    exact = np.zeros(n)
-    free = np.ones(n, dtype=bool)
-    for _ in range(n + 1):  # each round fixes at least one worker at a bound
-        left = slots - exact[~free].sum()
-        exact[free] = left * w[free] / w[free].sum() if w[free].sum() > 0 else left / free.sum()
-        over = free & (exact > hi)
-        fixed = over if over.any() else free & (exact < lo)  # caps first: they free slots for others
-        if not fixed.any():
-            break
-        exact[fixed] = np.where(over[fixed], hi[fixed], lo[fixed])
-        free &= ~fixed
-        if not free.any():
-            break
+    # one rate r for everyone: Σ clip(r·w, lo, hi) = slots (monotone in r: bisection)
+    r_lo, r_hi = 0.0, slots / w[w > 0].min() if (w > 0).any() else 1.0
+    for _ in range(100):
+        r = (r_lo + r_hi) / 2
+        if np.clip(r * w, lo, hi).sum() < slots:
+            r_lo = r
+        else:
+            r_hi = r
+    exact = np.clip(r_hi * w, lo, hi)
     count = np.clip(np.floor(exact + 1e-9), lo, hi).astype(np.int64)
     order = np.arange(n)
     while (left := slots - int(count.sum())) != 0:  # largest remainder; ties to the lower index

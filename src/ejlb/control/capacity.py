@@ -27,7 +27,7 @@ The law (`Controller._capacity_counts` calls these once per tick):
    the epoch lead; the queue absorbs that. Workers under discovery take at most `discovery_cap` of
    the stream between them (the others wait their turn), so no worker is starved to measure
    another; one that would need more alone cannot be saturated at this load: its lower bound stands
-   until the load grows by a quarter.
+   until the load grows by a quarter, or for CAPPED_PROBE_AGES probe ages.
 4. `start_probe`: speed-ups are invisible below saturation, so after `probe_quiet_s` without a
    calendar change the worker with the oldest measurement (older than `probe_age_s`) is offered
    `probe_load` × its capacity: saturated, it is re-measured (two calendar changes, no loss);
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 
+CAPPED_PROBE_AGES = 4  # a worker discovery gave up on is probed again after this many probe ages
 URGENT_FILL = 0.25  # a report whose fill crosses this upwards makes the controller tick at once
 
 
@@ -230,7 +231,8 @@ def start_probe(workers: Sequence[Worker], estimates: Mapping[int, Estimate], no
     if any(e.discovering for e in ests) or now - quiet_since < p.probe_quiet_s:
         return None
     due = [w for w, e in zip(workers, ests) if e.measured_at is not None and now - e.measured_at >= p.probe_age_s
-           and (e.capped_load is None or offered_total > 1.25 * e.capped_load)]
+           and (e.capped_load is None or offered_total > 1.25 * e.capped_load
+                or now - e.measured_at >= CAPPED_PROBE_AGES * p.probe_age_s)]
     if not due:
         return None
     w = min(due, key=lambda w: (estimates[w.key].measured_at, w.key))
@@ -241,30 +243,29 @@ def start_probe(workers: Sequence[Worker], estimates: Mapping[int, Estimate], no
 
 def desired(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offered_total: float,
             p: Params) -> dict[int, float]:
-    """Planned offered load per worker (slots follow it): targets for workers under discovery, the
-    rest in proportion to capacity, measured workers at most at `max_utilisation` while a worker
-    whose capacity is only a lower bound can take the excess."""
+    """Planned offered load per worker (slots follow it): workers under discovery at their target,
+    the rest of the stream in proportion to capacity. While any worker's capacity is only a lower
+    bound, no measured worker is planned above `max_utilisation`: the excess goes to the workers
+    with unknown headroom (beyond their targets: that only speeds up their discovery)."""
     cap = {w.key: estimates[w.key].capacity or 0.0 for w in workers}
     if offered_total <= 0:
         return cap
     load = {w.key: estimates[w.key].target for w in workers if estimates[w.key].target}
     free = [k for k in cap if k not in load]
-    rest = offered_total - sum(load.values())
-    if not free or rest <= 0:
-        return {k: load.get(k, 0.0) or 1e-9 * cap[k] for k in cap}
-    bounded = [k for k in free if not estimates[k].exact]
-    while free:  # water-filling: measured workers capped, the others share what is left by capacity
-        total = sum(cap[k] for k in free)
-        share = {k: rest * cap[k] / total if total > 0 else rest / len(free) for k in free}
-        over = [k for k in free if bounded and estimates[k].exact and share[k] > p.max_utilisation * cap[k]]
-        if not over or len(over) == len(free):
-            load.update(share)
-            break
-        for k in over:
-            load[k] = p.max_utilisation * cap[k]
-            rest -= load[k]
-            free.remove(k)
-    return load
+    rest = max(offered_total - sum(load.values()), 0.0)
+    total = sum(cap[k] for k in free)
+    load.update({k: rest * cap[k] / total if total > 0 else rest / len(free) for k in free})
+    open_ = [k for k in cap if not estimates[k].exact]
+    if open_:
+        excess = 0.0
+        for k in cap:
+            if estimates[k].exact and not estimates[k].target and load[k] > p.max_utilisation * cap[k]:
+                excess += load[k] - p.max_utilisation * cap[k]
+                load[k] = p.max_utilisation * cap[k]
+        base = sum(load[k] for k in open_) or 1.0
+        for k in open_:
+            load[k] += excess * (load[k] / base if sum(load[j] for j in open_) else 1 / len(open_))
+    return {k: max(v, 1e-9 * (cap[k] or 1.0)) for k, v in load.items()}
 
 
 WORKER_HEALTH = ("worker_overflowing", "worker_overflow_at_floor")

@@ -59,7 +59,7 @@ class Scenario:
     balancer: str = "capacity"
     period: float = 1.0  # controller tick
     report_period: float = 0.1
-    dt: float = 0.02
+    dt: float = 0.05
 
     @property
     def event_rate(self) -> float:
@@ -77,6 +77,7 @@ class Trace:
     lost: list = field(default_factory=list)  # cumulative events dropped at the queue
     epoch: list = field(default_factory=list)
     moves: list = field(default_factory=list)  # slots moved by the newest calendar (cumulative)
+    health: list = field(default_factory=list)  # per tick: per worker, the health issue types
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(getattr(self, k), dtype=np.float64) for k in
@@ -133,7 +134,7 @@ def simulate(sc: Scenario) -> Trace:
             serve = min(w.queue + arrive, w.spec.capacity_at(t) * sc.dt)
             w.offered += arrive
             w.dequeued += serve
-            w.queue += arrive - serve
+            w.queue = max(0.0, w.queue + arrive - serve)  # no float dust below empty
             if w.queue > w.spec.queue:
                 w.lost += w.queue - w.spec.queue
                 w.queue = float(w.spec.queue)
@@ -163,6 +164,9 @@ def simulate(sc: Scenario) -> Trace:
             trace.lost.append(np.array([w.lost for w in workers]))
             trace.epoch.append(res.epochs[-1].seq if res.epochs else 0)
             trace.moves.append(ctl.slots_moved)
+            sessions = {str(s.id): s for s in res.sessions.values()}
+            trace.health.append([tuple(k for k, _ in sessions[w.session].health) if w.session in sessions else ()
+                                 for w in workers])
     return trace
 
 
