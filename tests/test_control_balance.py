@@ -90,14 +90,21 @@ def test_prior_puts_a_newcomer_at_its_registered_weight_in_known_units():
 
 
 def test_desired_keeps_measured_workers_below_max_utilisation_while_others_have_headroom():
-    ws = [cap.Worker(0, 1.0), cap.Worker(1, 1.0)]
-    ests = {0: cap.Estimate(capacity=100.0, exact=True), 1: cap.Estimate(capacity=60.0)}  # 1: a lower bound
+    ws = [cap.Worker(0, 1.0), cap.Worker(1, 0.5)]  # 1: a lower bound above its weight's worth (50)
+    ests = {0: cap.Estimate(capacity=100.0, exact=True), 1: cap.Estimate(capacity=60.0)}
     load = cap.desired(ws, ests, 150.0, P)
     assert load[0] == pytest.approx(P.max_utilisation * 100.0)
     assert load[1] == pytest.approx(150.0 - P.max_utilisation * 100.0)
     ests[1].exact = True  # all measured, overloaded: proportional, losses spread by capacity
     load = cap.desired(ws, ests, 320.0, P)
     assert load[0] / load[1] == pytest.approx(100.0 / 60.0)
+
+
+def test_without_a_measured_worker_registered_weights_set_the_shares():
+    ws = [cap.Worker(0, 3.0), cap.Worker(1, 1.0)]
+    ests = {0: cap.Estimate(capacity=10.0), 1: cap.Estimate(capacity=90.0)}  # who was offered what
+    load = cap.desired(ws, ests, 100.0, P)
+    assert load[0] / load[1] == pytest.approx(3.0)
 
 
 def test_hysteresis_ignores_noise_but_never_an_overflowing_worker():

@@ -32,7 +32,10 @@ The law (`Controller._capacity_counts` calls these once per tick):
    calendar change the worker with the oldest measurement (older than `probe_age_s`) is offered
    `probe_load` × its capacity: saturated, it is re-measured (two calendar changes, no loss);
    unsaturated, it got faster and keeps discovering.
-5. `desired`: loads in proportion to capacity, workers under discovery at their target; a measured
+5. `desired`: loads in proportion to capacity, workers under discovery at their target (a lower
+   bound counts at least as much as the registered weight in measured units; with no worker
+   measured, registered weights alone set the shares: lower bounds then only say who was offered
+   what, not who can take more); a measured
    worker is planned at most at `max_utilisation` while a worker with unknown headroom can take the
    rest. Slots follow the loads (`calendar.slot_counts`: weighted remainder, min/max factors, at
    least one slot each, so every worker stays observable).
@@ -248,6 +251,10 @@ def desired(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offere
     bound, no measured worker is planned above `max_utilisation`: the excess goes to the workers
     with unknown headroom (beyond their targets: that only speeds up their discovery)."""
     cap = {w.key: estimates[w.key].capacity or 0.0 for w in workers}
+    exact = [(cap[w.key], w.weight) for w in workers if estimates[w.key].exact]
+    for w in workers:  # a lower bound says nothing about a worker relative to the others: weights do
+        if not estimates[w.key].exact:
+            cap[w.key] = max(cap[w.key], prior(w.weight, exact)) if exact else w.weight
     if offered_total <= 0:
         return cap
     load = {w.key: estimates[w.key].target for w in workers if estimates[w.key].target}
