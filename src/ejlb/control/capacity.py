@@ -7,9 +7,10 @@ and in overload the losses are spread in proportion to capacity. The deployed ru
 signals instead, so a share depends on history (one overload leaves a worker near its floor).
 
 What is observable (every EJFAT receiver sends it, E2SAR with zero PID gains included):
-- `totalEventsDequeued` counts what the application took. While the queue is non-empty at both
-  ends of a report interval the application was busy throughout, so the dequeue rate over such
-  intervals *is* its capacity (`Meter`). A window busy long enough *measures* the worker: exact.
+- `totalEventsDequeued` counts what the application took. While the queue holds events at both
+  ends of a report interval (at least BUSY_FILL: one-event blips are noise) the application was busy
+  throughout, so the dequeue rate over such intervals *is* its capacity (`Meter`). A window busy
+  long enough *measures* the worker: exact (re-measurements within `noise` are averaged).
 - A worker with headroom takes everything it is offered: its offered rate
   (`totalEventsReassembled`) is only a *lower bound*. Below saturation the queue is empty and
   tells nothing more, so a capacity can only be learned by offering a worker more than it takes.
@@ -22,7 +23,7 @@ The law (`Controller._capacity_counts` calls these once per tick):
    known workers (capacity per unit of registered weight), so a late joiner has its weight from its
    first epoch.
 3. `discover`: a worker not yet measured is offered `step` × what it took, once per clean window
-   (one observed wholly under the current calendar, with an empty queue), until a window measures
+   (one observed wholly under the current calendar, its queue short of busy), until a window measures
    it. Steps are bounded, so an overshoot is at most `step − 1` of its capacity, for a tick plus
    the epoch lead; the queue absorbs that. Workers under discovery take at most `discovery_cap` of
    the stream between them (the others wait their turn), so no worker is starved to measure
@@ -37,7 +38,8 @@ The law (`Controller._capacity_counts` calls these once per tick):
    measured, registered weights alone set the shares: lower bounds then only say who was offered
    what, not who can take more); a measured
    worker is planned at most at `max_utilisation` while a worker with unknown headroom can take the
-   rest. Slots follow the loads (`calendar.slot_counts`: weighted remainder, min/max factors, at
+   rest, and a measured worker with a filled queue at most at 1 − `drain`·fill, so it drains. Slots
+   follow the loads (`calendar.slot_counts`: weighted remainder, min/max factors, at
    least one slot each, so every worker stays observable).
 6. `significant`: hysteresis. The calendar changes only if some worker's count moves by more than
    `tolerance` (and `min_move` slots), or an overflowing worker would lose slots, so noise in the
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 
+BUSY_FILL = 0.02  # a report interval counts as busy when the queue holds at least this much at both ends
 CAPPED_PROBE_AGES = 4  # a worker discovery gave up on is probed again after this many probe ages
 URGENT_FILL = 0.25  # a report whose fill crosses this upwards makes the controller tick at once
 
@@ -62,8 +65,10 @@ class Params:
     probe_load: float = 1.1  # probe: offered load / estimated capacity
     probe_quiet_s: float = 30.0  # probe only after this long without a calendar change
     probe_age_s: float = 30.0  # only measurements older than this are probed
-    tolerance: float = 0.04  # relative slot-count change that justifies a new calendar
-    min_move: int = 2  # slots
+    noise: float = 0.15  # re-measurements this close to the estimate are averaged, not taken as news
+    drain: float = 0.5  # a measured worker with fill f is planned at most at 1 - drain·f (drains its queue)
+    tolerance: float = 0.06  # relative slot-count change that justifies a new calendar
+    min_move: int = 3  # slots
     discovery_cap: float = 0.8  # of the offered load that workers under discovery may take together
     max_utilisation: float = 0.9  # planned load / measured capacity while others have unknown headroom
     overflow_fill: float = 0.9  # fill at which a worker counts as overflowing (health)
@@ -75,7 +80,7 @@ class Window:
 
     start: float
     end: float
-    busy_s: float = 0.0  # report intervals with a non-empty queue at both ends
+    busy_s: float = 0.0  # report intervals with at least BUSY_FILL queued at both ends
     busy_dequeued: int = 0  # events the application took during them
     offered: int = 0  # events reassembled (offered to the queue) over the whole window
     lost: int = 0  # events dropped because the queue was full
@@ -110,7 +115,7 @@ class Meter:
         if last is not None and t > last:
             dd, do, dl = dequeued - self.last_dequeued, offered - self.last_offered, lost - self.last_lost
             if min(dd, do, dl) >= 0:  # counters went back: the worker restarted; skip the interval
-                if self.last_fill > 0 and fill > 0:
+                if min(self.last_fill, fill) >= BUSY_FILL:  # not a one-event blip: the app is behind
                     self.busy_s += t - last
                     self.busy_dequeued += dd
                 self.offered += do
@@ -141,9 +146,10 @@ class Estimate:
     discovering: bool = True  # a lower bound that discovery will push on
     target: float | None = None  # offered rate asked of it while discovering / probing
     capped_load: float | None = None  # discovery gave up at this total offered load
-    headroom: bool = False  # the last window was clean and its queue stayed empty
+    headroom: bool = False  # the last window was clean and not busy
     offered: float = 0.0  # offered rate in the last window
     overflowing: bool = False  # lost events or a near-full queue in the last window
+    fill: float = 0.0  # last reported
 
 
 def measured_rate(w: Window, p: Params) -> float | None:
@@ -160,15 +166,18 @@ def observe(est: Estimate, w: Window | None, now: float, clean: bool, p: Params)
     if w is None:
         return est
     est.overflowing = w.lost > 0 or w.fill >= p.overflow_fill
+    est.fill = w.fill
     est.offered = w.offered_rate
     rate = measured_rate(w, p)
     if rate is not None:
+        if est.exact and est.capacity and abs(rate - est.capacity) <= p.noise * est.capacity:
+            rate = (est.capacity + rate) / 2  # the same capacity measured again: average the noise
         est.capacity, est.exact, est.measured_at = rate, True, now
         est.discovering, est.target, est.capped_load = False, None, None
         return est
     if est.offered > 0:
         est.capacity = max(est.capacity or 0.0, est.offered)
-        est.headroom = clean and w.busy_s == 0 and w.fill == 0
+        est.headroom = clean and w.busy_s < p.min_busy_s and w.fill < BUSY_FILL
     return est
 
 
@@ -266,9 +275,11 @@ def desired(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offere
     if open_:
         excess = 0.0
         for k in cap:
-            if estimates[k].exact and not estimates[k].target and load[k] > p.max_utilisation * cap[k]:
-                excess += load[k] - p.max_utilisation * cap[k]
-                load[k] = p.max_utilisation * cap[k]
+            e = estimates[k]
+            most = min(p.max_utilisation, 1.0 - p.drain * e.fill) * cap[k]
+            if e.exact and not e.target and load[k] > most:
+                excess += load[k] - most
+                load[k] = most
         base = sum(load[k] for k in open_) or 1.0
         for k in open_:
             load[k] += excess * (load[k] / base if sum(load[j] for j in open_) else 1 / len(open_))

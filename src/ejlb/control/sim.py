@@ -4,7 +4,8 @@ The control plane is the real `ControlService` + `Controller` on an in-memory st
 backend, run on a simulated clock. Workers are fluid queues: every `dt` a worker is offered the
 stream's events in proportion to the slots it owns in the calendar *in effect* (the newest epoch
 whose boundary the simulated event counter has passed, so the epoch lead is real), serves up to
-its capacity × dt, and drops what overflows its queue. Each worker reports fill, control signal
+its capacity × dt, and drops what overflows its queue. Arrivals are fluid, or Poisson with a seed
+(`Scenario.poisson`) so that queues blip as real ones do. Each worker reports fill, control signal
 (its own PID, as `ejlb.Receiver` does) and the SendState totals every `report_period`; the
 controller ticks every `period`. Speed changes, joins and leaves are scheduled events.
 
@@ -60,6 +61,7 @@ class Scenario:
     period: float = 1.0  # controller tick
     report_period: float = 0.1
     dt: float = 0.05
+    poisson: int | None = None  # seed: Poisson arrivals (queues blip as real ones do); None: fluid
 
     @property
     def event_rate(self) -> float:
@@ -114,6 +116,7 @@ def simulate(sc: Scenario) -> Trace:
     report_every = max(1, int(round(sc.report_period / sc.dt)))
     next_tick, last_tick = sc.period, -math.inf
     rate = sc.event_rate
+    rng = np.random.default_rng(sc.poisson) if sc.poisson is not None else None
     for k in range(steps + 1):
         t = k * sc.dt
         clock[0] = t0 + t
@@ -131,6 +134,8 @@ def simulate(sc: Scenario) -> Trace:
                 continue
             share = np.count_nonzero(calendar == w.member) / CALENDAR_SLOTS if calendar is not None else 0.0
             arrive = rate * share * sc.dt
+            if rng is not None:
+                arrive = float(rng.poisson(arrive))
             serve = min(w.queue + arrive, w.spec.capacity_at(t) * sc.dt)
             w.offered += arrive
             w.dequeued += serve
