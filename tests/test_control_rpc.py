@@ -230,6 +230,23 @@ def test_timeseries_and_overview(plane, mgr):
     assert ov.name == "ts" and ov.reservation.lbId == r.lb_id and len(ov.status.workers) == 1
 
 
+def test_capacity_estimate_series_from_busy_state_reports(plane, mgr):
+    """A worker whose queue stays half full took 10 events per 100 ms report: its service rate,
+    100 events/s, is what the capacity balancer measures and what Timeseries shows."""
+    r = mgr.reserve("cap")
+    w = LBManager(r.uri)
+    reg = w.register("w", "127.0.0.1", 20000)
+    plane.fake_clock.t = T0
+    for k in range(11):
+        w.send_state(fill_percent=0.5, control_signal=0.0, totals={"total_events_dequeued": 10 * k,
+                                                                     "total_events_reassembled": 12 * k})
+        plane.fake_clock.advance(0.1)
+    plane.tick()
+    (series,) = mgr.timeseries([f"/lb/{r.lb_id}/session/*/capacityEstimate"]).timeseries
+    assert series.name == f"/lb/{r.lb_id}/session/{reg.session_id}/capacityEstimate" and series.unit == "events/s"
+    assert series.float_samples.data[-1].value == pytest.approx(100.0)
+
+
 def test_advertised_host_in_uris():
     with control_plane(config(advertise_host="lb.example.org")) as cp:
         r = admin(cp).reserve("adv")

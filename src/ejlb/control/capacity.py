@@ -153,8 +153,11 @@ class Estimate:
 
 
 def measured_rate(w: Window, p: Params) -> float | None:
-    """The capacity a window measures, or None when the worker had headroom."""
-    if w.busy_s >= max(p.min_busy_s, p.busy_fraction * w.seconds) and w.busy_dequeued > 0:
+    """The capacity a window measures, or None when the worker had headroom: busy for a good part
+    of the window, or busy at its end (still behind: what an early tick sees)."""
+    if w.busy_dequeued <= 0 or w.busy_s < p.min_busy_s:
+        return None
+    if w.busy_s >= p.busy_fraction * w.seconds or w.fill >= BUSY_FILL:
         return w.busy_dequeued / w.busy_s
     return None
 
@@ -179,6 +182,11 @@ def observe(est: Estimate, w: Window | None, now: float, clean: bool, p: Params)
         est.capacity = max(est.capacity or 0.0, est.offered)
         est.headroom = clean and w.busy_s < p.min_busy_s and w.fill < BUSY_FILL
     return est
+
+
+def observed(est: Estimate) -> float:
+    """The estimate in events/s for operators: 0 while it is only a registered-weight prior."""
+    return est.capacity or 0.0 if est.exact or est.offered > 0 else 0.0
 
 
 @dataclass(frozen=True)

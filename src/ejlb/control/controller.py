@@ -148,7 +148,8 @@ class Controller:
         stats.fills = np.array([s.fill for s in live if s.last_report is not None])
         stats.epoch = res.epochs[-1].seq if res.epochs else 0
         stats.boundary = res.epochs[-1].boundary if res.epochs else 0
-        res.history.append((int(now * 1000), ids, fills, signals, slots))
+        caps = np.array([capacity.observed(s.estimate) for s in live], dtype=np.float32)
+        res.history.append((int(now * 1000), ids, fills, signals, slots, caps))
         svc.record(f"/lb/{res.id}/epoch", now, stats.epoch, "count", False)
         svc.record(f"/lb/{res.id}/predictedEventNumber", now, min(svc.predicted_event(res, now), (1 << 63) - 1),
                    "tick", False)

@@ -114,6 +114,7 @@ SESSION_SERIES = (  # (name, column of a history snapshot, unit, float?)
     ("fillPercent", 2, "fraction", True),
     ("controlSignal", 3, "", True),
     ("slotsAssigned", 4, "slots", False),
+    ("capacityEstimate", 5, "events/s", True),  # capacity balancer: measured, or a lower bound
 )
 
 

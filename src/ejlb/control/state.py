@@ -101,7 +101,7 @@ class Reservation:
     prediction_error: int | None = None  # last sync event number minus what we predicted for it
     effective_at: float = 0.0  # when the newest calendar takes effect (its epoch's lead)
     changed_at: float = 0.0  # when the calendar last changed
-    # per-tick snapshots for Timeseries: (ms, session ids, fill, control signal, slots), bounded
+    # per-tick snapshots for Timeseries: (ms, session ids, fill, control signal, slots, capacity), bounded
     history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS))
 
     def add_sample(self, s: SyncSample) -> None:
