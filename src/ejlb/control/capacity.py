@@ -33,14 +33,13 @@ The law (`Controller._capacity_counts` calls these once per tick):
    calendar change the worker with the oldest measurement (older than `probe_age_s`) is offered
    `probe_load` × its capacity: saturated, it is re-measured (two calendar changes, no loss);
    unsaturated, it got faster and keeps discovering.
-5. `desired`: loads in proportion to capacity, workers under discovery at their target (a lower
-   bound counts at least as much as the registered weight in measured units; with no worker
-   measured, registered weights alone set the shares: lower bounds then only say who was offered
-   what, not who can take more); a measured
-   worker is planned at most at `max_utilisation` while a worker with unknown headroom can take the
-   rest, and a measured worker with a filled queue at most at 1 − `drain`·fill, so it drains. Slots
-   follow the loads (`calendar.slot_counts`: weighted remainder, min/max factors, at
-   least one slot each, so every worker stays observable).
+5. `desired`: loads in proportion to capacity, workers under discovery at their target. A lower
+   bound counts at least its registered weight in measured units; with no worker measured, the
+   registered weights alone set the shares (lower bounds only say who was offered what). While
+   some worker's headroom is unknown, a measured worker is planned at most at `max_utilisation`,
+   and at most at 1 − `drain`·fill while its queue is filled, so it drains. Slots follow the loads
+   (`calendar.slot_counts`: water-filling within min/max factors, largest remainder, at least one
+   slot each, so every worker stays observable).
 6. `significant`: hysteresis. The calendar changes only if some worker's count moves by more than
    `tolerance` (and `min_move` slots), or an overflowing worker would lose slots, so noise in the
    estimates never starts an epoch.
@@ -48,7 +47,7 @@ The law (`Controller._capacity_counts` calls these once per tick):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 

@@ -182,9 +182,10 @@ class Controller:
         shares = capacity.desired(workers, estimates, offered, p)
         mins, maxs = [s.min_factor for s in ready], [s.max_factor for s in ready]
         counts = cal.slot_counts([shares[s.member_id] for s in ready], mins, maxs, min_slots=1)
-        current = res.calendar or ()
-        old = [sum(1 for m in current if m == s.member_id) for s in ready]
-        if current and not capacity.significant(old, counts, [s.estimate.overflowing for s in ready], p):
+        current = np.asarray(res.calendar or (), dtype=np.int64)
+        owned = np.bincount(current[current < MAX_MEMBERS], minlength=MAX_MEMBERS)
+        old = owned[[s.member_id for s in ready]].tolist()
+        if current.size and not capacity.significant(old, counts, [s.estimate.overflowing for s in ready], p):
             counts = old
         free = cal.slot_counts([shares[s.member_id] for s in ready], min_slots=1)  # without the floors
         for s, c, f in zip(ready, counts, free):
