@@ -247,6 +247,28 @@ def test_capacity_estimate_series_from_busy_state_reports(plane, mgr):
     assert series.float_samples.data[-1].value == pytest.approx(100.0)
 
 
+def test_a_worker_overflowing_at_its_floor_is_a_health_issue(plane, mgr):
+    """Two workers; the slow one asked for minFactor 1 (an even share) but drains only 20 events/s
+    of the ~100 it is offered: Status names the factor that pins it into overflow."""
+    r = mgr.reserve("floor")
+    fast, slow = LBManager(r.uri), LBManager(r.uri)
+    fast.register("fast", "127.0.0.1", 20000)
+    slow.register("slow", "127.0.0.1", 20001, min_factor=1.0)
+    plane.fake_clock.t = T0
+    for k in range(1, 12):
+        fast.send_state(fill_percent=0.0, control_signal=0.0, totals={"total_events_dequeued": 10 * k,
+                                                                        "total_events_reassembled": 10 * k})
+        slow.send_state(fill_percent=0.95, control_signal=0.0, totals={"total_events_dequeued": 2 * k,
+                                                                         "total_events_reassembled": 10 * k,
+                                                                         "total_event_enqueue_err": 8 * k})
+        plane.fake_clock.advance(0.1)
+    plane.tick()
+    workers = {w.name: w for w in mgr.status(r.lb_id).workers}
+    (issue,) = workers["slow"].healthIssues
+    assert issue.type == "worker_overflow_at_floor" and "minFactor=1" in issue.message
+    assert not workers["fast"].healthIssues
+
+
 def test_advertised_host_in_uris():
     with control_plane(config(advertise_host="lb.example.org")) as cp:
         r = admin(cp).reserve("adv")
