@@ -1,6 +1,9 @@
-"""Calendar: slot counts (total, bounds, proportionality) and layout (strategies, minimal moves)."""
+"""Calendar: slot counts (total, bounds, proportionality) and layout (strategies, minimal moves,
+spread over residue classes)."""
+import itertools
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -79,9 +82,49 @@ def test_sticky_beats_deployed_layout():
     assert cal.layout(dict(enumerate(cal.slot_counts([1.0] * 8))), previous) == previous  # no change, no move
 
 
-def test_interleaving_spreads_members():
+def residue_error(layout, counts, max_bits=cal.SPREAD_BITS) -> float:
+    """Worst |slots of a member in a residue class mod 2^j - its share of the class|, j = 1..max_bits:
+    what a sender whose ticks step by a multiple of 2^j (µs ticks at a fixed rate) sees."""
+    lay = np.array(layout)
+    return max(abs(np.count_nonzero(lay[r::1 << j] == m) - q / (1 << j))
+               for j in range(1, max_bits + 1) for r in range(1 << j) for m, q in counts.items())
+
+
+@given(st.lists(st.floats(0.1, 4.0), min_size=2, max_size=16))
+def test_every_residue_class_holds_every_member_in_proportion(weights):
+    counts = dict(enumerate(cal.slot_counts(weights)))
+    assert residue_error(cal.layout(counts), counts) <= 2
+
+
+def test_strided_ticks_meet_every_worker():
+    """Four equal workers and a 10 kHz sender stamping µs ticks (step 100 ≡ 100 mod 512, so only
+    every 4th slot is met): filled in plain slot order the interleave gives all those slots to one
+    worker; the layout's fill order gives each a quarter."""
+    layout = cal.layout({m: 128 for m in range(4)})
+    met = [layout[(100 * k) % 512] for k in range(512)]
+    assert [met.count(m) for m in range(4)] == [128] * 4
+    deployed = cal.layout({m: 128 for m in range(4)}, sticky=False)
+    assert len({deployed[(100 * k) % 512] for k in range(512)}) == 1
+
+
+def test_consecutive_ticks_rotate_over_members_within_short_runs():
     layout = cal.layout({0: 256, 1: 256})
-    assert layout[:4] in ((0, 1, 0, 1), (1, 0, 1, 0))
+    runs = [len(list(g)) for _, g in itertools.groupby(layout)]
+    assert max(runs) <= 1 << cal.SPREAD_BITS
+
+
+@given(st.lists(st.floats(0.1, 4.0), min_size=2, max_size=12), st.lists(st.lists(st.floats(0.1, 4.0),
+       min_size=12, max_size=12), min_size=1, max_size=8))
+def test_sticky_layouts_stay_spread(first, later):
+    n = len(first)
+    counts = dict(enumerate(cal.slot_counts(first)))
+    layout = cal.layout(counts)
+    for w in later:
+        new = dict(enumerate(cal.slot_counts(w[:n])))
+        current = cal.layout(new, layout)
+        assert cal.moves(layout, current) == cal.min_moves(layout, new)  # still the lower bound
+        layout, counts = current, new
+    assert residue_error(layout, counts) <= 6
 
 
 def test_static_and_explicit_demands():

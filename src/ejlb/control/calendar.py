@@ -13,6 +13,7 @@ calendar writes and less re-steering of ticks when a new epoch starts.
 """
 from __future__ import annotations
 
+import functools
 import random
 from typing import Mapping, Sequence
 
@@ -78,6 +79,29 @@ def slot_counts(
     return count.tolist()
 
 
+SPREAD_BITS = 5  # slot strides up to 2^5 stay balanced; runs of one member stay <= ~2^5 slots
+
+
+@functools.lru_cache(maxsize=4)
+def spread_rank(slots: int = CALENDAR_SLOTS) -> tuple[int, ...]:
+    """The order in which the layout fills slots: slot s = (high, low) with low = its SPREAD_BITS low
+    bits goes to position bit_reverse(low)·(slots >> SPREAD_BITS) + high.
+
+    Why: slot = tick mod 512, and senders in the field stamp µs timestamps, so a sender at a fixed
+    rate steps its ticks by a constant; if that step shares a factor 2^j with 512, it only ever meets
+    the slots ≡ r (mod 2^j) (1 kHz: every 8th slot). Filled in plain slot order, an interleaved
+    layout gives those slots to a few members: four equal workers and a 10 kHz sender send everything
+    to one. Filled in this order, every residue class mod 2^j (j ≤ SPREAD_BITS) is a contiguous run
+    of positions, so each holds every member in proportion; consecutive ticks still rotate over the
+    members within runs of ≤ 2^SPREAD_BITS slots."""
+    bits = min(SPREAD_BITS, max(slots.bit_length() - 1, 0))
+    if slots != 1 << (slots.bit_length() - 1) or bits == 0:
+        return tuple(range(slots))
+    high = slots >> bits
+    return tuple(int(format(s & ((1 << bits) - 1), f"0{bits}b")[::-1], 2) * high + (s >> bits)
+                 for s in range(slots))
+
+
 def _interleaved(quota: Mapping[int, int]) -> list[int]:
     """Members repeated by quota and spread evenly: member m's k-th copy sits at (k + ½)/q_m."""
     keyed = [((k + 0.5) / q, i, m) for i, (m, q) in enumerate(quota.items()) for k in range(q)]
@@ -130,16 +154,28 @@ def layout(
         if strategy == "explicit":
             return tuple(cal)
     quota = {m: q for m, q in quota.items() if q > 0}
-    if sticky and previous is not None:
+    if not sticky:  # the deployed layout: interleaved in slot order, shuffled for "dynamic"
+        fill = _interleaved(quota)
+        if strategy == "dynamic":
+            (rng or random.Random()).shuffle(fill)
+        for s, m in zip((s for s in range(slots) if cal[s] == UNASSIGNED), fill):
+            cal[s] = m
+        return tuple(cal)
+    rank = spread_rank(slots)
+    if previous is not None:  # each member keeps what it can; one that shrank keeps an even subset
+        kept: dict[int, list[int]] = {}
         for s, m in enumerate(previous[:slots]):
-            if cal[s] == UNASSIGNED and quota.get(m, 0) > 0:
+            if cal[s] == UNASSIGNED and m in quota:
+                kept.setdefault(m, []).append(s)
+        for m, owned in kept.items():
+            if len(owned) > quota[m]:
+                owned.sort(key=rank.__getitem__)
+                owned = [owned[(2 * k + 1) * len(owned) // (2 * quota[m])] for k in range(quota[m])]
+            for s in owned:
                 cal[s] = m
-                quota[m] -= 1
-    fill = _interleaved(quota)
-    if not sticky and strategy == "dynamic":
-        (rng or random.Random()).shuffle(fill)
-    free = (s for s in range(slots) if cal[s] == UNASSIGNED)
-    for s, m in zip(free, fill):
+            quota[m] -= len(owned)
+    free = sorted((s for s in range(slots) if cal[s] == UNASSIGNED), key=rank.__getitem__)
+    for s, m in zip(free, _interleaved(quota)):
         cal[s] = m
     return tuple(cal)
 
