@@ -147,3 +147,15 @@ def test_mtu_limits_come_from_the_wire_module():
     for bad in (str(MAX_MTU + 1), str(header_overhead()), "jumbo"):
         with pytest.raises(ValueError, match=repr(bad)):
             parse_mtu(bad)
+
+
+def test_balancer_choices_are_the_configs():
+    """The CLI lists the balancers literally (importing the config would slow every command's start);
+    they must be ControlConfig's."""
+    from ejlb.cli.cmd_demo import demo
+    from ejlb.cli.cmd_serve import serve
+    from ejlb.control.config import BALANCERS
+
+    for command in (serve, demo):
+        (opt,) = [p for p in command.params if p.name == "balancer"]
+        assert tuple(opt.type.choices) == BALANCERS

@@ -32,12 +32,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ejlb.control.config import BALANCERS
+
 from ejlb.wire import CALENDAR_SLOTS, MAX_EVENT_LEN, MAX_MTU, header_overhead
 
 DEMO_LB_NAME = "ejlb-demo"
 WORKER_PORT_BITS = 2  # each worker listens on 4 ports: the sender's entropy spreads over them
 DEFAULT_WORKERS = 3
-BALANCERS = ("capacity", "signal")  # ejlb.control.config.BALANCERS (not imported: keep this module light)
 
 
 class DemoError(RuntimeError):
