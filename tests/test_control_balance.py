@@ -82,6 +82,13 @@ def test_estimate_never_falls_below_what_was_offered_and_a_measurement_overrides
     assert (e.capacity, e.exact, e.measured_at, e.discovering) == (pytest.approx(30.0), True, 2.0, False)
 
 
+def test_operators_see_no_capacity_until_one_is_observed():
+    e = cap.Estimate(capacity=4.0)  # a registered-weight prior, not events/s
+    assert cap.observed(e) == 0.0
+    cap.observe(e, cap.Window(0, 1, offered=80), 1.0, True, P)
+    assert cap.observed(e) == 80.0
+
+
 def test_prior_puts_a_newcomer_at_its_registered_weight_in_known_units():
     ws = [cap.Worker(0, 4.0), cap.Worker(1, 2.0), cap.Worker(2, 1.0)]
     ests = {0: cap.Estimate(capacity=400.0), 1: cap.Estimate(capacity=200.0), 2: cap.Estimate()}

@@ -185,7 +185,7 @@ def observe(est: Estimate, w: Window | None, now: float, clean: bool, p: Params)
 
 def observed(est: Estimate) -> float:
     """The estimate in events/s for operators: 0 while it is only a registered-weight prior."""
-    return est.capacity or 0.0 if est.exact or est.offered > 0 else 0.0
+    return (est.capacity or 0.0) if est.exact or est.offered > 0 else 0.0
 
 
 @dataclass(frozen=True)
