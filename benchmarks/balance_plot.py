@@ -12,7 +12,10 @@ import json
 import os
 import sys
 
-CALENDAR_SLOTS = 512
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_balance import capacities_at  # noqa: E402
+
+from ejlb.wire import CALENDAR_SLOTS  # noqa: E402
 
 
 def _capacity_share_steps(raw: dict, end: float, start: float) -> dict[str, tuple[list, list]]:
@@ -20,14 +23,7 @@ def _capacity_share_steps(raw: dict, end: float, start: float) -> dict[str, tupl
     times = sorted({t for steps in raw["capacity"].values() for t, _ in steps if t > start} | {start, end})
     out: dict[str, tuple[list, list]] = {n: ([], []) for n in raw["capacity"]}
     for t in times:
-        caps = {}
-        for name, steps in raw["capacity"].items():
-            cap = None
-            for ts, c in steps:
-                if ts <= t:
-                    cap = c
-            if cap:
-                caps[name] = cap
+        caps = capacities_at(raw, t)
         total = sum(caps.values()) or 1.0
         for name in out:
             out[name][0].append(t)

@@ -59,6 +59,16 @@ POLL_S = 0.25
 EVENT_SIZE = 64 * 1024
 
 
+def log_tail(log, path: str, n: int) -> str:
+    """The last n characters a child process wrote to its log file ('' if unreadable)."""
+    try:
+        log.flush()
+        with open(path) as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
 # --- scenarios and variants --------------------------------------------------------------------
 @dataclass(frozen=True)
 class WorkerPlan:
@@ -190,12 +200,7 @@ class Child:
         return r[-1] if r else None
 
     def stderr_tail(self, n: int = 600) -> str:
-        try:
-            self._log.flush()
-            with open(self.log_path) as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
+        return log_tail(self._log, self.log_path, n)
 
     def finish(self, timeout: float = 5.0) -> None:
         """Close stdin (EOF = quit), wait, then kill."""
@@ -244,12 +249,7 @@ class Serve:
         raise RuntimeError(f"ejlb serve did not start: {self.tail()}")
 
     def tail(self, n: int = 800) -> str:
-        try:
-            self._log.flush()
-            with open(self.log_path) as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
+        return log_tail(self._log, self.log_path, n)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
