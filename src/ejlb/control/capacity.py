@@ -30,9 +30,10 @@ The law (`Controller._capacity_counts` calls these once per tick):
    another; one that would need more alone cannot be saturated at this load: its lower bound stands
    until the load grows by a quarter, or for CAPPED_PROBE_AGES probe ages.
 4. `start_probe`: speed-ups are invisible below saturation, so after `probe_quiet_s` without a
-   calendar change the worker with the oldest measurement (older than `probe_age_s`) is offered
-   `probe_load` × its capacity: saturated, it is re-measured (two calendar changes, no loss);
-   unsaturated, it got faster and keeps discovering.
+   calendar change the workers with the oldest measurements (older than `probe_age_s`) are offered
+   `probe_load` × their capacity, as many at once as fit in `discovery_cap` of the stream: saturated,
+   a worker is re-measured (two calendar changes per round, no loss); unsaturated, it got faster and
+   keeps discovering.
 5. `desired`: loads in proportion to capacity, workers under discovery at their target. A lower
    bound counts at least its registered weight in measured units; with no worker measured, the
    registered weights alone set the shares (lower bounds only say who was offered what). While
@@ -243,21 +244,27 @@ def discover(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offer
 
 
 def start_probe(workers: Sequence[Worker], estimates: Mapping[int, Estimate], now: float,
-                quiet_since: float, offered_total: float, p: Params) -> int | None:
-    """After a quiet spell, offer the worker with the oldest measurement a little more than its
-    estimated capacity."""
+                quiet_since: float, offered_total: float, p: Params) -> list[int]:
+    """After a quiet spell, offer the workers with the oldest measurements a little more than their
+    estimated capacity: as many at once as fit in `discovery_cap` of the stream (one probe round
+    costs two calendars however many it covers); one that alone would need more is not probed."""
     ests = [estimates[w.key] for w in workers]
     if any(e.discovering for e in ests) or now - quiet_since < p.probe_quiet_s:
-        return None
-    due = [w for w, e in zip(workers, ests) if e.measured_at is not None and now - e.measured_at >= p.probe_age_s
-           and (e.capped_load is None or offered_total > 1.25 * e.capped_load
-                or now - e.measured_at >= CAPPED_PROBE_AGES * p.probe_age_s)]
-    if not due:
-        return None
-    w = min(due, key=lambda w: (estimates[w.key].measured_at, w.key))
-    e = estimates[w.key]
-    e.discovering, e.target, e.capped_load = True, (e.capacity or 0.0) * p.probe_load, None
-    return w.key
+        return []
+    due = sorted((w for w, e in zip(workers, ests) if e.measured_at is not None
+                  and now - e.measured_at >= p.probe_age_s
+                  and (e.capped_load is None or offered_total > 1.25 * e.capped_load
+                       or now - e.measured_at >= CAPPED_PROBE_AGES * p.probe_age_s)),
+                 key=lambda w: (estimates[w.key].measured_at, w.key))
+    room, probed = p.discovery_cap * offered_total, []
+    for w in due:
+        e = estimates[w.key]
+        target = (e.capacity or 0.0) * p.probe_load
+        if target <= room and len(probed) < len(workers) - 1:
+            e.discovering, e.target, e.capped_load = True, target, None
+            room -= target
+            probed.append(w.key)
+    return probed
 
 
 def desired(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offered_total: float,
