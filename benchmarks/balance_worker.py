@@ -143,11 +143,9 @@ def sender_main(a) -> int:
     payload = pattern(a.size)
     sent = errors = resets = 0
     with Sender(a.uri, mtu=a.mtu, sync_period=a.sync_period, family=4) as tx:
-        # Ticks count events, as a DAQ's trigger numbers do, so consecutive events take consecutive
-        # slots and event shares equal slot shares. (µs timestamps at a fixed rate alias: at 586 ev/s
-        # the tick steps by 1706 ≡ 170 mod 512 and only every other slot is ever used.) They start at
-        # the µs clock so they lie above the epochs seeded at reserve time.
-        first_tick = time.time_ns() // 1000
+        # Ticks are the Sender's default, µs timestamps, as field senders stamp them. At a fixed rate
+        # they step by a constant (586 ev/s: 1706 ≡ 170 mod 512, so only even slots are met); the
+        # calendar layout spreads every worker over such residue classes (calendar.spread_rank).
         period = 1.0 / a.rate
         start = time.monotonic()
         emit("started", t=start, rate=a.rate)
@@ -166,7 +164,7 @@ def sender_main(a) -> int:
                 start, k = now, 0
                 resets += 1
             try:
-                tx.send(payload, tick=first_tick + sent)
+                tx.send(payload)
                 sent += 1
             except OSError:
                 errors += 1

@@ -6,8 +6,9 @@
    in this process), `--clients` client processes each cycling through its share of sessions with
    up to 64 calls in flight. Also the Version RPC (auth only) with the same load, as the in-run
    gRPC baseline: SendState/Version says what our handling costs on top of grpcio.
-2. Controller tick: 8 LBs x 512 ready workers, in-process. "steady": reports unchanged (no new
-   epoch); "churn": every worker's control signal changes every tick (new calendar + epoch on every
+2. Controller tick: 8 LBs x 512 ready workers, in-process, with each balancer. "steady": reports
+   unchanged (no new epoch); "churn": every worker's control signal (signal balancer) or measured
+   service rate (capacity balancer) changes every tick (new calendar + epoch on every
    LB, tables diffed and applied to a memory backend).
 3. Calendar: slot counts + layout for 1024 workers, from scratch and sticky (previous calendar
    given), with the slot moves of the sticky layout vs the deployed interleave+shuffle.
@@ -121,10 +122,11 @@ def bench_sendstate(workers: int, clients: int, seconds: float, threads: int = 8
                 "sendstate_cap": send_cap, "version_cap": version_cap}
 
 
-def bench_tick(lbs: int, workers: int, ticks: int) -> dict:
+def bench_tick(lbs: int, workers: int, ticks: int, balancer: str) -> dict:
     instances = tuple(InstanceConfig(lb_id=i, ipv4=f"127.0.0.{i + 1}", ipv6=None, mac=f"02:00:00:00:00:0{i}")
                       for i in range(lbs))
-    cfg = ControlConfig(port=0, admin_token=ADMIN, backend="memory", instances=instances, sync_ipv6=None)
+    cfg = ControlConfig(port=0, admin_token=ADMIN, backend="memory", instances=instances, sync_ipv6=None,
+                        balancer=balancer)
     clock = [time.time()]
     cp = ControlPlane(cfg)
     cp.clock = lambda: clock[0]
@@ -140,9 +142,15 @@ def bench_tick(lbs: int, workers: int, ticks: int) -> dict:
                 sessions.append((str(res.id), str(s.id), tok))
         rnd = random.Random(1)
 
+        dequeued = [0] * len(sessions)
+
         def report(signal):
-            for lb, sid, tok in sessions:
-                svc.send_state(tok, lb, sid, 0.5, signal(), True, {})
+            # signal balancer: the control signal moves the weights; capacity balancer: a busy queue
+            # (fill 0.5) and the dequeue rate it measures (random under churn: ±50 %)
+            for k, (lb, sid, tok) in enumerate(sessions):
+                dequeued[k] += round(100 * (1 + signal() / 600))
+                svc.send_state(tok, lb, sid, 0.5, signal(), True,
+                               {"total_events_dequeued": dequeued[k], "total_events_reassembled": dequeued[k]})
 
         out = {}
         for mode, signal in (("churn", lambda: rnd.uniform(-300, 300)), ("steady", lambda: 0.0)):
@@ -225,7 +233,7 @@ def main() -> None:
     probe = Probes(seconds=1.0 if a.quick else 2.0).sendmmsg(1472)
     pps = probe.mpps * 1e6
     s = bench_sendstate(a.workers, a.clients, a.seconds)
-    t = bench_tick(lbs, per_lb, ticks)
+    ticks_by = {b: bench_tick(lbs, per_lb, ticks, b) for b in ("capacity", "signal")}
     c = bench_calendar(1024, 5 if a.quick else 50)
 
     print(f"probe udp_limit sendmmsg 1472 B: {probe}")
@@ -238,10 +246,12 @@ def main() -> None:
     print(f"SendState errors: {s['errors']}")
     print(markdown_table(["controller tick", "median wall (ms)", "max wall (ms)", "median CPU (ms)",
                           f"epochs started in {ticks - 1} ticks"], [
-        [f"{lbs} LBs x {per_lb} workers, {mode}", f"{t[mode][0] * 1e3:.1f}", f"{t[mode][1] * 1e3:.1f}",
-         f"{t[mode][3] * 1e3:.1f}", t[mode][2]] for mode in ("churn", "steady")]))
+        [f"{lbs} LBs x {per_lb} workers, {b} balancer, {mode}", f"{t[mode][0] * 1e3:.1f}",
+         f"{t[mode][1] * 1e3:.1f}", f"{t[mode][3] * 1e3:.1f}", t[mode][2]]
+        for b, t in ticks_by.items() for mode in ("churn", "steady")]))
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"slots moved per new epoch under churn (sticky layout): {t['moved_per_epoch']:.1f} of 512")
+    for b, t in ticks_by.items():
+        print(f"slots moved per new epoch under churn (sticky layout, {b}): {t['moved_per_epoch']:.1f} of 512")
     print(markdown_table(["calendar, 1024 workers", "median (ms)"], [
         ["slot counts", f"{c['counts'] * 1e3:.2f}"], ["layout from scratch", f"{c['layout'] * 1e3:.2f}"],
         ["sticky layout (previous given)", f"{c['sticky'] * 1e3:.2f}"],
