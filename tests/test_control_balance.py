@@ -114,10 +114,22 @@ def test_without_a_measured_worker_registered_weights_set_the_shares():
     assert load[0] / load[1] == pytest.approx(3.0)
 
 
-def test_hysteresis_ignores_noise_but_never_an_overflowing_worker():
-    assert not cap.significant([200, 200, 112], [203, 198, 111], [False] * 3, P)
-    assert cap.significant([200, 200, 112], [230, 180, 102], [False] * 3, P)
-    assert cap.significant([200, 200, 112], [201, 201, 110], [False, False, True], P)
+def test_hysteresis_ignores_noise_but_not_an_urgent_move():
+    """Urgent: an overflowing worker losing slots, a worker under discovery / probe gaining them."""
+    quiet = [False] * 3
+    assert not cap.significant([200, 200, 112], [203, 198, 111], quiet, quiet, P)
+    assert cap.significant([200, 200, 112], [230, 180, 102], quiet, quiet, P)
+    assert cap.significant([200, 200, 112], [201, 201, 110], [False, False, True], quiet, P)
+    assert cap.significant([500, 7, 5], [499, 8, 5], quiet, [False, True, False], P)
+    assert not cap.significant([500, 7, 5], [501, 6, 5], quiet, [False, True, False], P)
+
+
+def test_a_discovery_step_moves_a_small_worker_by_at_least_a_slot():
+    ws = [cap.Worker(0, 1.0), cap.Worker(1, 1.0)]
+    ests = {0: cap.Estimate(capacity=1000.0, exact=True, discovering=False),
+            1: cap.Estimate(capacity=2.0, discovering=True, headroom=True, offered=2.0)}
+    cap.discover(ws, ests, 1002.0, 0.0, P)
+    assert ests[1].target >= 2.0 + 1002.0 / 512
 
 
 # -- the whole loop in the simulator -------------------------------------------------------------

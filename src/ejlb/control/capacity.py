@@ -18,7 +18,8 @@ What is observable (every EJFAT receiver sends it, E2SAR with zero PID gains inc
 The law (`Controller._capacity_counts` calls these once per tick):
 1. `observe`: a measuring window sets the estimate (a slowdown is seen within a tick; the
    controller also ticks at once when a queue crosses URGENT_FILL). Otherwise the estimate never
-   falls below the offered rate.
+   falls below the offered rate, and a lower bound not shown again fades towards it (`bound_decay`):
+   a worker that slowed down without ever saturating must not keep a stale bound.
 2. `seed`: a worker seen for the first time starts from its registered weight in the units of the
    known workers (capacity per unit of registered weight), so a late joiner has its weight from its
    first epoch.
@@ -51,6 +52,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from ejlb.wire import CALENDAR_SLOTS
+
 
 BUSY_FILL = 0.02  # a report interval counts as busy when the queue holds at least this much at both ends
 CAPPED_PROBE_AGES = 4  # a worker discovery gave up on is probed again after this many probe ages
@@ -65,6 +68,7 @@ class Params:
     probe_load: float = 1.1  # probe: offered load / estimated capacity
     probe_quiet_s: float = 30.0  # probe only after this long without a calendar change
     probe_age_s: float = 30.0  # only measurements older than this are probed
+    bound_decay: float = 0.98  # per tick: a lower bound not shown again fades to what is offered
     noise: float = 0.15  # re-measurements this close to the estimate are averaged, not taken as news
     drain: float = 0.5  # a measured worker with fill f is planned at most at 1 - drain·f (drains its queue)
     tolerance: float = 0.06  # relative slot-count change that justifies a new calendar
@@ -179,8 +183,11 @@ def observe(est: Estimate, w: Window | None, now: float, clean: bool, p: Params)
         est.discovering, est.target, est.capped_load = False, None, None
         return est
     if est.offered > 0:
-        est.capacity = max(est.capacity or 0.0, est.offered)
-        est.headroom = clean and w.busy_s < p.min_busy_s and w.fill < BUSY_FILL
+        if est.exact:  # more than measured: it got faster
+            est.capacity = max(est.capacity or 0.0, est.offered)
+        else:  # a lower bound holds only while the worker keeps showing it (it may have slowed down)
+            est.capacity = max((est.capacity or 0.0) * p.bound_decay, est.offered)
+        est.headroom = clean and w.busy_s < p.min_busy_s and w.fill < URGENT_FILL
     return est
 
 
@@ -220,10 +227,11 @@ def discover(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offer
     (its lower bound stands); if those under way need more than that together, the largest pauses.
     When none is under way, a new batch starts (never all workers: someone must take less)."""
     room = p.discovery_cap * offered_total
+    slot = offered_total / CALENDAR_SLOTS  # a step moves at least one slot, or a small worker never gets on
     ests = [estimates[w.key] for w in workers]
     for e in ests:
         if e.target and e.headroom:
-            e.target = max(e.offered * p.step, e.target)
+            e.target = max(e.offered * p.step, e.offered + slot, e.target)
         if e.target and e.target > room:
             e.discovering, e.target, e.measured_at, e.capped_load = False, None, now, offered_total
     going = [e for e in ests if e.target]
@@ -238,8 +246,9 @@ def discover(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offer
         order = order[1:]  # the least capable takes what the others are offered more
     for i in order:
         e = ests[i]
-        if e.discovering and e.headroom and (e.capacity or 0.0) * p.step <= room:
-            e.target = (e.capacity or 0.0) * p.step
+        target = max((e.capacity or 0.0) * p.step, (e.capacity or 0.0) + slot)
+        if e.discovering and e.headroom and target <= room:
+            e.target = target
             room -= e.target
 
 
@@ -259,7 +268,7 @@ def start_probe(workers: Sequence[Worker], estimates: Mapping[int, Estimate], no
     room, probed = p.discovery_cap * offered_total, []
     for w in due:
         e = estimates[w.key]
-        target = (e.capacity or 0.0) * p.probe_load
+        target = max((e.capacity or 0.0) * p.probe_load, (e.capacity or 0.0) + offered_total / CALENDAR_SLOTS)
         if target <= room and len(probed) < len(workers) - 1:
             e.discovering, e.target, e.capped_load = True, target, None
             room -= target
@@ -314,7 +323,9 @@ def health(est: Estimate, slots: int, unfloored: int, min_factor: float) -> tupl
     return (("worker_overflowing", "queue full or dropping events: its share is being reduced"),)
 
 
-def significant(old: Sequence[int], new: Sequence[int], overflowing: Sequence[bool], p: Params) -> bool:
-    """Hysteresis: is the new slot vector worth a new epoch?"""
-    return any((n < o and hot) or abs(n - o) >= max(p.min_move, math.ceil(p.tolerance * max(o, 1)))
-               for o, n, hot in zip(old, new, overflowing))
+def significant(old: Sequence[int], new: Sequence[int], overflowing: Sequence[bool], stepping: Sequence[bool],
+                p: Params) -> bool:
+    """Hysteresis: is the new slot vector worth a new epoch? So is any slot an overflowing worker
+    loses, or gains a worker under discovery or probe (its step must be taken to be judged)."""
+    return any((n < o and hot) or (n > o and up) or abs(n - o) >= max(p.min_move, math.ceil(p.tolerance * max(o, 1)))
+               for o, n, hot, up in zip(old, new, overflowing, stepping))

@@ -185,7 +185,8 @@ class Controller:
         current = np.asarray(res.calendar or (), dtype=np.int64)
         owned = np.bincount(current[current < MAX_MEMBERS], minlength=MAX_MEMBERS)
         old = owned[[s.member_id for s in ready]].tolist()
-        if current.size and not capacity.significant(old, counts, [s.estimate.overflowing for s in ready], p):
+        if current.size and not capacity.significant(old, counts, [s.estimate.overflowing for s in ready],
+                                                     [bool(s.estimate.target) for s in ready], p):
             counts = old
         free = cal.slot_counts([shares[s.member_id] for s in ready], min_slots=1)  # without the floors
         for s, c, f in zip(ready, counts, free):
