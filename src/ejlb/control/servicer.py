@@ -13,6 +13,7 @@ import ejlb
 from ejlb.control import calendar as cal
 from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
+from ejlb.control import validate as check
 from ejlb.control.errors import LBError
 from ejlb.control.liveness import Liveness, classify
 from ejlb.control.service import ControlService
@@ -33,11 +34,12 @@ def ts(t: float) -> Timestamp:
 
 
 def from_ts(msg, field: str) -> float | None:
-    """Seconds since the epoch of an optional Timestamp field (None when absent)."""
+    """Seconds since the epoch of an optional Timestamp field (None when absent); out-of-range
+    nanos/seconds are InvalidArgument (checked here: the float would hide them)."""
     if not msg.HasField(field):
         return None
     v = getattr(msg, field)
-    return v.seconds + v.nanos / 1e9
+    return check.timestamp(field, v.seconds, v.nanos)
 
 
 def _bracket(host: str) -> str:
@@ -225,6 +227,7 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
 
     @_rpc
     def SendState(self, secret, r):
+        from_ts(r, "timestamp")  # validated, not used: liveness runs on the control plane's clock
         self.svc.send_state(secret, r.lbId, r.sessionId, r.fillPercent, r.controlSignal, r.isReady,
                             {k: getattr(r, p) for k, p in zip(TOTALS, TOTALS_PROTO)})
         return pb.SendStateReply()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ejlb.control.errors import InvalidArgument, Unauthenticated
+from ejlb.control.validate import decimal_id
 
 
 class Resource(enum.IntEnum):  # TokenPermission.ResourceType values
@@ -51,14 +52,12 @@ class Grant:
             lv = Level(level)
         except ValueError:
             raise InvalidArgument(f"permission={level!r}: must be 0..3") from None
-        rid = (resource_id or "").strip()
         if r is Resource.ALL:
-            rid = ""
-        elif not rid.isdigit():
-            raise InvalidArgument(f"resourceId={resource_id!r}: must be a decimal id for {r.name}")
-        else:
-            rid = str(int(rid))
-        return cls(r, rid, lv)
+            return cls(r, "", lv)
+        try:
+            return cls(r, str(decimal_id("resourceId", resource_id)), lv)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{e.detail} for {r.name}") from None
 
 
 # A resource's lineage: its own scope and every enclosing one, e.g. for session 9 of reservation 4
