@@ -1,6 +1,7 @@
 """Hostile gRPC input (issue 16) over real gRPC on loopback: each case gets INVALID_ARGUMENT naming
 the field and the value, and changes nothing."""
 import math
+import re
 
 import grpc
 import pytest
@@ -8,6 +9,9 @@ import pytest
 from control_tools import admin, config, control_plane
 from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
+from ejlb.control import tokens as tk
+from ejlb.control.config import ControlConfig
+from ejlb.control.errors import InvalidArgument, Unauthenticated
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,57 @@ def test_absurd_control_signal_is_refused_and_nothing_is_applied(plane, world, s
     refused(plane, stub, "SendState", bad, "controlSignal=")
     sess = plane.service.sessions[int(session_id)]
     assert (sess.fill, sess.control_signal, sess.totals[0]) == (0.25, 1e9, 5)  # the refused call left no trace
+
+
+# -- authorization header: one tolerant parse (rule in src/ejlb/control/README.md) --------------------
+TOK = "3f" * 32
+
+
+@pytest.mark.parametrize("value", [f"Bearer {TOK}", f"bearer {TOK}", f"BEARER {TOK}", f"bEaReR {TOK}",
+                                   f"Bearer  {TOK}", f"Bearer {TOK} ", f"  Bearer {TOK}", f"Bearer\t{TOK}",
+                                   f"bearer \t {TOK}\t"])
+def test_bearer_scheme_any_case_and_surrounding_whitespace_accepted(value):
+    assert tk.bearer_token([("authorization", value)]) == TOK
+    assert tk.bearer_token([("Authorization", value.encode())]) == TOK
+
+
+@pytest.mark.parametrize("value,needle", [
+    (f"Bearer {TOK} extra", "exactly one token"), (f"Bearer {TOK[:8]} {TOK[8:]}", "exactly one token"),
+    (f"Bearer {TOK}\x00", "exactly one token"), (f"Bearer {TOK}\u00e9", "exactly one token"),
+    (f"Token {TOK}", "scheme 'Token' is not Bearer"), (f"Bearer{TOK}", "scheme '?'"), (TOK, "scheme '?'"),
+    ("Bearer", "empty bearer token"), ("bearer   ", "empty bearer token"), ("", "scheme '?'"),
+])
+def test_malformed_authorization_is_refused_without_echoing_the_token(value, needle):
+    with pytest.raises(InvalidArgument, match=re.escape(needle)) as e:
+        tk.bearer_token([("authorization", value)])
+    assert TOK[:8] not in e.value.detail
+
+
+def test_authorization_given_twice_is_refused():
+    with pytest.raises(InvalidArgument, match="given 2 times"):
+        tk.bearer_token([("authorization", f"Bearer {TOK}"), ("authorization", f"Bearer {TOK}")])
+    with pytest.raises(Unauthenticated):
+        tk.bearer_token([("x-other", "1")])
+
+
+def test_bearer_rule_over_grpc(plane):
+    token = plane.config.admin_token
+    with grpc.insecure_channel(f"127.0.0.1:{plane.port}") as ch:
+        stub = pb_grpc.LoadBalancerStub(ch)
+        for value in (f"bearer {token}", f"BEARER  {token}", f"Bearer {token} "):
+            assert stub.Version(pb.VersionRequest(), metadata=(("authorization", value),), timeout=5).compatTag
+        for value, code in ((f"Bearer {token} x", grpc.StatusCode.INVALID_ARGUMENT),
+                            (f"Basic {token}", grpc.StatusCode.INVALID_ARGUMENT),
+                            ("Bearer not-a-token", grpc.StatusCode.UNAUTHENTICATED)):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Version(pb.VersionRequest(), metadata=(("authorization", value),), timeout=5)
+            assert e.value.code() == code and token not in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Version(pb.VersionRequest(), metadata=(("authorization", f"Bearer {token}"),
+                                                         ("authorization", f"Bearer {token}")), timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "given 2 times" in e.value.details()
+
+
+def test_admin_token_must_be_one_bearer_token():
+    with pytest.raises(ValueError, match="admin_token"):
+        ControlConfig(port=0, backend="memory", admin_token="two words here")
