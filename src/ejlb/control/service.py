@@ -23,7 +23,7 @@ from ejlb.control import validate as check
 from ejlb.control.calendar import STRATEGIES
 from ejlb.control.capacity import URGENT_FILL
 from ejlb.control.config import ControlConfig, InstanceConfig
-from ejlb.control.epochs import SEED_SRC, Epoch, SyncSample, predict, seed_sample
+from ejlb.control.epochs import ACCEPTED, RESTARTED, SEED_SRC, Epoch, SyncSample, predict, screen, seed_sample
 from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                                  ResourceExhausted, Unauthenticated)
 from ejlb.control.feedback import initial_weight
@@ -334,6 +334,7 @@ class ControlService:
             now = self.clock()
             if sync:
                 res.samples.clear()
+                res.sync_suspects = ()
                 res.add_sample(seed_sample(now))
             if senders:
                 self.store.set_senders(res.id, remove=list(res.senders))
@@ -466,18 +467,33 @@ class ControlService:
 
     # -- sync samples (from the sync listener) --------------------------------------------------
     def accept_sync(self, rid: int, source_ip: str, sample: SyncSample) -> bool:
-        """Record a sync sample if its source is an allowed sender of the reservation."""
+        """Record a sync sample if its source is an allowed sender of the reservation and it fits the
+        line of the samples so far (`epochs.screen`); count every outcome."""
         with self.lock:
             res = self.reservations.get(rid)
             if res is None:
                 return False
             if source_ip not in res.senders:
-                res.sync_rejected += 1
+                res.sync_outcomes["rejected_source"] += 1
+                return False
+            outcome, kept = screen(res.samples, res.sync_suspects, sample)
+            res.sync_outcomes[outcome] += 1
+            if outcome == RESTARTED:
+                res.samples.clear()
+                res.samples.extend(kept)
+                res.samples_dirty, res.sync_suspects = True, ()
+                log.warning("lb=%s: sync from %s restarted the event-number line at %s (%s Hz)",
+                            res.id, source_ip, sample.event_number, sample.rate_hz)
+                return True
+            if outcome != ACCEPTED:
+                res.sync_suspects = kept
+                log.debug("lb=%s: sync from %s %s: event %s rate %s", res.id, source_ip, outcome,
+                          sample.event_number, sample.rate_hz)
                 return False
             if any(s.src_id != SEED_SRC for s in res.samples):  # how well did we predict this sample?
                 res.prediction_error = sample.event_number - (predict(res.samples, sample.recv_time) or 0)
-            res.add_sample(sample)
-            res.sync_accepted += 1
+            res.add_sample(kept[0])
+            res.sync_suspects = ()
             return True
 
     # -- status ---------------------------------------------------------------------------------
