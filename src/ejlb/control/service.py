@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ejlb.control import audit
 from ejlb.control import tokens as tk
 from ejlb.control import validate as check
 from ejlb.control.calendar import STRATEGIES
@@ -199,6 +200,11 @@ class ControlService:
                 self.children[t.parent_id].discard(i)
         self.store.delete_tokens(ids)
 
+    def token_id(self, secret: str) -> int | None:
+        """Id of a token, None if unknown (for the audit log of refused calls)."""
+        t = self.token_by_hash.get(tk.token_hash(secret))
+        return None if t is None else t.id
+
     def authenticate(self, secret: str) -> Token:
         t = self.token_by_hash.get(tk.token_hash(secret))
         if t is None:
@@ -293,7 +299,8 @@ class ControlService:
             self.store.update_reservation(rid, token_id=tok.id, sync_port=res.sync_port)
             self.store.replace_samples(rid, [(s.recv_time, s.event_number, s.rate_hz, s.src_id) for s in res.samples])
             res.samples_dirty = False
-            log.info("reserved lb=%s instance=%s name=%r until=%s by token %s", rid, inst.lb_id, name, until, caller.id)
+            audit.info("reserved lb=%s instance=%s name=%r until=%s by token %s", rid, inst.lb_id, name, until,
+                       caller.id)
             self._changed()
             return res, token_secret
 
@@ -313,10 +320,11 @@ class ControlService:
 
     def free(self, secret: str, lb_id: str) -> None:
         with self.lock:
-            res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            self._free(res)
+            caller = self.authenticate(secret)
+            res = self._reservation(caller, lb_id, Level.UPDATE)
+            self._free(res, f"by token {caller.id}")
 
-    def _free(self, res: Reservation) -> None:
+    def _free(self, res: Reservation, why: str = "at expiry") -> None:
         self.reservations.pop(res.id, None)
         for sess in res.sessions.values():
             self.sessions.pop(sess.id, None)
@@ -326,7 +334,7 @@ class ControlService:
         self.store.delete_reservation(res.id)
         self.on_free(res)
         self._changed()
-        log.info("freed lb=%s (instance %s)", res.id, res.lb.lb_id)
+        audit.info("freed lb=%s (instance %s) %s", res.id, res.lb.lb_id, why)
 
     def reset(self, secret: str, lb_id: str, sync: bool, epochs: bool, senders: bool, workers: bool) -> None:
         with self.lock:
@@ -407,14 +415,18 @@ class ControlService:
             self.store.update_session(sess.id, token_id=tok.id)
             res.sessions[sess.id] = self.sessions[sess.id] = sess
             self.tables_version += 1
-            log.info("registered session=%s lb=%s %s:%s/%s member=%s", sess.id, res.id, addr, port, port_range, member)
+            audit.info("registered session=%s lb=%s %s:%s/%s member=%s token=%s by token %s", sess.id, res.id, addr,
+                       port, port_range, member, tok.id, caller.id)
             return sess, token_secret
 
     def deregister(self, secret: str, lb_id: str, session_id: str) -> None:
         with self.lock:
-            res, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
+            caller = self.authenticate(secret)
+            res, sess = self._session(caller, lb_id, session_id, Level.UPDATE)
             self._remove_session(res, sess, self.clock())
             self._changed()
+            audit.info("deregistered session=%s lb=%s (%s:%s) by token %s", sess.id, res.id, sess.ip, sess.port,
+                       caller.id)
 
     def _remove_session(self, res: Reservation, sess: Session, now: float) -> None:
         """Soft removal: the member keeps its id (as an explicit drop) while a live epoch names it."""
@@ -566,7 +578,11 @@ class ControlService:
                 if not tk.grant_within(g, caller.grants, self._resolve):
                     raise PermissionDenied(f"token {caller.id} ({caller.name!r}) cannot delegate "
                                            f"{g.level.name} on {g.resource.name} {g.resource_id}".rstrip())
-            return self._mint(caller, name, parsed)
+            token, secret_out = self._mint(caller, name, parsed)
+            audit.info("token created id=%s name=%r permissions=[%s] by token %s", token.id, name,
+                       ", ".join(f"{g.level.name} {g.resource.name} {g.resource_id}".rstrip() for g in parsed),
+                       caller.id)
+            return token, secret_out
 
     def _target(self, caller: Token, selector: tuple[str, object] | None) -> Token:
         if selector is None or selector == ("id", 0):
@@ -604,4 +620,7 @@ class ControlService:
             if caller.id not in self._ancestors(target.id) and not tk.covers(caller.grants, tk.GLOBAL, Level.UPDATE):
                 raise PermissionDenied(f"token {caller.id} is not an ancestor of token {target.id} "
                                        "and holds no global UPDATE")
+            n = len(self._descendants(target.id))
             self._revoke(target.id)
+            audit.info("token revoked id=%s name=%r with %s descendants by token %s", target.id, target.name, n,
+                       caller.id)

@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import ejlb
+from ejlb.control import audit
 from ejlb.control import calendar as cal
 from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
@@ -145,17 +146,21 @@ def _rpc(method):
     def wrapper(self, request, context):
         t0 = time.perf_counter()
         code = grpc.StatusCode.OK
+        peer = audit.PEER.set(context.peer() or "unknown")
+        secret = None
         try:
             secret = bearer_token(context.invocation_metadata())
             return method(self, secret, request)
         except LBError as e:
             code = e.code
+            self.refusals.log(name, e.code.name, e.detail, self.svc.token_id(secret) if secret else None)
             context.abort(e.code, e.detail)
         except Exception:  # a bug must not take the server down; the client sees INTERNAL
             code = grpc.StatusCode.INTERNAL
             log.exception("%s failed", name)
             context.abort(grpc.StatusCode.INTERNAL, f"{name}: internal error")
         finally:
+            audit.PEER.reset(peer)
             if self.metrics is not None:
                 self.metrics.rpc(name, code, time.perf_counter() - t0)
     return wrapper
@@ -165,6 +170,7 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     def __init__(self, service: ControlService, metrics=None):
         self.svc = service
         self.metrics = metrics
+        self.refusals = audit.Refusals()
 
     @_rpc
     def ReserveLoadBalancer(self, secret, r):
