@@ -212,3 +212,23 @@ def test_rate_beyond_physical_is_rejected_even_first():
     assert ep.judge(one, ep.SyncSample(2.0, 10**9, 0, 1))[0] == ep.REJECTED_JUMP  # rate 0 with a jump
     assert ep.judge(one, ep.SyncSample(2.0, 1500, 2001, 1))[0] == ep.REJECTED_RATE
     assert ep.judge(one, ep.SyncSample(70.0, 10**9, 0, 1))[0] is None  # a line 69 s old tells nothing
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 0.94), st.integers(-3 * US, 3 * US) | st.integers(0, 2**64 - 1),
+                          st.sampled_from([0, US // 2, US, 2 * US, 3 * US]) | st.integers(0, 2**32 - 1)),
+                max_size=40))
+def test_any_burst_shorter_than_the_reference_gap_moves_the_boundary_at_most_max_shift(burst):
+    """Property form of the bound: after a genuine µs stream, any samples from an allowed sender
+    within REF_GAP_S (event numbers near the line or anywhere, any rate) shift the prediction at
+    now + LEAD_S by at most max_shift."""
+    samples, suspects = [], []
+    for t in range(11):
+        feed(samples, suspects, genuine(float(t)))
+    clean = list(samples)
+    now = 10.95
+    for dt, off, rate in sorted(burst):
+        e = off if off > 3 * US else BASE + int((10.0 + dt) * US) + off
+        feed(samples, suspects, ep.SyncSample(10.0 + dt, e % 2**64, rate, 7))
+    shift = abs(ep.predict(samples, now + ep.LEAD_S) - ep.predict(clean, now + ep.LEAD_S))
+    assert shift <= ep.max_shift(US, now - 9.0)
