@@ -129,8 +129,10 @@ typedef struct {
     iv_t *iv; /* sorted, disjoint, non-touching */
     iv_t iv_inline[INLINE_IV];
     uint32_t length, got, nfrags, niv, civ;
-    int32_t hnext, prev, next; /* hash chain; age list (oldest first) */
+    int32_t hnext, prev, next; /* hash chain; age list (oldest first: the timeout) */
+    int32_t lprev, lnext;      /* progress list of its class (least recently progressed first) */
     uint16_t data_id;
+    uint8_t lcls;              /* progress class: 0 = one fragment so far, 1 = more */
 } pend_t;
 
 typedef struct {
@@ -161,6 +163,7 @@ typedef struct rxthr {
     int32_t *bucket;
     uint32_t mask, cap_events, npend;
     int32_t free_head, head, tail;
+    int32_t lhead[2], ltail[2]; /* progress lists, by class */
     int32_t last; /* event of the previous datagram: fragments come in runs */
     done_t *done;
     ejlb_rx_stats st; /* written only by this thread */
@@ -246,6 +249,46 @@ static void log_lost(struct ejlb_rx *rx, const pend_t *p, int reason)
     pthread_mutex_unlock(&rx->llock);
 }
 
+/* Eviction order (the timeout keeps the age list): events that received one fragment only, then
+ * the others, each class least recently progressed (new bytes) first. Anyone who reaches a worker
+ * can send first fragments claiming big new events; those never progress, so under such a flood
+ * the fakes are evicted and an event that keeps receiving fragments is not, however old it is. */
+static void lru_unlink(rxthr_t *t, int32_t i)
+{
+    pend_t *p = &t->ev[i];
+    if (p->lprev >= 0)
+        t->ev[p->lprev].lnext = p->lnext;
+    else
+        t->lhead[p->lcls] = p->lnext;
+    if (p->lnext >= 0)
+        t->ev[p->lnext].lprev = p->lprev;
+    else
+        t->ltail[p->lcls] = p->lprev;
+}
+
+static void lru_append(rxthr_t *t, int32_t i, uint8_t cls)
+{
+    pend_t *p = &t->ev[i];
+    p->lcls = cls;
+    p->lprev = t->ltail[cls];
+    p->lnext = -1;
+    if (t->ltail[cls] >= 0)
+        t->ev[t->ltail[cls]].lnext = i;
+    else
+        t->lhead[cls] = i;
+    t->ltail[cls] = i;
+}
+
+/* The next event to evict, never `keep` (-1 when there is none). */
+static int32_t lru_victim(const rxthr_t *t, int32_t keep)
+{
+    for (int c = 0; c < 2; c++)
+        for (int32_t i = t->lhead[c]; i >= 0; i = t->ev[i].lnext)
+            if (i != keep)
+                return i;
+    return -1;
+}
+
 static void unreserve(rxthr_t *t, uint64_t n) { __atomic_sub_fetch(&t->rx->pend_bytes, n, __ATOMIC_RELAXED); }
 
 /* Unlinks pending event i, returns its buffer (caller owns it) and recycles the slot. */
@@ -264,6 +307,7 @@ static uint8_t *pend_remove(rxthr_t *t, int32_t i, uint64_t now)
         t->ev[p->next].prev = p->prev;
     else
         t->tail = p->prev;
+    lru_unlink(t, i);
     if (p->iv != p->iv_inline)
         free(p->iv);
     done_put(t, p->evn, p->data_id, now);
@@ -278,18 +322,26 @@ static uint8_t *pend_remove(rxthr_t *t, int32_t i, uint64_t now)
     return buf;
 }
 
-static void pend_drop(rxthr_t *t, int32_t i, int reason, uint64_t now)
+/* why an event is dropped: the lost log says timeout or evicted; the stats also say which cap */
+enum { DROP_TIMEOUT, DROP_BYTE_CAP, DROP_EVENT_CAP };
+
+static void pend_drop(rxthr_t *t, int32_t i, int why, uint64_t now)
 {
-    log_lost(t->rx, &t->ev[i], reason);
-    if (reason == EJLB_RX_LOST_TIMEOUT)
+    log_lost(t->rx, &t->ev[i], why == DROP_TIMEOUT ? EJLB_RX_LOST_TIMEOUT : EJLB_RX_LOST_EVICTED);
+    if (why == DROP_TIMEOUT) {
         BUMP(t->st.lost, 1);
-    else
+    } else {
         BUMP(t->st.evicted, 1);
+        if (why == DROP_BYTE_CAP)
+            BUMP(t->st.evicted_byte_cap, 1);
+        else
+            BUMP(t->st.evicted_event_cap, 1);
+    }
     ejlb_buf_release(pend_remove(t, i, now));
 }
 
-/* Books `extra` bytes against the cap, first evicting this thread's oldest pending events (never
- * `keep`) as long as they do not fit. */
+/* Books `extra` bytes against the cap, first evicting this thread's pending events in eviction
+ * order (lru_victim, never `keep`) as long as they do not fit. */
 static int reserve(rxthr_t *t, uint64_t extra, int32_t keep, uint64_t now)
 {
     struct ejlb_rx *rx = t->rx;
@@ -304,10 +356,10 @@ static int reserve(rxthr_t *t, uint64_t extra, int32_t keep, uint64_t now)
             }
             continue; /* cur was reloaded by the failed exchange */
         }
-        int32_t victim = keep >= 0 && t->head == keep ? t->ev[keep].next : t->head;
+        int32_t victim = lru_victim(t, keep);
         if (victim < 0)
             return -1;
-        pend_drop(t, victim, EJLB_RX_LOST_EVICTED, now);
+        pend_drop(t, victim, DROP_BYTE_CAP, now);
         cur = __atomic_load_n(&rx->pend_bytes, __ATOMIC_RELAXED);
     }
 }
@@ -318,7 +370,7 @@ static int32_t pend_new(rxthr_t *t, uint64_t evn, uint16_t id, uint32_t length, 
     if (reserve(t, charge, -1, now))
         return -1;
     if (t->npend == t->cap_events)
-        pend_drop(t, t->head, EJLB_RX_LOST_EVICTED, now);
+        pend_drop(t, lru_victim(t, -1), DROP_EVENT_CAP, now);
     uint8_t *buf = buf_get(length);
     if (!buf) {
         unreserve(t, charge);
@@ -346,6 +398,7 @@ static int32_t pend_new(rxthr_t *t, uint64_t evn, uint16_t id, uint32_t length, 
     else
         t->head = i;
     t->tail = i;
+    lru_append(t, i, 0);
     t->npend++;
     return i;
 }
@@ -510,6 +563,11 @@ static void commit(rxthr_t *t, int32_t i, uint32_t off, uint32_t flen, const uin
         memcpy(p->buf + off, src, flen);
     p->got += (uint32_t)fresh;
     p->nfrags++;
+    uint8_t cls = p->nfrags > 1;
+    if (t->ltail[cls] != i) { /* progress: last in line for eviction */
+        lru_unlink(t, i);
+        lru_append(t, i, cls);
+    }
     if (p->got == p->length) {
         BUMP(t->st.events_reassembled, 1);
         uint64_t evn = p->evn;
@@ -535,7 +593,7 @@ static void on_buffer(rxthr_t *t, const uint8_t *d, size_t len, size_t seg, uint
 static void expire(rxthr_t *t, uint64_t now)
 {
     while (t->head >= 0 && now - t->ev[t->head].t0 >= t->rx->timeout_us)
-        pend_drop(t, t->head, EJLB_RX_LOST_TIMEOUT, now);
+        pend_drop(t, t->head, DROP_TIMEOUT, now);
 }
 
 static size_t hdr_len(const rxthr_t *t) { return t->rx->with_lb ? EJLB_HEADERS_LEN : EJLB_RE_HEADER_LEN; }
@@ -840,6 +898,7 @@ static int thr_init(rxthr_t *t, struct ejlb_rx *rx, uint32_t cap_events)
 {
     t->rx = rx;
     t->head = t->tail = t->last = -1;
+    t->lhead[0] = t->lhead[1] = t->ltail[0] = t->ltail[1] = -1;
     t->cap_events = cap_events;
     uint32_t nb = 1;
     while (nb < 2 * cap_events)
@@ -860,6 +919,7 @@ static int thr_init(rxthr_t *t, struct ejlb_rx *rx, uint32_t cap_events)
         t->ev[i].hnext = i + 1 < cap_events ? (int32_t)i + 1 : -1;
     t->free_head = 0;
     t->head = t->tail = -1;
+    t->lhead[0] = t->lhead[1] = t->ltail[0] = t->ltail[1] = -1;
     for (int k = 0; k < BATCH; k++) {
         t->iov[k].iov_base = t->data + (size_t)k * RXBUF;
         t->iov[k].iov_len = RXBUF;
@@ -1062,6 +1122,8 @@ void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out)
         out->overlaps += READ(s->overlaps);
         out->lost += READ(s->lost);
         out->evicted += READ(s->evicted);
+        out->evicted_byte_cap += READ(s->evicted_byte_cap);
+        out->evicted_event_cap += READ(s->evicted_event_cap);
         out->gro_buffers += READ(s->gro_buffers);
         out->cpu_ns += READ(s->cpu_ns);
         out->placed += READ(s->placed);

@@ -40,10 +40,13 @@ typedef struct {
     uint64_t duplicates;    /* fragments whose bytes were all received already, or late */
     uint64_t overlaps;      /* fragments that partially overlap received bytes (new bytes kept) */
     uint64_t lost;          /* incomplete events given up after the timeout */
-    uint64_t evicted;       /* incomplete events dropped to respect the byte/event caps */
+    uint64_t evicted;       /* incomplete events dropped to respect the byte/event caps: those that
+                             * received new bytes least recently first */
     uint64_t gro_buffers;   /* receive buffers that held more than one segment */
     uint64_t cpu_ns;        /* CPU time of the receive threads (CLOCK_THREAD_CPUTIME_ID), summed */
     uint64_t placed;        /* datagrams received straight into their event buffer (no copy) */
+    uint64_t evicted_byte_cap;  /* of evicted: to fit max_pending_bytes */
+    uint64_t evicted_event_cap; /* of evicted: to fit max_pending_events */
 } ejlb_rx_stats;
 
 typedef struct {

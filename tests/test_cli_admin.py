@@ -197,3 +197,20 @@ def test_debug_adds_the_traceback_and_keeps_the_exit_code(admin_uri):
     r = ejlb("--debug", "status", "424242", uri=admin_uri)
     assert r.code == 4
     assert "Traceback" in r.err and r.err.strip().splitlines()[-1].startswith("error: not found:")
+
+
+def test_export_encode_brackets_prints_percent_encoded_ipv6_that_parses_back(admin_uri):
+    r = ejlb("reserve", "cli-export6", "-d", "5m", "--export", "--encode-brackets", uri=admin_uri)
+    assert r.code == 0, r.err
+    text = r.out.strip()[len("export EJFAT_URI='"):-1]
+    query = text.partition("?")[2]
+    assert "%5B::1%5D:" in query and "[" not in query and "]" not in query
+    uri = EjfatURI.parse(text)
+    assert str(uri.data_address(6).ip) == "::1" and str(uri.sync_address(6).ip) == "::1"
+    assert uri.format(encode_brackets=True) == text
+    reg = ejlb("register", "--name", "w", "--ip", "127.0.0.1", "--port", "20000", "--export", "--encode-brackets",
+               uri=text)
+    assert reg.code == 0, reg.err
+    session = reg.out.strip()[len("export EJFAT_URI='"):-1]
+    assert "%5B::1%5D" in session and EjfatURI.parse(session).session_id
+    assert ejlb("free", uri=text).code == 0

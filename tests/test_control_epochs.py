@@ -117,3 +117,118 @@ def test_lpm_matches_ranges_on_64_bit_ticks(bounds, ticks):
     t = Tables(epochs={(0, k): v for k, v in ep.ranges(live).items()})
     for tick in ticks + [b for b in bounds] + [max(b - 1, 0) for b in bounds]:
         assert ep.lpm_lookup(entries, tick) == t.epoch_for(0, tick)
+
+
+# -- sync poisoning from an allowed sender (issue 16) -------------------------------------------------
+US = 1_000_000  # µs ticks: the rate every E2SAR sender reports by default
+BASE = 1_700_000_000 * US
+
+
+def genuine(t):
+    return ep.SyncSample(t, BASE + int(t * US), US, 7)
+
+
+def feed(samples, suspects, sample):
+    """What ControlService.accept_sync does with a screened sample; returns the outcome."""
+    outcome, kept = ep.screen(samples, tuple(suspects), sample)
+    if outcome == ep.ACCEPTED:
+        samples.append(kept[0])
+        suspects.clear()
+    elif outcome == ep.RESTARTED:
+        samples[:] = kept
+        suspects.clear()
+    else:
+        suspects[:] = kept
+    del samples[:-ep.MAX_SAMPLES]
+    return outcome
+
+
+def poisoned(rnd, t):
+    """One hostile sample: absurd event number, rate 0 with a jump, rate beyond physical, or a
+    plausible event number with an absurd rate."""
+    kind = rnd.randrange(4)
+    if kind == 0:
+        return ep.SyncSample(t, rnd.randrange(2**64), rnd.randrange(2**32), rnd.randrange(2**32))
+    if kind == 1:
+        return ep.SyncSample(t, BASE + int(t * US) + rnd.choice([-1, 1]) * rnd.randrange(2 * US, 2**62), 0, 7)
+    if kind == 2:
+        return ep.SyncSample(t, BASE + int(t * US), rnd.randrange(ep.MAX_RATE_HZ + 1, 2**32), 7)
+    return ep.SyncSample(t, BASE + int(t * US), rnd.choice([0, 1, US // 10, 10 * US, 900 * US]) or 1, 7)
+
+
+def test_burst_of_poisoned_samples_is_rejected_and_moves_no_boundary():
+    rnd = random.Random(16)
+    samples, suspects = [], []
+    for t in range(11):
+        assert feed(samples, suspects, genuine(float(t))) == ep.ACCEPTED
+    clean = list(samples)
+    previous = ep.next_boundary(clean, 9.5, None)
+    outcomes = [feed(samples, suspects, poisoned(rnd, 10.3 + i * 1e-4)) for i in range(2000)]  # 0.2 s
+    assert set(outcomes) == {ep.REJECTED_JUMP, ep.REJECTED_RATE}  # none accepted, no restart
+    assert ep.next_boundary(samples, 10.4, previous) == ep.next_boundary(clean, 10.4, previous)
+    assert feed(samples, suspects, genuine(11.0)) == ep.ACCEPTED and suspects == []
+
+
+def test_poisoned_samples_inside_the_tolerance_move_the_boundary_a_bounded_amount():
+    """The worst an allowed sender can do while the genuine one keeps syncing: samples at the
+    edge of the tolerance with the rate at the factor's edge or none, for up to REF_GAP_S."""
+    rnd = random.Random(3)
+    for trial in range(200):
+        samples, suspects = [], []
+        for t in range(11):
+            feed(samples, suspects, genuine(float(t)))
+        clean = list(samples)
+        now = 10.05 + rnd.random() * 0.9
+        for i in range(50):
+            t = 10.0 + (now - 10.0) * i / 50
+            tol = ep.tolerance(US, t - 9.0)  # judged against the line at genuine(9): ≥ REF_GAP_S older
+            e = BASE + int(t * US) + int(rnd.uniform(-1, 1) * tol)
+            feed(samples, suspects, ep.SyncSample(t, e, int(US * rnd.choice([0, 0.5, 1, 2, 0.4, 3])), 7))
+        shift = abs(ep.predict(samples, now + ep.LEAD_S) - ep.predict(clean, now + ep.LEAD_S))
+        assert shift <= ep.max_shift(US, now - 9.0), (trial, shift)
+
+
+def test_a_restarted_sender_is_followed_after_confirmation_a_burst_never():
+    samples, suspects = [], []
+    for t in range(5):
+        feed(samples, suspects, genuine(float(t)))
+    # a burst of mutually consistent samples on a new line: too short to be a restart
+    burst = [ep.SyncSample(5.0 + i * 0.01, 10**15 + i * 10**4, US, 7) for i in range(100)]
+    assert {feed(samples, suspects, s) for s in burst} == {ep.REJECTED_JUMP}
+    # the sender really restarts its event numbers from 0 (rate 0: the line is fitted)
+    new = [ep.SyncSample(6.0 + i, 1000 * i, 0, 7) for i in range(4)]
+    assert [feed(samples, suspects, s) for s in new[:3]] == [ep.REJECTED_JUMP] * 2 + [ep.RESTARTED]
+    assert samples == new[:3] and abs(ep.predict(samples, 8.5) - 2500) <= 1
+    assert feed(samples, suspects, new[3]) == ep.ACCEPTED
+
+
+def test_rate_beyond_physical_is_rejected_even_first():
+    assert ep.screen([ep.seed_sample(100.0)], (), ep.SyncSample(100.5, 5, ep.MAX_RATE_HZ + 1, 1))[0] == ep.REJECTED_RATE
+    assert ep.screen([ep.seed_sample(100.0)], (), ep.SyncSample(100.5, 5, ep.MAX_RATE_HZ, 1))[0] == ep.ACCEPTED
+    one = [ep.SyncSample(1.0, 500, 1000, 1)]
+    # within the tolerance; rate 0 is down-weighted to the slope seen since the reference
+    assert ep.judge(one, ep.SyncSample(2.0, 1500 + ep.FLOOR_TICKS, 0, 1)) == \
+        (None, ep.SyncSample(2.0, 1500 + ep.FLOOR_TICKS, 1000 + ep.FLOOR_TICKS, 1))
+    assert ep.judge(one, ep.SyncSample(2.0, 10**9, 0, 1))[0] == ep.REJECTED_JUMP  # rate 0 with a jump
+    assert ep.judge(one, ep.SyncSample(2.0, 1500, 2001, 1))[0] == ep.REJECTED_RATE
+    assert ep.judge(one, ep.SyncSample(70.0, 10**9, 0, 1))[0] is None  # a line 69 s old tells nothing
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 0.94), st.integers(-3 * US, 3 * US) | st.integers(0, 2**64 - 1),
+                          st.sampled_from([0, US // 2, US, 2 * US, 3 * US]) | st.integers(0, 2**32 - 1)),
+                max_size=40))
+def test_any_burst_shorter_than_the_reference_gap_moves_the_boundary_at_most_max_shift(burst):
+    """Property form of the bound: after a genuine µs stream, any samples from an allowed sender
+    within REF_GAP_S (event numbers near the line or anywhere, any rate) shift the prediction at
+    now + LEAD_S by at most max_shift."""
+    samples, suspects = [], []
+    for t in range(11):
+        feed(samples, suspects, genuine(float(t)))
+    clean = list(samples)
+    now = 10.95
+    for dt, off, rate in sorted(burst):
+        e = off if off > 3 * US else BASE + int((10.0 + dt) * US) + off
+        feed(samples, suspects, ep.SyncSample(10.0 + dt, e % 2**64, rate, 7))
+    shift = abs(ep.predict(samples, now + ep.LEAD_S) - ep.predict(clean, now + ep.LEAD_S))
+    assert shift <= ep.max_shift(US, now - 9.0)

@@ -13,7 +13,7 @@ from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["LoadBalancer"]
-IDS = st.sampled_from(["", "0", "1", "2", "999", "-1", "x", "1" * 30, " 1"])
+IDS = st.sampled_from(["", "0", "1", "2", "999", "-1", "x", "1" * 30, " 1", "01", "+1", "1 ", "\t2"])
 TEXT = st.one_of(IDS, st.text(max_size=12), st.sampled_from(["127.0.0.1", "::1", "10.0.0.1", "fe80::1%eth0"]))
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, 0.5, 1.0, -1.0]))
 SCALARS = {
@@ -32,7 +32,8 @@ def message(desc, depth=0):
             if depth >= 2 or f.message_type.full_name.startswith("google.protobuf.Struct"):
                 continue
             if f.message_type.full_name == "google.protobuf.Timestamp":
-                value = st.integers(-(2**40), 2**40).map(lambda s: Timestamp(seconds=s))
+                value = st.builds(Timestamp, seconds=st.integers(-(2**40), 2**40),  # nanos: also out of range
+                                  nanos=st.one_of(st.integers(0, 999_999_999), st.integers(-(2**31), 2**31 - 1)))
             else:
                 value = message(f.message_type, depth + 1)
         else:
@@ -92,3 +93,23 @@ def test_rpc_survives_arbitrary_requests(plane, rpc):
     finally:
         channel.close()
     assert admin(plane).version().compatTag  # still serving
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.just("authorization"),  # gRPC keys are lower case
+                          st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+                          .map(lambda v: v.replace("TOKEN", "")) | st.sampled_from(
+                              ["Bearer TOKEN", "bearer TOKEN", " BEARER  TOKEN ", "Bearer TOKEN x", "TOKEN"])),
+                max_size=3))
+def test_any_authorization_metadata_gets_a_deliberate_status(plane, headers):
+    """Authorization header values of any shape (issue 16): OK, or a deliberate refusal."""
+    token = plane.config.admin_token
+    md = tuple((k, v.replace("TOKEN", token)) for k, v in headers)
+    with grpc.insecure_channel(f"127.0.0.1:{plane.port}") as channel:
+        try:
+            pb_grpc.LoadBalancerStub(channel).Version(pb.VersionRequest(), metadata=md, timeout=5)
+        except (ValueError, TypeError):  # grpcio itself refuses to send it (tabs, empty values)
+            pass
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT), e.details()
+            assert token not in (e.details() or "")

@@ -90,3 +90,26 @@ def test_ipv6_listener_and_sender_list_changes(plane):
     m.free(r.lb_id)  # the listener closes with the reservation
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
         s.bind(("::1", dest.port))  # port is free again
+
+
+def test_poisoned_sync_from_an_allowed_sender_is_rejected_and_counted(plane):
+    cp, clock = plane
+    m = admin(cp)
+    r = m.reserve("poison", senders=["127.0.0.1"])
+    res = cp.service.reservations[int(r.lb_id)]
+    dest = r.uri.sync_address(4)
+    send(SyncHeader(7, 5_000_000, 1000, time.time_ns()).encode(), dest, "127.0.0.1")
+    assert wait_for(lambda: res.sync_accepted == 1)
+    clock.advance(1.0)
+    expected = m.status(r.lb_id).currentPredictedEventNumber
+    assert expected == 5_001_000
+    for event, rate in ((2**63, 1000), (5_001_000, 4_000_000_000), (5_001_000 + 10**9, 0), (0, 0),
+                        (5_001_000, 1_000_000)):
+        send(SyncHeader(7, event, rate, time.time_ns()).encode(), dest, "127.0.0.1")
+    assert wait_for(lambda: sum(res.sync_outcomes.values()) == 6)
+    assert (res.sync_outcomes["rejected_jump"], res.sync_outcomes["rejected_rate"]) == (3, 2)
+    assert m.status(r.lb_id).currentPredictedEventNumber == expected  # the prediction did not move
+    cp.tick()
+    text = cp.metrics.text().decode()
+    for outcome, n in (("accepted", 1), ("rejected_jump", 3), ("rejected_rate", 2), ("restarted", 0)):
+        assert f'ejlb_lb_sync_packets{{lb="{r.lb_id}",outcome="{outcome}"}} {n}.0' in text

@@ -211,3 +211,45 @@ def scenarios(draw):
 @given(scenarios(), st.sampled_from([1 << 30, 30_000]), st.booleans())
 def test_native_agrees_with_reference(ops, cap, gro):
     run(ops, gro=gro, max_pending_bytes=cap)
+
+
+def test_flood_of_fake_first_fragments_evicts_no_event_that_is_still_arriving():
+    """Issue 16: anyone who reaches a worker can send first fragments claiming big new events. At
+    the byte cap the fakes must go, not the genuine events that keep receiving fragments (the
+    old rule, oldest first, evicted those: they were older than the flood)."""
+    size, frag = 10_000, 1000
+    payloads = {n: random.Random(n).randbytes(size) for n in range(10)}
+    frags = {n: datagrams(p, event_number=n, data_id=1, fragment=frag, with_lb=False) for n, p in payloads.items()}
+    fake = 1000
+    ops, t = [], 0
+    for k in range(0, size // frag, 2):
+        for n in payloads:  # the genuine events, all in flight, a run of two fragments each per round
+            ops += [("d", frags[n][k], t), ("d", frags[n][k + 1], t + 1)]
+            t += 2
+        for _ in range(50):  # then a burst of fakes: first fragments of 10 kB events never sent
+            ops.append(("d", piece(bytes(frag), 0, frag, event_number=fake, data_id=1, with_lb=False, length=size), t))
+            fake, t = fake + 1, t + 1
+    cap = 20 * (size + EVENT_OVERHEAD)  # room for the genuine events and as many fakes
+    events, c, lost = run(ops, max_pending_bytes=cap)
+    assert sorted(events) == sorted((n, 1, p) for n, p in payloads.items())  # every genuine event whole
+    assert all(e.event_number >= 1000 and e.reason == LOST_EVICTED for e in lost)
+    assert c.evicted == len(lost) == (fake - 1000) - 20  # all fakes but those the cap holds at the end
+    native = NativeReassembler(max_pending_bytes=cap)
+    for op in ops:
+        native.feed(op[1], op[2])
+    counters = native.counters()
+    assert counters["evicted_byte_cap"] == c.evicted and counters["evicted_event_cap"] == 0
+
+
+def test_event_cap_eviction_is_counted_apart_and_spares_progressing_events():
+    old = datagrams(bytes(300), event_number=1, fragment=100, with_lb=False)
+    ops = [("d", old[0], 0)] + [("d", piece(bytes(100), 0, 50, event_number=n, with_lb=False), n) for n in (2, 3)]
+    ops += [("d", old[1], 3)] + [("d", piece(bytes(100), 0, 50, event_number=n, with_lb=False), n) for n in (4, 5, 6)]
+    ops += [("d", old[2], 7)]
+    events, c, lost = run(ops, max_pending_events=3)
+    assert events == [(1, 0, bytes(300))]  # the oldest event, but progressing: never evicted
+    assert [e.event_number for e in lost] == [2, 3, 4]
+    native = NativeReassembler(max_pending_events=3)
+    for op in ops:
+        native.feed(op[1], op[2])
+    assert (native.counters()["evicted_event_cap"], native.counters()["evicted_byte_cap"]) == (3, 0)

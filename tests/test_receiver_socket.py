@@ -332,3 +332,23 @@ def test_recv_many_takes_what_is_ready():
             rx.recv_many(0)
     with pytest.raises(ReceiverClosed):
         rx.recv_many(timeout=1)
+
+
+def test_fake_first_fragments_do_not_evict_events_still_arriving():
+    """Issue 16 on real sockets: genuine events in flight, each run of their fragments followed by
+    a burst of fake first fragments claiming new 10 kB events, at a byte cap of 20 such events."""
+    size, frag = 10_000, 1000
+    payloads = {n: random.Random(n).randbytes(size) for n in range(10)}
+    frags = {n: datagrams(p, event_number=n, fragment=frag, with_lb=False) for n, p in payloads.items()}
+    with Receiver(None, "127.0.0.1", 0, max_pending_bytes=20 * (size + 256), event_timeout=30) as rx:
+        addr, fake = ("127.0.0.1", rx.base_port), 1000
+        for k in range(0, size // frag, 2):
+            send_all([d for n in payloads for d in frags[n][k:k + 2]], addr)
+            send_all([piece(bytes(frag), 0, frag, event_number=f, length=size, with_lb=False)
+                      for f in range(fake, fake + 50)], addr)
+            fake += 50
+        assert collect(rx, 10) == {(n, 0): p for n, p in payloads.items()}  # every genuine event whole
+        assert wait_for(lambda: rx.stats().events_recv == 10 + 250)
+        s = rx.stats()
+        assert s.evicted == s.evicted_byte_cap == 250 - 20 and s.evicted_event_cap == 0 and s.lost == 0
+        assert all(e.event_number >= 1000 and e.reason == "evicted" for e in rx.lost_events())

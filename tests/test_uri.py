@@ -71,6 +71,11 @@ def test_no_port_data_renders_without_port():
         ("ejfat://h:18008/?data=10.0.0.1&data=10.0.0.2", "data"),
         ("ejfat://h:18008/?data", "data"),
         ("ejfat://bad_host!:18008/", "host"),
+        ("ejfat://h:18008/?data=%5B2001:db8::10%5:19522", "data"),  # a '%' without two hex digits
+        ("ejfat://h:18008/?data=%zz10.0.0.1", "data"),
+        ("ejfat://h:18008/?sync=%5B2001:db8::10%5D%0A:19010", "sync"),  # decodes to a control character
+        ("ejfat://h:18008/?sync=%5B2001:db8::zz%5D:19010", "sync"),
+        ("ejfat://h:18008/?data=%5B2001:db8::10:19522", "data"),  # unterminated, encoded
     ],
 )
 def test_malformed_rejected_naming_part(text, part):
@@ -111,3 +116,38 @@ def test_roundtrip_property(tls, token, lb, v4, v6, p, q, sync_port):
                  data={4: DataAddress(v4, lo, hi, True), 6: DataAddress(v6)})
     again = EjfatURI.parse(str(u))
     assert again == u and str(again) == str(u)
+
+
+# -- percent-encoded brackets in the query (Boost.URL-based clients refuse literal ones) ------------
+ENCODED = CURRENT.replace("[", "%5B").replace("]", "%5D")
+
+
+@pytest.mark.parametrize("text", [ENCODED, ENCODED.lower(),  # escapes in either case
+                                  CURRENT.replace("[2001:db8::20]", "%5b2001:db8::20%5d"),
+                                  CURRENT.replace("=[2001:db8::10]", "=%5B2001%3Adb8%3A%3A10%5D")])
+def test_percent_encoded_brackets_parse_like_literal_ones(text):
+    u = EjfatURI.parse(text)
+    assert u == EjfatURI.parse(CURRENT)
+    assert str(u) == CURRENT and u.format(encode_brackets=True) == ENCODED
+    assert EjfatURI.parse(u.format(encode_brackets=True)) == u
+
+
+def test_the_issue_example_and_receiver_sender_paths(monkeypatch):
+    u = EjfatURI.parse("ejfat://t@cp.example:18008/lb/1?data=%5B2001:db8::10%5D:19522&sync=%5B2001:db8::11%5D:19523")
+    assert u.data_address(6).ip == ipaddress.ip_address("2001:db8::10") and u.data_address(6).port == 19522
+    assert u.sync_address(6).port == 19523
+    monkeypatch.setenv("EJFAT_URI", u.format(encode_brackets=True))
+    assert EjfatURI.from_env() == u
+    assert "[" not in u.format(encode_brackets=True).partition("?")[2]
+    ipv4_only = EjfatURI.parse("ejfat://t@h:18008/lb/1?data=10.0.0.1:19522")
+    assert ipv4_only.format(encode_brackets=True) == str(ipv4_only)  # nothing to encode
+    bracketed_host = EjfatURI.parse("ejfat://t@[::1]:18008/lb/1?data=%5B::2%5D")
+    assert bracketed_host.format(encode_brackets=True) == "ejfat://t@[::1]:18008/lb/1?data=%5B::2%5D"  # host stays
+
+
+@given(v6=st.ip_addresses(v=6), p=ports, encode=st.booleans())
+def test_encoded_roundtrip_property(v6, p, encode):
+    u = EjfatURI(host="cp.example", port=18008, token="ab", lb_id="3",
+                 sync={6: __import__("ejlb.uri").uri.SyncAddress(v6, p)}, data={6: DataAddress(v6, p, p, True)})
+    text = u.format(encode_brackets=encode)
+    assert EjfatURI.parse(text) == u and ("%5B" in text) == encode

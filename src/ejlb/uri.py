@@ -6,6 +6,10 @@
 
 Pure parsing: a URI keeps one sync and one data address per IP family (current control planes return
 both), `data=` without a port means the FPGA's whole EJFAT range 16384-32767.
+
+Query values may be percent-encoded (RFC 3986): clients built on Boost.URL refuse a literal `[`/`]`
+in a query, so `data=%5B2001:db8::10%5D:19522` is the same as `data=[2001:db8::10]:19522`;
+`format(encode_brackets=True)` prints that form. A `%` not followed by two hex digits is an error.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ ENV_VAR = "EJFAT_URI"
 MIN_EXPLICIT_PORT = 1024
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 _ID = re.compile(r"^[0-9]+$")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 class URIError(ValueError):
@@ -109,6 +114,18 @@ def _split_host_port(part: str, text: str) -> tuple[str, str | None]:
     if sep and not port:
         raise URIError(part, text, "empty port after ':'")
     return host, (port if sep else None)
+
+
+def _unquote(key: str, value: str) -> str:
+    """Percent-decoded query value (ASCII only: every value is an address, port or id)."""
+    if "%" not in value:
+        return value
+    if value.count("%") != len(_PERCENT.findall(value)):
+        raise URIError(key, value, "'%' must start a percent-escape: %XX with two hex digits")
+    out = _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), value)
+    if not out.isascii() or not out.isprintable():
+        raise URIError(key, value, "percent-escapes must decode to printable ASCII")
+    return out
 
 
 def _ip(part: str, text: str) -> IPAddress:
@@ -201,6 +218,7 @@ class EjfatURI:
             key, eq, value = item.partition("=")
             if not eq or not value:
                 raise URIError(key or "query", item, "expected KEY=VALUE")
+            value = _unquote(key, value)
             if key == "sync":
                 addr = _parse_sync(value)
                 if addr.family in sync:
@@ -229,6 +247,11 @@ class EjfatURI:
 
     # -- rendering ---------------------------------------------------------------------------
     def __str__(self) -> str:
+        return self.format()
+
+    def format(self, encode_brackets: bool = False) -> str:
+        """The URI text; `encode_brackets` writes IPv6 brackets in the query as %5B/%5D (for
+        Boost.URL-based clients, which refuse them literal there)."""
         out = "ejfats://" if self.tls else "ejfat://"
         if self.token:
             out += self.token + "@"
@@ -239,7 +262,10 @@ class EjfatURI:
         query += [f"data={self.data[f]}" for f in (4, 6) if f in self.data]
         if self.session_id is not None:
             query.append(f"sessionid={self.session_id}")
-        return out + ("?" + "&".join(query) if query else "")
+        text = "&".join(query)
+        if encode_brackets:
+            text = text.replace("[", "%5B").replace("]", "%5D")
+        return out + ("?" + text if text else "")
 
     def __hash__(self) -> int:
         return hash(str(self))

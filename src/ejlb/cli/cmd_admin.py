@@ -52,7 +52,9 @@ def _print(data, renderables) -> None:
 @click.option("--strategy", type=click.Choice(["", "dynamic", "static", "explicit"]), default="",
               help="Calendar layout strategy (default: the control plane's).")
 @click.option("-e", "--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` for the shell.")
-def reserve(name, duration, until, senders, auto_sender, ip_family, strategy, export):
+@click.option("--encode-brackets", is_flag=True,
+              help="Print IPv6 brackets in the URI's query as %5B/%5D (for Boost.URL-based clients such as E2SAR).")
+def reserve(name, duration, until, senders, auto_sender, ip_family, strategy, export, encode_brackets):
     """Reserve a load balancer NAME; prints its instance URI (token included)."""
     opts = current_options()
     when = _until(duration, until)
@@ -66,12 +68,13 @@ def reserve(name, duration, until, senders, auto_sender, ip_family, strategy, ex
     if not senders:
         click.echo("note: no sender is allowed yet, so the LB drops all data until `ejlb add-senders` "
                    "(or reserve with -a ADDR / --auto-sender)", err=True)
+    text = res.uri.format(encode_brackets=encode_brackets)
     if export:
-        click.echo(f"export EJFAT_URI='{res.uri}'")
+        click.echo(f"export EJFAT_URI='{text}'")
         return
-    data = {"lbId": res.lb_id, "token": res.token, "ejfatUri": str(res.uri), "reservation": res.reply}
+    data = {"lbId": res.lb_id, "token": res.token, "ejfatUri": text, "reservation": res.reply}
     _print(data, [render.kv_table(f"reserved {name!r}", render.reservation_rows(res.reply)),
-                  f"EJFAT_URI={res.uri}"])
+                  f"EJFAT_URI={text}"])
 
 
 @click.command()
@@ -144,7 +147,9 @@ def overview():
               help="Cap, in even shares (0 = no cap).")
 @click.option("--keep-lb-header", is_flag=True, help="Deliver datagrams with the LB header kept.")
 @click.option("-e", "--export", "export", is_flag=True, help="Print `export EJFAT_URI=...` (session URI).")
-def register(name, ip, port, port_range, weight, min_factor, max_factor, keep_lb_header, export):
+@click.option("--encode-brackets", is_flag=True,
+              help="Print IPv6 brackets in the URI's query as %5B/%5D (for Boost.URL-based clients such as E2SAR).")
+def register(name, ip, port, port_range, weight, min_factor, max_factor, keep_lb_header, export, encode_brackets):
     """Register a worker; prints the session URI (session token + sessionid) for send-state/deregister."""
     opts = current_options()
     uri = opts.ejfat_uri()
@@ -152,11 +157,11 @@ def register(name, ip, port, port_range, weight, min_factor, max_factor, keep_lb
     with manager(opts, uri) as m:
         reg = m.register(name, ip, port, weight=weight, port_range=port_range, min_factor=min_factor,
                          max_factor=max_factor, keep_lb_header=keep_lb_header)
-    session_uri = uri.with_(token=reg.token, session_id=str(reg.session_id))
+    session_uri = uri.with_(token=reg.token, session_id=str(reg.session_id)).format(encode_brackets=encode_brackets)
     if export:
         click.echo(f"export EJFAT_URI='{session_uri}'")
         return
-    _print({"token": reg.token, "sessionId": str(reg.session_id), "ejfatUri": str(session_uri)},
+    _print({"token": reg.token, "sessionId": str(reg.session_id), "ejfatUri": session_uri},
            [render.kv_table(f"registered {name!r}", [("session id", reg.session_id)]), f"EJFAT_URI={session_uri}"])
 
 

@@ -19,6 +19,8 @@ Every verb takes the global options before it: `ejlb [--uri URI] [--ca FILE | --
 `reserve --export` prints for everything about one load balancer; the session URI that
 `register --export` prints for `send-state` and `deregister`. `--json` makes every verb print JSON
 (protobuf replies in the standard proto3 JSON mapping, i.e. EJFAT's lowerCamelCase field names).
+URIs may carry IPv6 brackets in the query percent-encoded (`data=%5B2001:db8::10%5D:19522`);
+`reserve`/`register --encode-brackets` print that form for clients built on Boost.URL.
 
 ## Exit codes
 

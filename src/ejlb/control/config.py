@@ -128,8 +128,9 @@ class ControlConfig:
             _fail("rpc_threads", self.rpc_threads, "must be 1..256")
         if self.metrics_port is not None:
             _port("metrics_port", self.metrics_port)
-        if not isinstance(self.admin_token, str) or len(self.admin_token) < 8:
-            _fail("admin_token", "<hidden>", "must be a string of at least 8 characters")
+        if not isinstance(self.admin_token, str) or len(self.admin_token) < 8 or \
+                not all("\x21" <= c <= "\x7e" for c in self.admin_token):  # one bearer token: no spaces
+            _fail("admin_token", "<hidden>", "must be at least 8 characters of visible ASCII, no spaces")
         if (self.tls_cert is None) != (self.tls_key is None):
             _fail("tls", (self.tls_cert, self.tls_key), "give both cert and key, or neither")
         if not isinstance(self.controller_period, (int, float)) or not 0.01 <= self.controller_period <= 60:

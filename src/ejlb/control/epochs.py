@@ -64,6 +64,101 @@ def predict(samples: Sequence[SyncSample], at: float) -> int | None:
     return _clamp(e0 + intercept + max(slope, 0.0) * (at - t0))
 
 
+# -- screening sync samples from allowed senders -----------------------------------------------------
+# An allowed sender can still send absurd samples (a bug, or a compromised host). Each sample is
+# judged against the line of the accepted samples taken at a reference sample at least REF_GAP_S
+# older, so a burst shorter than that is judged against the line from before it and cannot walk
+# it a little per sample. Rejected: a rate beyond MAX_RATE_HZ or off the line's by RATE_FACTOR, an
+# event number off the line beyond the tolerance (so also "rate 0 with a jump"). Down-weighted: an
+# accepted sample without a rate keeps the slope observed since the reference (or the line's rate),
+# so a few close samples cannot tilt the least-squares fit. A sender that really restarted (new
+# event numbers or rate) shows as CONFIRM rejected samples agreeing with each other over
+# ≥ CONFIRM_S with no accepted sample in between; that new line replaces the old one.
+# Not caught: an allowed sender that lies consistently for longer than REF_GAP_S can walk the line
+# by up to the tolerance per REF_GAP_S (telling it from a drifting genuine sender needs per-sender
+# lines).
+MAX_RATE_HZ = 1_000_000_000  # ns ticks: no tick clock runs faster
+RATE_FACTOR = 2.0  # a claimed rate within [r/2, 2r] of the line's rate r
+JITTER_S = 0.25  # tolerance: arrival jitter, in seconds of ticks at the line's rate,
+DRIFT = 0.1  # plus this fraction of the time since the reference (the line's rate is an estimate),
+FLOOR_TICKS = 1000  # plus this much at any rate (low rates, rounding)
+REF_GAP_S = 1.0  # the default sync period
+CONFIRM = 3
+CONFIRM_S = 2.0
+
+ACCEPTED, RESTARTED, REJECTED_RATE, REJECTED_JUMP = "accepted", "restarted", "rejected_rate", "rejected_jump"
+OUTCOMES = (ACCEPTED, RESTARTED, REJECTED_RATE, REJECTED_JUMP)
+
+
+def _line_rate(samples: Sequence[SyncSample]) -> float | None:
+    """Ticks per second of the line through `samples` (the newest one's rate, else the fitted slope)."""
+    newest = max(reversed(samples), key=lambda s: s.recv_time)
+    if newest.rate_hz > 0:
+        return float(newest.rate_hz)
+    if len(samples) < 2:
+        return None
+    at = newest.recv_time
+    return max(float((predict(samples, at + 1.0) or 0) - (predict(samples, at) or 0)), 0.0)
+
+
+def tolerance(rate: float, dt: float) -> float:
+    """How far (ticks) a sample dt s after the reference may sit off a line of `rate` ticks/s."""
+    return FLOOR_TICKS + rate * (JITTER_S + DRIFT * dt)
+
+
+def judge(samples: Sequence[SyncSample], s: SyncSample) -> tuple[str | None, SyncSample]:
+    """(None, the sample as to be kept) when `s` fits the accepted `samples`, else (REJECTED_RATE
+    or REJECTED_JUMP, s). With no real sample yet, or only a line older than MAX_SAMPLE_AGE_S,
+    any sample of a physical rate fits."""
+    if s.rate_hz > MAX_RATE_HZ:
+        return REJECTED_RATE, s
+    real = [x for x in samples if x.src_id != SEED_SRC and x.recv_time <= s.recv_time]
+    older = [x for x in real if x.recv_time <= s.recv_time - REF_GAP_S]
+    ref = older or sorted(real, key=lambda x: x.recv_time)[:1]
+    if not ref:
+        return None, s
+    anchor = max(ref, key=lambda x: x.recv_time)
+    dt = s.recv_time - anchor.recv_time
+    rate = _line_rate(ref)
+    if rate is None or dt > MAX_SAMPLE_AGE_S:
+        return None, s
+    if s.rate_hz > 0 and rate > 0 and not rate / RATE_FACTOR <= s.rate_hz <= rate * RATE_FACTOR:
+        return REJECTED_RATE, s
+    if abs(s.event_number - predict(ref, s.recv_time)) > tolerance(rate, dt):
+        return REJECTED_JUMP, s
+    if s.rate_hz == 0 and rate > 0:
+        seen = (s.event_number - predict(ref, anchor.recv_time)) / dt if older else rate
+        s = SyncSample(s.recv_time, s.event_number, int(round(min(max(seen, 0.0), MAX_RATE_HZ))), s.src_id)
+    return None, s
+
+
+def screen(samples: Sequence[SyncSample], suspects: Sequence[SyncSample],
+           s: SyncSample) -> tuple[str, tuple[SyncSample, ...]]:
+    """(outcome, samples) for a new sample. ACCEPTED: add the one returned (maybe down-weighted) and
+    forget the suspects. RESTARTED: the returned samples, `s` last, are a confirmed new line that
+    replaces `samples`. Rejected: the returned samples are the suspects (a candidate new line) to
+    pass with the next sample."""
+    why, kept = judge(samples, s)
+    if why is None:
+        return ACCEPTED, (kept,)
+    if s.rate_hz > MAX_RATE_HZ:
+        return why, tuple(suspects)  # never part of any line
+    line = (*suspects, s) if suspects and judge(suspects, s)[0] is None else (s,)
+    line = line[-CONFIRM:]
+    if len(line) >= CONFIRM and line[-1].recv_time - line[0].recv_time >= CONFIRM_S:
+        return RESTARTED, line
+    return why, line
+
+
+def max_shift(rate: float, dt: float) -> float:
+    """Bound on how far samples accepted within REF_GAP_S after the reference move the prediction for
+    dt s after the reference + LEAD_S, off a line of `rate` ticks/s: the newest is within the
+    tolerance, and its rate (claimed, or observed over ≥ REF_GAP_S) is off by at most
+    max((RATE_FACTOR - 1)·rate, tolerance / REF_GAP_S)."""
+    tol = tolerance(rate, dt)
+    return tol + max((RATE_FACTOR - 1) * rate, tol / REF_GAP_S) * (dt + LEAD_S)
+
+
 def next_boundary(samples: Sequence[SyncSample], now: float, previous: int | None) -> int:
     """Start tick of a new epoch: predicted for now + LEAD_S, strictly after the previous boundary."""
     b = predict(samples, now + LEAD_S)

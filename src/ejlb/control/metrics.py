@@ -6,8 +6,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from ejlb.control.capacity import WORKER_HEALTH
 from ejlb.control.controller import Controller, spread
+from ejlb.control.epochs import OUTCOMES
 
 STATS = ("min", "avg", "max", "stddev")
+SYNC_OUTCOMES = ("rejected_source", *OUTCOMES)
 
 
 class Metrics:
@@ -22,7 +24,8 @@ class Metrics:
         self.moves = Gauge("ejlb_lb_slots_moved", "Slots that changed owner in the newest epoch", ["lb"], registry=r)
         self.health = Gauge("ejlb_lb_worker_health_issues", "Ready workers with a health issue, by type "
                             "(worker_overflowing, worker_overflow_at_floor)", ["lb", "type"], registry=r)
-        self.sync = Gauge("ejlb_lb_sync_packets", "Sync datagrams of the reservation by outcome",
+        self.sync = Gauge("ejlb_lb_sync_packets", "Sync datagrams of the reservation by outcome (accepted, "
+                          "restarted, rejected_source / _rate / _jump)",
                           ["lb", "outcome"], registry=r)
         self.prediction_error = Gauge("ejlb_lb_prediction_error", "Last sync event number minus its "
                                       "prediction from the samples before it (ticks)", ["lb"], registry=r)
@@ -58,8 +61,8 @@ class Metrics:
             self.epoch.labels(lb).set(st.epoch)
             self.moves.labels(lb).set(st.moves)
             res = controller.service.reservations[rid]
-            self.sync.labels(lb, "accepted").set(res.sync_accepted)
-            self.sync.labels(lb, "rejected_source").set(res.sync_rejected)
+            for outcome in SYNC_OUTCOMES:
+                self.sync.labels(lb, outcome).set(res.sync_outcomes[outcome])
             if res.prediction_error is not None:
                 self.prediction_error.labels(lb).set(res.prediction_error)
             for kind in WORKER_HEALTH:
@@ -72,7 +75,7 @@ class Metrics:
             for g, labels in [(g, (lb,)) for g in (self.sessions, self.ready, self.boundary, self.epoch, self.moves,
                                                    self.prediction_error)] \
                     + [(g, (lb, k)) for g in (self.slots, self.fill) for k in STATS] \
-                    + [(self.sync, (lb, k)) for k in ("accepted", "rejected_source")] \
+                    + [(self.sync, (lb, k)) for k in SYNC_OUTCOMES] \
                     + [(self.health, (lb, k)) for k in WORKER_HEALTH]:
                 try:
                     g.remove(*labels)

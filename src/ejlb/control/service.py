@@ -8,12 +8,9 @@ Store; worker reports and sync samples are flushed by the controller tick.
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import fnmatch
-import ipaddress
 import json
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -21,89 +18,32 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ejlb.control import audit
 from ejlb.control import tokens as tk
+from ejlb.control import validate as check
 from ejlb.control.calendar import STRATEGIES
 from ejlb.control.capacity import URGENT_FILL
 from ejlb.control.config import ControlConfig, InstanceConfig
-from ejlb.control.epochs import SEED_SRC, Epoch, SyncSample, predict, seed_sample
+from ejlb.control.epochs import ACCEPTED, RESTARTED, SEED_SRC, Epoch, SyncSample, predict, screen, seed_sample
 from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                                  ResourceExhausted, Unauthenticated)
 from ejlb.control.feedback import initial_weight
 from ejlb.control.liveness import FIRST_REPORT_S, REMOVE_S
-from ejlb.control.state import TOTALS, Reservation, Session, Token
+from ejlb.control.state import TOTALS, TOTALS_PROTO, Reservation, Session, Token
 from ejlb.control.store import Store
 from ejlb.control.tokens import Grant, Level, Resource
+from ejlb.control.validate import rfc3339 as _rfc3339
 from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS
-from ejlb.wire import CALENDAR_SLOTS, MAX_PORT_RANGE
+from ejlb.wire import MAX_PORT_RANGE
 
 log = logging.getLogger("ejlb.control")
 
 ROOT_TOKEN_ID = 1
-MAX_NAME = 256
 MAX_SENDERS = 256  # per reservation: the FPGA allow-list holds 256 per family
 MAX_GRANTS = 64
 MAX_CHILD_TOKENS = 4096  # per token: a token holder cannot grow the token table without bound
 SERIES_POINTS = 600  # per scalar timeseries: 10 minutes at the default period
 IP_FAMILIES = {0: (4, 6), 1: (4,), 2: (6,)}  # IpFamily -> address families handed out
-
-
-def _rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _decimal_id(field: str, value: str) -> int:
-    text = (value or "").strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise InvalidArgument(f"{field}={value!r}: must be a decimal id")
-    return int(text)
-
-
-MAX_UNTIL = 32503680000.0  # 3000-01-01: a Timestamp beyond this is a client bug, not a reservation
-
-
-def _until(value: float | None, now: float) -> float | None:
-    if value is not None and not now < value < MAX_UNTIL:
-        when = _rfc3339(value) if -62135596800 <= value < 253402300800 else f"{value:.0f} s"
-        raise InvalidArgument(f"until={when}: must be in the future and before the year 3000")
-    return value
-
-
-def _name(field: str, value: str) -> str:
-    value = (value or "").strip()
-    if not value or len(value) > MAX_NAME or not value.isprintable():
-        raise InvalidArgument(f"{field}={value[:40]!r}: must be 1..{MAX_NAME} printable characters")
-    return value
-
-
-def _finite(field: str, value: float, lo: float | None = None, hi: float | None = None) -> float:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or \
-            (lo is not None and value < lo) or (hi is not None and value > hi):
-        rng = f" in [{lo}, {hi}]" if hi is not None else (f" ≥ {lo}" if lo is not None else "")
-        raise InvalidArgument(f"{field}={value!r}: must be a finite number{rng}")
-    return float(value)
-
-
-def parse_senders(addresses: Iterable[str]) -> list[str]:
-    out = []
-    for a in addresses:
-        try:
-            out.append(str(ipaddress.ip_address(a.strip())))
-        except ValueError:
-            raise InvalidArgument(f"senderAddresses={a!r}: not an IPv4/IPv6 address") from None
-    return out
-
-
-def parse_demands(field: str, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    out = []
-    for index, length in ranges:
-        if not -1 <= index < CALENDAR_SLOTS or not 1 <= length <= CALENDAR_SLOTS or \
-                (index >= 0 and index + length > CALENDAR_SLOTS):
-            raise InvalidArgument(f"{field}=(index {index}, length {length}): must lie within "
-                                  f"0..{CALENDAR_SLOTS - 1} (index -1 = automatic)")
-        out.append((int(index), int(length)))
-    if sum(n for _, n in out) > CALENDAR_SLOTS:
-        raise InvalidArgument(f"{field}: demands {sum(n for _, n in out)} slots, more than {CALENDAR_SLOTS}")
-    return out
 
 
 # the counters the capacity meter reads, as indexes into TOTALS: dequeued, offered, lost
@@ -260,6 +200,11 @@ class ControlService:
                 self.children[t.parent_id].discard(i)
         self.store.delete_tokens(ids)
 
+    def token_id(self, secret: str) -> int | None:
+        """Id of a token, None if unknown (for the audit log of refused calls)."""
+        t = self.token_by_hash.get(tk.token_hash(secret))
+        return None if t is None else t.id
+
     def authenticate(self, secret: str) -> Token:
         t = self.token_by_hash.get(tk.token_hash(secret))
         if t is None:
@@ -276,7 +221,7 @@ class ControlService:
             raise PermissionDenied(f"token {caller.id} ({caller.name!r}) lacks {level.name} on {what}")
 
     def _reservation(self, caller: Token, lb_id: str, level: Level, field: str = "lbId") -> Reservation:
-        rid = _decimal_id(field, lb_id)
+        rid = check.decimal_id(field, lb_id)
         res = self.reservations.get(rid)
         if res is None:  # only a holder of a covering grant learns that it does not exist
             self._require(caller, tk.lineage(reservation=rid), level, f"reservation {rid}")
@@ -285,10 +230,10 @@ class ControlService:
         return res
 
     def _session(self, caller: Token, lb_id: str, session_id: str, level: Level) -> tuple[Reservation, Session]:
-        sid = _decimal_id("sessionId", session_id)
+        sid = check.decimal_id("sessionId", session_id)
+        rid = check.decimal_id("lbId", lb_id) if lb_id else None  # "" = any (E2SAR sends only sessionId)
         sess = self.sessions.get(sid)
-        if lb_id and (sess is None or str(sess.reservation_id) != lb_id.strip()):
-            _decimal_id("lbId", lb_id)
+        if rid is not None and sess is not None and sess.reservation_id != rid:
             sess = None
         if sess is None or not sess.live:
             self._require(caller, tk.lineage(session=sid), level, f"session {sid}")
@@ -318,10 +263,10 @@ class ControlService:
                 ip_family: int, strategy: str) -> tuple[Reservation, str]:
         with self.lock:
             caller = self.authenticate(secret)
-            name = _name("name", name)
+            name = check.name("name", name)
             now = self.clock()
-            until = _until(until, now)
-            addrs = parse_senders(senders)
+            until = check.until(until, now)
+            addrs = check.senders(senders)
             if len(set(addrs)) > MAX_SENDERS:
                 raise InvalidArgument(f"senderAddresses: {len(set(addrs))} given, at most {MAX_SENDERS}")
             if ip_family not in IP_FAMILIES:
@@ -354,7 +299,8 @@ class ControlService:
             self.store.update_reservation(rid, token_id=tok.id, sync_port=res.sync_port)
             self.store.replace_samples(rid, [(s.recv_time, s.event_number, s.rate_hz, s.src_id) for s in res.samples])
             res.samples_dirty = False
-            log.info("reserved lb=%s instance=%s name=%r until=%s by token %s", rid, inst.lb_id, name, until, caller.id)
+            audit.info("reserved lb=%s instance=%s name=%r until=%s by token %s", rid, inst.lb_id, name, until,
+                       caller.id)
             self._changed()
             return res, token_secret
 
@@ -374,10 +320,11 @@ class ControlService:
 
     def free(self, secret: str, lb_id: str) -> None:
         with self.lock:
-            res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            self._free(res)
+            caller = self.authenticate(secret)
+            res = self._reservation(caller, lb_id, Level.UPDATE)
+            self._free(res, f"by token {caller.id}")
 
-    def _free(self, res: Reservation) -> None:
+    def _free(self, res: Reservation, why: str = "at expiry") -> None:
         self.reservations.pop(res.id, None)
         for sess in res.sessions.values():
             self.sessions.pop(sess.id, None)
@@ -387,7 +334,7 @@ class ControlService:
         self.store.delete_reservation(res.id)
         self.on_free(res)
         self._changed()
-        log.info("freed lb=%s (instance %s)", res.id, res.lb.lb_id)
+        audit.info("freed lb=%s (instance %s) %s", res.id, res.lb.lb_id, why)
 
     def reset(self, secret: str, lb_id: str, sync: bool, epochs: bool, senders: bool, workers: bool) -> None:
         with self.lock:
@@ -395,6 +342,7 @@ class ControlService:
             now = self.clock()
             if sync:
                 res.samples.clear()
+                res.sync_suspects = ()
                 res.add_sample(seed_sample(now))
             if senders:
                 self.store.set_senders(res.id, remove=list(res.senders))
@@ -411,7 +359,7 @@ class ControlService:
     def extend(self, secret: str, lb_id: str, until: float | None) -> float | None:
         with self.lock:
             res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            until = _until(until, self.clock())
+            until = check.until(until, self.clock())
             res.until = until
             self.store.update_reservation(res.id, until=until)
             return until
@@ -419,7 +367,7 @@ class ControlService:
     def change_senders(self, secret: str, lb_id: str, addresses: Iterable[str], add: bool) -> None:
         with self.lock:
             res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            addrs = set(parse_senders(addresses))
+            addrs = set(check.senders(addresses))
             if add:
                 if len(res.senders | addrs) > MAX_SENDERS:
                     raise InvalidArgument(f"senderAddresses: would make {len(res.senders | addrs)}, at most {MAX_SENDERS}")
@@ -437,25 +385,18 @@ class ControlService:
         with self.lock:
             caller = self.authenticate(secret)
             res = self._reservation(caller, lb_id, Level.REGISTER)
-            name = _name("name", name)
-            try:
-                addr = ipaddress.ip_address((ip or "").strip())
-            except ValueError:
-                raise InvalidArgument(f"ipAddress={ip!r}: not an IPv4/IPv6 address") from None
-            if addr.is_unspecified or addr.is_multicast or (
-                    not self.config.allow_private_workers and (addr.is_private or addr.is_loopback or addr.is_link_local)):
-                raise InvalidArgument(f"ipAddress={ip!r}: not an allowed worker address"
-                                      + ("" if self.config.allow_private_workers else " (private/loopback disabled)"))
+            name = check.name("name", name)
+            addr = check.worker_address(ip, self.config.allow_private_workers)
             if not 0 <= port_range <= MAX_PORT_RANGE:
                 raise InvalidArgument(f"portRange={port_range!r}: must be 0..{MAX_PORT_RANGE}")
             if not 1 <= port <= 0xFFFF or port + (1 << port_range) - 1 > 0xFFFF:
                 raise InvalidArgument(f"udpPort={port!r}: port .. port + 2^{port_range} - 1 must lie in 1..65535")
-            weight = _finite("weight", weight, 0.0) or 1.0  # proto3 default 0 = unset
-            min_factor = _finite("minFactor", min_factor, 0.0)
-            max_factor = _finite("maxFactor", max_factor, 0.0)
+            weight = check.finite("weight", weight, 0.0) or 1.0  # proto3 default 0 = unset
+            min_factor = check.finite("minFactor", min_factor, 0.0)
+            max_factor = check.finite("maxFactor", max_factor, 0.0)
             if max_factor and max_factor < min_factor:
                 raise InvalidArgument(f"maxFactor={max_factor}: below minFactor={min_factor} (0 = no maximum)")
-            demands = parse_demands("slotDemands", demands)
+            demands = check.demands("slotDemands", demands)
             used = {s.member_id for s in res.sessions.values()}
             member = next((m for m in range(MAX_MEMBERS) if m not in used), None)
             if member is None:
@@ -474,14 +415,18 @@ class ControlService:
             self.store.update_session(sess.id, token_id=tok.id)
             res.sessions[sess.id] = self.sessions[sess.id] = sess
             self.tables_version += 1
-            log.info("registered session=%s lb=%s %s:%s/%s member=%s", sess.id, res.id, addr, port, port_range, member)
+            audit.info("registered session=%s lb=%s %s:%s/%s member=%s token=%s by token %s", sess.id, res.id, addr,
+                       port, port_range, member, tok.id, caller.id)
             return sess, token_secret
 
     def deregister(self, secret: str, lb_id: str, session_id: str) -> None:
         with self.lock:
-            res, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
+            caller = self.authenticate(secret)
+            res, sess = self._session(caller, lb_id, session_id, Level.UPDATE)
             self._remove_session(res, sess, self.clock())
             self._changed()
+            audit.info("deregistered session=%s lb=%s (%s:%s) by token %s", sess.id, res.id, sess.ip, sess.port,
+                       caller.id)
 
     def _remove_session(self, res: Reservation, sess: Session, now: float) -> None:
         """Soft removal: the member keeps its id (as an explicit drop) while a live epoch names it."""
@@ -506,14 +451,14 @@ class ControlService:
                    is_ready: bool, totals: Mapping[str, int]) -> None:
         with self.lock:
             _, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
-            before = sess.fill
-            sess.fill = _finite("fillPercent", fill, 0.0, 1.0)
-            if before < URGENT_FILL <= sess.fill and self.config.balancer == "capacity":  # tick now
+            fill = check.finite("fillPercent", fill, 0.0, 1.0)  # all checked before any is applied
+            control_signal = check.control_signal(control_signal)
+            counters = check.totals(totals, TOTALS, TOTALS_PROTO)
+            if sess.fill < URGENT_FILL <= fill and self.config.balancer == "capacity":  # tick now
                 self.urgent = True
                 self.tables_changed.set()
-            sess.control_signal = _finite("controlSignal", control_signal)
+            sess.fill, sess.control_signal, sess.totals = fill, control_signal, counters
             sess.is_ready = bool(is_ready)
-            sess.totals = tuple(int(totals.get(k, 0)) for k in TOTALS)
             sess.last_report = now = self.clock()  # our clock: liveness never trusts the worker's
             sess.meter.observe(now, sess.fill, *(sess.totals[i] for i in METER_TOTALS))
             sess.dirty = True
@@ -523,29 +468,44 @@ class ControlService:
             res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
             updates = []
             for session_id, ranges in constraints:
-                sid = _decimal_id("slotConstraints.sessionId", session_id)
+                sid = check.decimal_id("slotConstraints.sessionId", session_id)
                 sess = res.sessions.get(sid)
                 if sess is None or not sess.live:
                     raise NotFound(f"slotConstraints.sessionId={session_id!r}: no such session in lbId={lb_id}")
-                updates.append((sess, parse_demands(f"slotConstraints[{sid}].slots", ranges)))
+                updates.append((sess, check.demands(f"slotConstraints[{sid}].slots", ranges)))
             for sess, demands in updates:
                 sess.demands = demands
                 self.store.update_session(sess.id, demands=demands)
 
     # -- sync samples (from the sync listener) --------------------------------------------------
     def accept_sync(self, rid: int, source_ip: str, sample: SyncSample) -> bool:
-        """Record a sync sample if its source is an allowed sender of the reservation."""
+        """Record a sync sample if its source is an allowed sender of the reservation and it fits the
+        line of the samples so far (`epochs.screen`); count every outcome."""
         with self.lock:
             res = self.reservations.get(rid)
             if res is None:
                 return False
             if source_ip not in res.senders:
-                res.sync_rejected += 1
+                res.sync_outcomes["rejected_source"] += 1
+                return False
+            outcome, kept = screen(res.samples, res.sync_suspects, sample)
+            res.sync_outcomes[outcome] += 1
+            if outcome == RESTARTED:
+                res.samples.clear()
+                res.samples.extend(kept)
+                res.samples_dirty, res.sync_suspects = True, ()
+                log.warning("lb=%s: sync from %s restarted the event-number line at %s (%s Hz)",
+                            res.id, source_ip, sample.event_number, sample.rate_hz)
+                return True
+            if outcome != ACCEPTED:
+                res.sync_suspects = kept
+                log.debug("lb=%s: sync from %s %s: event %s rate %s", res.id, source_ip, outcome,
+                          sample.event_number, sample.rate_hz)
                 return False
             if any(s.src_id != SEED_SRC for s in res.samples):  # how well did we predict this sample?
                 res.prediction_error = sample.event_number - (predict(res.samples, sample.recv_time) or 0)
-            res.add_sample(sample)
-            res.sync_accepted += 1
+            res.add_sample(kept[0])
+            res.sync_suspects = ()
             return True
 
     # -- status ---------------------------------------------------------------------------------
@@ -608,7 +568,7 @@ class ControlService:
     def create_token(self, secret: str, name: str, grants: Sequence[tuple[int, str, int]]) -> tuple[Token, str]:
         with self.lock:
             caller = self.authenticate(secret)
-            name = _name("name", name)
+            name = check.name("name", name)
             if not grants or len(grants) > MAX_GRANTS:
                 raise InvalidArgument(f"permissions: {len(grants)} given, need 1..{MAX_GRANTS}")
             if len(self.children.get(caller.id, ())) >= MAX_CHILD_TOKENS:
@@ -618,7 +578,11 @@ class ControlService:
                 if not tk.grant_within(g, caller.grants, self._resolve):
                     raise PermissionDenied(f"token {caller.id} ({caller.name!r}) cannot delegate "
                                            f"{g.level.name} on {g.resource.name} {g.resource_id}".rstrip())
-            return self._mint(caller, name, parsed)
+            token, secret_out = self._mint(caller, name, parsed)
+            audit.info("token created id=%s name=%r permissions=[%s] by token %s", token.id, name,
+                       ", ".join(f"{g.level.name} {g.resource.name} {g.resource_id}".rstrip() for g in parsed),
+                       caller.id)
+            return token, secret_out
 
     def _target(self, caller: Token, selector: tuple[str, object] | None) -> Token:
         if selector is None or selector == ("id", 0):
@@ -656,4 +620,7 @@ class ControlService:
             if caller.id not in self._ancestors(target.id) and not tk.covers(caller.grants, tk.GLOBAL, Level.UPDATE):
                 raise PermissionDenied(f"token {caller.id} is not an ancestor of token {target.id} "
                                        "and holds no global UPDATE")
+            n = len(self._descendants(target.id))
             self._revoke(target.id)
+            audit.info("token revoked id=%s name=%r with %s descendants by token %s", target.id, target.name, n,
+                       caller.id)

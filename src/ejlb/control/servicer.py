@@ -10,9 +10,11 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import ejlb
+from ejlb.control import audit
 from ejlb.control import calendar as cal
 from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
+from ejlb.control import validate as check
 from ejlb.control.errors import LBError
 from ejlb.control.liveness import Liveness, classify
 from ejlb.control.service import ControlService
@@ -33,11 +35,12 @@ def ts(t: float) -> Timestamp:
 
 
 def from_ts(msg, field: str) -> float | None:
-    """Seconds since the epoch of an optional Timestamp field (None when absent)."""
+    """Seconds since the epoch of an optional Timestamp field (None when absent); out-of-range
+    nanos/seconds are InvalidArgument (checked here: the float would hide them)."""
     if not msg.HasField(field):
         return None
     v = getattr(msg, field)
-    return v.seconds + v.nanos / 1e9
+    return check.timestamp(field, v.seconds, v.nanos)
 
 
 def _bracket(host: str) -> str:
@@ -143,17 +146,21 @@ def _rpc(method):
     def wrapper(self, request, context):
         t0 = time.perf_counter()
         code = grpc.StatusCode.OK
+        peer = audit.PEER.set(context.peer() or "unknown")
+        secret = None
         try:
             secret = bearer_token(context.invocation_metadata())
             return method(self, secret, request)
         except LBError as e:
             code = e.code
+            self.refusals.log(name, e.code.name, e.detail, self.svc.token_id(secret) if secret else None)
             context.abort(e.code, e.detail)
         except Exception:  # a bug must not take the server down; the client sees INTERNAL
             code = grpc.StatusCode.INTERNAL
             log.exception("%s failed", name)
             context.abort(grpc.StatusCode.INTERNAL, f"{name}: internal error")
         finally:
+            audit.PEER.reset(peer)
             if self.metrics is not None:
                 self.metrics.rpc(name, code, time.perf_counter() - t0)
     return wrapper
@@ -163,6 +170,7 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     def __init__(self, service: ControlService, metrics=None):
         self.svc = service
         self.metrics = metrics
+        self.refusals = audit.Refusals()
 
     @_rpc
     def ReserveLoadBalancer(self, secret, r):
@@ -225,6 +233,7 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
 
     @_rpc
     def SendState(self, secret, r):
+        from_ts(r, "timestamp")  # validated, not used: liveness runs on the control plane's clock
         self.svc.send_state(secret, r.lbId, r.sessionId, r.fillPercent, r.controlSignal, r.isReady,
                             {k: getattr(r, p) for k, p in zip(TOTALS, TOTALS_PROTO)})
         return pb.SendStateReply()

@@ -96,13 +96,22 @@ class Reservation:
     samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_SAMPLES))
     sessions: dict[int, Session] = field(default_factory=dict)
     samples_dirty: bool = False
-    sync_accepted: int = 0
-    sync_rejected: int = 0
+    # sync datagrams by outcome: accepted, restarted, rejected_source / _rate / _jump (epochs.screen)
+    sync_outcomes: collections.Counter = field(default_factory=collections.Counter)
+    sync_suspects: tuple = ()  # rejected samples that may be a restarted sender's new line
     prediction_error: int | None = None  # last sync event number minus what we predicted for it
     effective_at: float = 0.0  # when the newest calendar takes effect (its epoch's lead)
     changed_at: float = 0.0  # when the calendar last changed
     # per-tick snapshots for Timeseries: (ms, session ids, fill, control signal, slots, capacity), bounded
     history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS))
+
+    @property
+    def sync_accepted(self) -> int:
+        return self.sync_outcomes["accepted"] + self.sync_outcomes["restarted"]
+
+    @property
+    def sync_rejected(self) -> int:
+        return self.sync_outcomes["rejected_source"]
 
     def add_sample(self, s: SyncSample) -> None:
         self.samples.append(s)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ejlb.control.errors import InvalidArgument, Unauthenticated
+from ejlb.control.validate import decimal_id
 
 
 class Resource(enum.IntEnum):  # TokenPermission.ResourceType values
@@ -51,14 +53,12 @@ class Grant:
             lv = Level(level)
         except ValueError:
             raise InvalidArgument(f"permission={level!r}: must be 0..3") from None
-        rid = (resource_id or "").strip()
         if r is Resource.ALL:
-            rid = ""
-        elif not rid.isdigit():
-            raise InvalidArgument(f"resourceId={resource_id!r}: must be a decimal id for {r.name}")
-        else:
-            rid = str(int(rid))
-        return cls(r, rid, lv)
+            return cls(r, "", lv)
+        try:
+            return cls(r, str(decimal_id("resourceId", resource_id)), lv)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{e.detail} for {r.name}") from None
 
 
 # A resource's lineage: its own scope and every enclosing one, e.g. for session 9 of reservation 4
@@ -66,6 +66,7 @@ class Grant:
 Lineage = Sequence[tuple[Resource, str]]
 
 GLOBAL: Lineage = ((Resource.ALL, ""),)
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # one run of visible ASCII: the bearer token
 
 
 def lineage(lb: int | None = None, reservation: int | None = None, session: int | None = None) -> Lineage:
@@ -107,18 +108,30 @@ def same_hash(a: str, b: str) -> bool:
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | Mapping | None) -> str:
-    """The token of an `authorization: Bearer <token>` header.
-    Missing header → Unauthenticated; present without the Bearer prefix (or empty) → InvalidArgument."""
+    """The token of the `authorization` metadata, parsed as RFC 7235 / 6750 credentials with the
+    tolerance HTTP servers show (the rule the control README states):
+
+    - exactly one `authorization` entry (two are ambiguous: refused, not one picked);
+    - spaces and tabs around the value are ignored (RFC 9110 strips a field value's OWS);
+    - the scheme is `Bearer` in any case (`bearer`, `BEARER`), then one or more spaces or tabs;
+    - then exactly one token: visible ASCII, no whitespace inside (`Bearer a b` is refused).
+
+    Missing → Unauthenticated; anything else malformed → InvalidArgument. Messages never echo the
+    token, since refused calls are logged."""
     items = metadata.items() if isinstance(metadata, Mapping) else (metadata or ())
     values = [v for k, v in items if k.lower() == "authorization"]
     if not values:
         raise Unauthenticated("authorization metadata missing: expected 'Bearer <token>'")
-    value = values[0]
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    if not value.startswith("Bearer "):
-        raise InvalidArgument(f"authorization={value[:16]!r}...: must start with 'Bearer '")
-    token = value[len("Bearer "):].strip()
+    if len(values) > 1:
+        raise InvalidArgument(f"authorization: given {len(values)} times, expected once")
+    value = values[0].decode("latin-1") if isinstance(values[0], bytes) else values[0]
+    scheme, *rest = re.split(r"[ \t]+", value.strip(" \t"), maxsplit=1)
+    if scheme.lower() != "bearer":
+        shown = scheme if scheme.isascii() and scheme.isalpha() and len(scheme) <= 10 else "?"  # never a token
+        raise InvalidArgument(f"authorization: scheme {shown!r} is not Bearer (expected 'Bearer <token>')")
+    token = rest[0] if rest else ""
     if not token:
         raise InvalidArgument("authorization: empty bearer token")
+    if not _TOKEN.fullmatch(token):
+        raise InvalidArgument("authorization: expected exactly one token of visible ASCII after 'Bearer'")
     return token

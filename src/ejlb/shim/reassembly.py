@@ -15,8 +15,11 @@ Rules, per datagram (UDP payload):
   * an event completes when every byte of its length has arrived, whatever the fragment order;
   * an incomplete event older than `timeout` (since its first fragment) is `lost`; to start an
     event that does not fit `max_pending_bytes` (length + EVENT_OVERHEAD per event) or
-    `max_pending_events`, the oldest incomplete events are `evicted`. An event longer than the
-    whole cap is refused -> `bad_fragments`. So memory is bounded whatever a peer sends.
+    `max_pending_events`, incomplete events are `evicted`: first those that received one fragment
+    only, then the others, each least recently progressed (new bytes) first. So a flood of fake
+    first fragments claiming big events evicts fakes, not an event that keeps receiving fragments
+    however old it is. An event longer than the whole cap is refused -> `bad_fragments`. So memory
+    is bounded whatever a peer sends.
 """
 from __future__ import annotations
 
@@ -106,6 +109,8 @@ class Reassembler:
         self.counters = ReassemblyCounters()
         self.lost_log: deque[LostEvent] = deque(maxlen=lost_log_size)
         self._pending: dict[tuple[int, int], _Pending] = {}  # insertion order = age order
+        # eviction order: (one fragment so far, more), each least recently progressed first
+        self._order: tuple[dict, dict] = ({}, {})
         self._finished: dict[tuple[int, int], float] = {}
         self._pending_bytes = 0
 
@@ -166,6 +171,9 @@ class Reassembler:
         ev.buf[offset : offset + len(frag)] = frag
         ev.got += fresh
         ev.fragments += 1
+        self._order[0].pop(key, None)
+        self._order[1].pop(key, None)
+        self._order[ev.fragments > 1][key] = None  # progress: last in line for eviction
         if ev.got < ev.length:
             return []
         c.events_reassembled += 1
@@ -186,13 +194,16 @@ class Reassembler:
         while self._pending and (
             self._pending_bytes + charge > self.max_pending_bytes or len(self._pending) >= self.max_pending_events
         ):
-            self._give_up(next(iter(self._pending)), LOST_EVICTED, now)
+            self._give_up(next(iter(self._order[0] or self._order[1])), LOST_EVICTED, now)
         ev = self._pending[key] = _Pending(length, now, bytearray(length))
+        self._order[0][key] = None
         self._pending_bytes += charge
         return ev
 
     def _remove(self, key, now: float) -> _Pending:
         ev = self._pending.pop(key)
+        self._order[0].pop(key, None)
+        self._order[1].pop(key, None)
         self._pending_bytes -= ev.length + EVENT_OVERHEAD
         self._mark_finished(key, now)
         return ev

@@ -90,6 +90,8 @@ class ReceiverStats:
     gro_buffers: int = 0
     cpu_ns: int = 0  # CPU time of the native receive threads, summed (not the application's dequeue)
     placed: int = 0  # datagrams received straight into their event buffer (speculative placement hit)
+    evicted_byte_cap: int = 0  # of evicted: to fit max_pending_bytes
+    evicted_event_cap: int = 0  # of evicted: to fit max_pending_events
 
     def totals(self) -> dict[str, int]:
         """The SendState totals, by their snake_case names."""
@@ -160,10 +162,11 @@ class Receiver:
     keep_lb_header: ask the LB to keep its header (implies with_lb_header).
     event_timeout: seconds from an event's first fragment until it is given up as lost.
     max_pending_bytes: cap on bytes held by incomplete events (claimed length + 256 B each), shared
-        by the threads; a thread makes room by evicting its own oldest incomplete events, and an
+        by the threads; a thread makes room by evicting its own incomplete events (those with one
+        fragment first, then the least recently progressed: stats say which cap), and an
         event that cannot fit is refused (bad_fragments) -- so events longer than the cap never
         arrive: raise it for multi-GiB events.
-    max_pending_events: cap on incomplete events, split evenly over the threads (oldest evicted).
+    max_pending_events: cap on incomplete events, split evenly over the threads (evicted likewise).
     queue_size: completed events waiting for the application; when full they are dropped and
         counted (event_enqueue_err). The reported fill is depth / queue_size.
     pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
