@@ -106,7 +106,7 @@ class XDPLB:
         try:
             self._lib = open_libbpf()
         except LibbpfError as e:
-            raise XDPError(e.errno, str(e)) from None
+            raise XDPError(e.errno, e.strerror) from None
         lib = self._lib
         try:
             self._obj = check_ptr(lib.bpf_object__open_file(str(path).encode(), ffi.NULL), f"open {path.name}")

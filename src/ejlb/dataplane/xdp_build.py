@@ -36,7 +36,10 @@ class BuildError(RuntimeError):
 def find_clang() -> str:
     env = os.environ.get("EJLB_CLANG")
     if env:
-        return env
+        path = shutil.which(env)
+        if path is None:
+            raise BuildError(f"EJLB_CLANG={env!r}: not an executable")
+        return path
     for name in CLANG_NAMES:
         path = shutil.which(name)
         if path:
@@ -87,8 +90,11 @@ def build() -> Path:
     out = object_path(clang)
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".o.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".o.tmp")
+    except OSError as e:
+        raise BuildError(f"{out.parent}: cannot write the object ({e.strerror})") from None
     os.close(fd)
     try:
         r = subprocess.run(command(clang, tmp), capture_output=True, text=True)
