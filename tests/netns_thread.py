@@ -42,3 +42,22 @@ class InNetns:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+def tx_checksum_offload(ifname: str, on: bool) -> None:
+    """Switch transmit checksum offload of `ifname` (in the calling thread's namespace), as
+    `ethtool -K IF tx on|off` does. Off, the stack finishes every UDP checksum before the frame
+    leaves, which is what an XDP program on the far end of a veth must see (with offload on it gets
+    the partial sum that a NIC would complete)."""
+    import fcntl
+    import socket
+    import struct
+
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, int(on)), 8)
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
