@@ -429,8 +429,9 @@ int ejlb_xdp(struct xdp_md *ctx)
 }
 
 /* For the far end of a veth pair: frames sent there with XDP_TX are only received by a veth whose
- * peer runs an XDP program (or has GRO on), and this one hands them to the stack unchanged. */
-SEC("xdp")
+ * peer runs an XDP program (or has GRO on), and this one hands them to the stack unchanged. It
+ * takes multi-buffer frames, so that it does not cap the pair's MTU at one page. */
+SEC("xdp.frags")
 int ejlb_xdp_pass(struct xdp_md *ctx)
 {
     return XDP_PASS;
