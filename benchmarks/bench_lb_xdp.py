@@ -65,7 +65,7 @@ class XDPBench:
         for ns, dev in ((self.hosts, "h0"), (self.lbns, "l0"), (self.hosts, "lo"), (self.lbns, "lo")):
             _ip("-n", ns, "link", "set", dev, "up")
         with InNetns(self.lbns):
-            self.lb = XDPLB("l0")
+            self.lb = XDPLB("l0", resolve_macs=False)  # the members below have their MACs
         mac = lambda ns, dev: parse_mac(json.loads(_ip("-n", ns, "-j", "link", "show", dev))[0]["address"])  # noqa: E731
         host_mac = mac(self.hosts, "h0")
         with InNetns(self.hosts):

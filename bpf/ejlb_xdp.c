@@ -354,6 +354,32 @@ int ejlb_xdp(struct xdp_md *ctx)
     if (!m || m->family != family || (m->flags & EJLB_XDP_MEMBER_DROP))
         return drop(st, EJLB_DROP_MEMBER_MISS);
 
+    /* A member without a MAC in the table (the control plane learns none: EJFAT's register carries
+     * none) when the loader asked for resolution: the next hop's MAC, the egress interface's MAC and
+     * the interface from the kernel's FIB and neighbour table. Unresolved (the loader has just
+     * asked the kernel to resolve it) counts as a member miss. */
+    __u8 dmac[6], smac[6];
+    __u32 egress = m->ifindex;
+    __builtin_memcpy(dmac, m->mac, 6);
+    __builtin_memcpy(smac, lb->mac, 6);
+    if (m->flags & EJLB_XDP_MEMBER_RESOLVE_MAC) {
+        struct bpf_fib_lookup fib = {.l4_protocol = IPPROTO_UDP_, .ifindex = ctx->ingress_ifindex};
+        if (family == EJLB_XDP_FAMILY_V4) {
+            fib.family = 2; /* AF_INET */
+            __builtin_memcpy(&fib.ipv4_src, lb->ipv4, 4);
+            __builtin_memcpy(&fib.ipv4_dst, m->ip, 4);
+        } else {
+            fib.family = 10; /* AF_INET6 */
+            __builtin_memcpy(fib.ipv6_src, lb->ipv6, 16);
+            __builtin_memcpy(fib.ipv6_dst, m->ip, 16);
+        }
+        if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+            return drop(st, EJLB_DROP_MEMBER_MISS);
+        __builtin_memcpy(dmac, fib.dmac, 6);
+        __builtin_memcpy(smac, fib.smac, 6);
+        egress = fib.ifindex;
+    }
+
     /* --- stage 10: rewrite in place, then cut padding, strip the LB header, re-pad ------------ */
     __u32 strip = (m->flags & EJLB_XDP_MEMBER_KEEP_LB_HEADER) ? 0 : EJLB_LB_HEADER_LEN;
     __u32 ulen_new = ulen_old - strip;
@@ -365,8 +391,8 @@ int ejlb_xdp(struct xdp_md *ctx)
     s += (~ulen_old & 0xFFFF) * 2 + (~dport_old & 0xFFFF) + ulen_new * 2 + dport_new;
     if (strip)
         s += sum_not(h, EJLB_LB_HEADER_LEN);
-    __builtin_memcpy(p, m->mac, 6);
-    __builtin_memcpy(p + 6, lb->mac, 6);
+    __builtin_memcpy(p, dmac, 6);
+    __builtin_memcpy(p + 6, smac, 6);
     if (family == EJLB_XDP_FAMILY_V4) {
         s += sum_not(ip + 12, 8) + sum_plain(lb->ipv4, 4) + sum_plain(m->ip, 4);
         wr16(ip + 2, hlen + ulen_new);
@@ -423,8 +449,8 @@ int ejlb_xdp(struct xdp_md *ctx)
     }
     st->member[member_id][EJLB_XDP_M_TX_PACKETS] += 1;
     st->member[member_id][EJLB_XDP_M_TX_BYTES] += out_len;
-    if (m->ifindex && m->ifindex != ctx->ingress_ifindex)
-        return bpf_redirect(m->ifindex, 0);
+    if (egress && egress != ctx->ingress_ifindex)
+        return bpf_redirect(egress, 0);
     return XDP_TX;
 }
 

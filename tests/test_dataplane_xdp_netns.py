@@ -6,8 +6,9 @@
     LB namespace:    l0 = 10.99.0.100, the XDP program attached; XDP_TX sends back out l0
 
 The kernels' own stacks do everything around the program (ARP through the program's pass path,
-IP and UDP delivery to the workers, checksum verification), so a wrong length, checksum or address
-would lose datagrams. Transmit checksum offload is off on h0: with it on, a local UDP socket hands
+IP and UDP delivery to the workers, checksum verification, the neighbour table that gives two
+workers registered without a MAC theirs), so a wrong length, checksum, address or MAC would lose
+datagrams. Transmit checksum offload is off on h0: with it on, a local UDP socket hands
 veth a *partial* checksum (the NIC would finish it) that XDP would see unfinished. Half of the
 events go with UDP checksum 0 (SO_NO_CHECK), which must stay 0.
 """
@@ -68,6 +69,8 @@ def topology():
         _ip("-n", lbns, "addr", "add", f"{LB_IP}/24", "dev", "l0")
         for ns, dev in ((hosts, "h0"), (lbns, "l0"), (hosts, "lo"), (lbns, "lo")):
             _ip("-n", ns, "link", "set", dev, "up")
+        # the program's FIB lookups (workers without a MAC) need forwarding on the LB's interface
+        subprocess.run(["ip", "netns", "exec", lbns, "sysctl", "-qw", "net.ipv4.conf.l0.forwarding=1"], check=True)
         yield hosts, lbns
     finally:
         for ns in (hosts, lbns):
@@ -80,7 +83,9 @@ def _tables(lb_mac: bytes, worker_mac: bytes) -> Tables:
         senders=frozenset({(0, IP(SENDER))}),
         epochs={(0, 0): EpochRange(0, None)},
         calendars={(0, 0): tuple(k % len(WORKERS) for k in range(CALENDAR_SLOTS))},
-        members={(0, k): Member(IP(ip), 21000 + 10 * k, PORT_BITS, mac=worker_mac) for k, ip in enumerate(WORKERS)},
+        # workers 0 and 1 registered without a MAC (as the control plane does): resolved by the kernel
+        members={(0, k): Member(IP(ip), 21000 + 10 * k, PORT_BITS, mac=worker_mac if k >= 2 else bytes(6))
+                 for k, ip in enumerate(WORKERS)},
     )
 
 
@@ -89,6 +94,20 @@ def _udp(ip: str, port: int = 0) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind((ip, port))
     return s
+
+
+def test_resolving_macs_needs_forwarding(topology):
+    from ejlb.dataplane.xdp import XDPError, XDPLB
+
+    hosts, _ = topology
+    try:
+        XDPLB().close()
+    except XDPError as e:
+        pytest.skip(f"XDP data plane unavailable here: {e}")
+    with InNetns(hosts):  # h0 does not forward
+        with pytest.raises(XDPError, match=r"needs net.ipv4.conf.h0.forwarding=1"):
+            XDPLB("h0")
+        XDPLB("h0", resolve_macs=False).close()
 
 
 def test_events_reach_one_worker_whole_and_strangers_are_dropped(topology):
@@ -111,6 +130,7 @@ def test_events_reach_one_worker_whole_and_strangers_are_dropped(topology):
             unchecked = _udp(SENDER)
         unchecked.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
 
+        time.sleep(0.5)  # the neighbour resolution that apply() started for workers 0 and 1
         rng = random.Random(13)
         frag = max_payload(1500)
         events = {}

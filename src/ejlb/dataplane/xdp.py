@@ -16,6 +16,12 @@ the kernel returns from that update only after every program that was running ha
 frame still reads the bank that the next `apply` will overwrite. A failed write leaves the committed
 bank untouched (the new tables are simply not installed).
 
+Members whose table MAC is 00:00:00:00:00:00 (what the control plane registers: EJFAT's register
+carries no MAC) get the next hop's MAC and the egress interface from the kernel's FIB and neighbour
+table when `resolve_macs` is on (the default when attached; the kernel answers XDP's FIB lookups
+only on an interface with forwarding on, so attaching checks net.ipv4.conf.IF.forwarding); `apply`
+asks the kernel to resolve new ones, and their frames count as member misses until it has.
+
 Frames of no LB (parse failures, other destinations) are counted as the model counts them and,
 with `pass_other` (the default when attached), handed to the host stack rather than dropped, so
 the host keeps ARP, neighbour discovery and its own traffic. `egress` maps member networks to the
@@ -68,6 +74,14 @@ def _refusal(e: LibbpfError, what: str) -> XDPError:
     return XDPError(e.errno, f"XDP {what}: {e.strerror}" + (f"; {hint}" if hint else ""))
 
 
+def _read_sysctl(name: str) -> str | None:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def _egress_function(egress: Mapping[str, str] | None):
     """{network: interface} -> f(member ip) = ifindex of the longest matching network, else 0."""
     routes = []
@@ -92,9 +106,18 @@ class XDPLB:
     """Backend: the XDP program. interface: attach there (None: load only, for `run`)."""
 
     def __init__(self, interface: str | None = None, *, egress: Mapping[str, str] | None = None,
-                 pass_other: bool | None = None):
+                 pass_other: bool | None = None, resolve_macs: bool | None = None):
         self.interface = interface
         self.pass_other = interface is not None if pass_other is None else bool(pass_other)
+        self.resolve_macs = interface is not None if resolve_macs is None else bool(resolve_macs)
+        # made here, so that they belong to this network namespace, like the program's FIB lookups
+        self._probes = {}
+        for version, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+            try:
+                if self.resolve_macs:
+                    self._probes[version] = socket.socket(af, socket.SOCK_DGRAM)
+            except OSError:
+                pass  # no IPv6 here: no IPv6 member can be resolved either
         self._egress = _egress_function(egress)
         self._lock = threading.Lock()
         self._obj = self._link = None
@@ -143,6 +166,12 @@ class XDPLB:
             ifindex = socket.if_nametoindex(interface)
         except OSError:
             raise XDPError(errno.ENODEV, f"XDP interface={interface!r}: no such interface") from None
+        sysctl = f"net.ipv4.conf.{interface}.forwarding"
+        if self.resolve_macs and _read_sysctl(sysctl) == "0":
+            # the kernel's FIB lookup for XDP answers only on interfaces that forward
+            raise XDPError(errno.EPERM, f"XDP resolve_macs on {interface}: needs {sysctl}=1 (sysctl -w {sysctl}=1; "
+                                        "IPv6 members also net.ipv6.conf.IF.forwarding=1), or member MACs in the "
+                                        "tables and resolve_macs=False")
         try:
             self._link = check_ptr(self._lib.bpf_program__attach_xdp(self._prog, ifindex), f"attach to {interface}")
         except LibbpfError as e:
@@ -173,7 +202,7 @@ class XDPLB:
             self._require_open()
             new = apply(self.installed, d)
             bank = 1 - self._active
-            target = xdp_image.image(new, bank, self._egress)  # TableError before any write
+            target = xdp_image.image(new, bank, self._egress, self.resolve_macs)  # TableError before any write
             held = self._images[bank]
             try:
                 for name, key, value in xdp_image.changes(held, target):
@@ -187,6 +216,18 @@ class XDPLB:
             except LibbpfError as e:
                 raise _refusal(e, "table write") from None
             self.installed = new
+            self._resolve(d.set.get("members", {}).values())
+
+    def _resolve(self, members) -> None:
+        """Ask the kernel to resolve the neighbours of new members without a MAC: one empty
+        datagram to the discard port makes it send ARP / neighbour solicitation; until the answer,
+        their frames count as member misses."""
+        for m in members:
+            if self._probes and m.mac == xdp_image.NO_MAC and not m.drop:
+                try:
+                    self._probes[m.ip.version].sendto(b"", (str(m.ip), 9))
+                except (OSError, KeyError):
+                    pass  # no route: the program's FIB lookup fails the same way and counts it
 
     def counters(self) -> Counters:
         with self._lock:
@@ -255,6 +296,9 @@ class XDPLB:
 
     def close(self) -> None:
         with self._lock:
+            for probe in self._probes.values():
+                probe.close()
+            self._probes = {}
             for link in self._pass_links + ([self._link] if self._link is not None else []):
                 self._lib.bpf_link__destroy(link)
             self._pass_links, self._link = [], None
@@ -276,6 +320,6 @@ class XDPLB:
 
 
 def create_backend(config=None, interface: str | None = None, egress: Mapping[str, str] | None = None,
-                   pass_other: bool | None = None) -> XDPLB:
+                   pass_other: bool | None = None, resolve_macs: bool | None = None) -> XDPLB:
     """Registry factory (`backends.create_backend("xdp", config, interface="eth0")`)."""
-    return XDPLB(interface, egress=egress, pass_other=pass_other)
+    return XDPLB(interface, egress=egress, pass_other=pass_other, resolve_macs=resolve_macs)

@@ -53,11 +53,15 @@ def _lb_value(inst) -> np.ndarray:
     return v
 
 
-def _member_value(m, ifindex: int) -> bytes:
+NO_MAC = bytes(6)
+
+
+def _member_value(m, ifindex: int, resolve_mac: bool) -> bytes:
     v = np.zeros(1, L.MEMBER)
     v["mac"] = np.frombuffer(m.mac, np.uint8)
     v["family"] = m.ip.version
-    v["flags"] = L.MEMBER_KEEP_LB_HEADER * m.keep_lb_header | L.MEMBER_DROP * m.drop
+    v["flags"] = (L.MEMBER_KEEP_LB_HEADER * m.keep_lb_header | L.MEMBER_DROP * m.drop
+                  | L.MEMBER_RESOLVE_MAC * (resolve_mac and m.mac == NO_MAC))
     v["ip"][0, : len(m.ip.packed)] = np.frombuffer(m.ip.packed, np.uint8)
     v["base_port"], v["port_bits"], v["ifindex"] = m.base_port, m.port_bits, ifindex
     return v.tobytes()
@@ -66,9 +70,11 @@ def _member_value(m, ifindex: int) -> bytes:
 Egress = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], int]
 
 
-def image(tables: Tables, bank: int, egress: Egress = lambda ip: 0) -> Image:
+def image(tables: Tables, bank: int, egress: Egress = lambda ip: 0, resolve_macs: bool = False) -> Image:
     """Map entries of one bank. `egress(member_ip)` -> ifindex to redirect to (0: back out the
-    receiving interface with XDP_TX)."""
+    receiving interface with XDP_TX). resolve_macs: members whose MAC is 00:00:00:00:00:00 take
+    theirs from the kernel's FIB and neighbour table (else the zero MAC is written, as the model
+    does)."""
     lbs: dict[int, np.ndarray] = {}
     dests: dict[bytes, bytes] = {}
     owner: dict[bytes, str] = {}
@@ -95,7 +101,7 @@ def image(tables: Tables, bank: int, egress: Egress = lambda ip: 0) -> Image:
     members = {}
     for (lb_id, member_id), m in tables.members.items():
         ifindex = 0 if m.drop else egress(m.ip)
-        members[u32(L.member_index(bank, lb_id, member_id))] = _member_value(m, ifindex)
+        members[u32(L.member_index(bank, lb_id, member_id))] = _member_value(m, ifindex, resolve_macs)
     return {
         "lbs": {u32(L.lb_index(bank, i)): v.tobytes() for i, v in lbs.items()},
         "dests": dests,

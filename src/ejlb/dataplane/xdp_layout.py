@@ -42,6 +42,7 @@ MAX_DESTS = 2 * NUM_LBS  # an IPv4 and an IPv6 address per LB instance
 FAMILY_NONE, FAMILY_V4, FAMILY_V6 = 0, 4, 6
 MEMBER_KEEP_LB_HEADER = 1  # MEMBER.flags bits
 MEMBER_DROP = 2
+MEMBER_RESOLVE_MAC = 4  # no MAC in the table: the kernel's FIB and neighbour table give both MACs
 EPOCH_VALID, EPOCH_OPEN_END, EPOCH_CATCH_ALL = 1, 2, 4  # EPOCH.flags bits
 CTRL_PASS_OTHER = 1  # CTRL.flags: frames of no LB (parse failures, foreign destinations) go to the host stack
 STATS_GLOBAL = NUM_LBS  # stats entry of the drops counted before an LB is known
@@ -125,6 +126,7 @@ def c_header() -> str:
         "DATA_PORT_MIN": DATA_PORT_MIN, "DATA_PORT_MAX": DATA_PORT_MAX,
         "FAMILY_V4": FAMILY_V4, "FAMILY_V6": FAMILY_V6,
         "MEMBER_KEEP_LB_HEADER": MEMBER_KEEP_LB_HEADER, "MEMBER_DROP": MEMBER_DROP,
+        "MEMBER_RESOLVE_MAC": MEMBER_RESOLVE_MAC,
         "EPOCH_VALID": EPOCH_VALID, "EPOCH_OPEN_END": EPOCH_OPEN_END, "EPOCH_CATCH_ALL": EPOCH_CATCH_ALL,
         "CTRL_PASS_OTHER": CTRL_PASS_OTHER, "STATS_GLOBAL": STATS_GLOBAL,
         "N_LB_COUNTERS": N_LB_COUNTERS, "FIRST_DROP_COUNTER": FIRST_DROP_COUNTER,
