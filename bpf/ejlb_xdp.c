@@ -17,7 +17,8 @@
  *         10 rewrite: MACs, IPs, TTL, UDP port and length, LB header strip, IPv4 and UDP checksums,
  *            trailing Ethernet padding removed, re-padded to 60 bytes
  * Verdicts: XDP_TX (out where it came in, as the FPGA), XDP_REDIRECT for a member whose table entry
- * names another interface, XDP_DROP with a per-reason counter. Frames of no LB (stages 1-2) go to
+ * names another interface, XDP_DROP with a per-reason counter. A member entry without a MAC may ask
+ * for the kernel's FIB and neighbour table instead (MEMBER_RESOLVE_MAC, set by the loader). Frames of no LB (stages 1-2) go to
  * the host stack instead when CTRL_PASS_OTHER is set, so that a host keeps its ARP, ND and SSH.
  *
  * Tables: every table map holds two banks; user space writes the bank that is not committed and
@@ -143,7 +144,8 @@ static __always_inline __u32 fold(__u64 s)
     return (__u32)s;
 }
 
-/* Sum of the 16-bit words of n bytes at p (n even, n <= 2 * max_words), or -1 past data_end. */
+/* Adds the 16-bit words of n bytes at p to sum (n even, n <= 2 * max_words); runs on_fail when
+ * they reach past data_end. A loop, not unrolled: unrolled twice it overflows the 512-byte stack. */
 #define SUM_WORDS(sum, p, n, data_end, max_words, on_fail)                                   \
     do {                                                                                  \
         _Pragma("clang loop unroll(disable)")                                             \
@@ -156,7 +158,7 @@ static __always_inline __u32 fold(__u64 s)
         }                                                                                 \
     } while (0)
 
-/* Adds the one's complements of n bytes of words (n a constant) */
+/* Sum of the one's complements of the 16-bit words of n bytes (the words a rewrite removes) */
 static __always_inline __u64 sum_not(const __u8 *p, int n)
 {
     __u64 s = 0;
