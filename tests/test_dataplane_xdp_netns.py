@@ -243,6 +243,9 @@ def test_ejlb_serve_with_the_xdp_backend(topology, tmp_path):
             return {w["name"]: w["slots"] for w in json.loads(role("status", uri))}
 
         _wait(lambda: len([s for s in slots().values() if s]) == 2, 30, "two workers with slots")
+        # until the kernel has the workers' MACs their frames are member misses (by design)
+        _wait(lambda: all(ip in _ip("-n", lbns, "neigh", "show", "nud", "reachable") for ip in WORKERS[:2]),
+              10, "the workers' neighbour entries")
         sender = spawn(hosts, [sys.executable, tools, "sender", uri, "1", "150", "1", "3", str(tmp_path / "tx.txt"),
                                "1500"], tmp_path / "tx.log")
         assert sender.wait(60) == 0, (tmp_path / "tx.log.err").read_text()[-2000:]
@@ -255,7 +258,12 @@ def test_ejlb_serve_with_the_xdp_backend(topology, tmp_path):
                 got += [ln.split() for ln in path.read_text().splitlines() if ln.startswith("EV ")] if path.exists() else []
             return got
 
-        _wait(lambda: len(events()) >= len(sent), 15, "every event at a worker")
+        try:
+            _wait(lambda: len(events()) >= len(sent), 30, "every event at a worker")
+        except AssertionError:
+            logs = "".join((tmp_path / f"w{k}.txt").read_text()[-600:] for k in range(2))
+            raise AssertionError(f"{len(events())} of {len(sent)} events arrived; neighbours:\n"
+                                 f"{_ip('-n', lbns, 'neigh')}\nworker logs:\n{logs}") from None
         time.sleep(0.5)
         got = events()
         assert sorted(int(e[3]) for e in got) == sorted(sent)  # each exactly once
