@@ -396,15 +396,18 @@ int ejlb_xdp(struct xdp_md *ctx)
     __builtin_memcpy(p, dmac, 6);
     __builtin_memcpy(p + 6, smac, 6);
     if (family == EJLB_XDP_FAMILY_V4) {
-        s += sum_not(ip + 12, 8) + sum_plain(lb->ipv4, 4) + sum_plain(m->ip, 4);
+        __u64 addr_old = sum_not(ip + 12, 8), addr_new = sum_plain(lb->ipv4, 4) + sum_plain(m->ip, 4);
+        s += addr_old + addr_new;
+        /* IPv4 header checksum, updated like the UDP one: because stage 1 verified it, the update
+         * gives the bits a recomputation would (the model recomputes), without a second pass over
+         * the options. Changed words: total length, TTL|protocol, source, destination. */
+        __u64 h4 = (~rd16(ip + 10) & 0xFFFF) + (~rd16(ip + 2) & 0xFFFF) + (~rd16(ip + 8) & 0xFFFF) + addr_old + addr_new;
         wr16(ip + 2, hlen + ulen_new);
         ip[8] = ttl - 1;
         __builtin_memcpy(ip + 12, lb->ipv4, 4);
         __builtin_memcpy(ip + 16, m->ip, 4);
-        ip[10] = ip[11] = 0;
-        __u64 hsum = 0;
-        SUM_WORDS(hsum, ip, hlen, data_end, IPV4_MAX_HLEN / 2, return XDP_ABORTED);
-        wr16(ip + 10, ~fold(hsum) & 0xFFFF);
+        h4 += rd16(ip + 2) + rd16(ip + 8);
+        wr16(ip + 10, ~fold(h4) & 0xFFFF);
     } else {
         if (ip + IPV6_HLEN > data_end)
             return XDP_ABORTED;
