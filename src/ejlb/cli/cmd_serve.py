@@ -80,11 +80,12 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
 @click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML configuration (see ejlb.control.config); flags override it.")
 @click.option("--listen", help="gRPC HOST:PORT (default 127.0.0.1:18008; port 0 = ephemeral).")
-@click.option("--backend", help="Data plane: software (default), reference, memory, fpga, fpga-sim.")
+@click.option("--backend", help="Data plane: software (default), reference, memory, fpga, fpga-sim, xdp.")
 @click.option("--threads", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Software data plane worker threads (SO_REUSEPORT).")
 @click.option("--bitfile", type=click.Path(exists=True, dir_okay=False),
               help="FPGA overlay (.bit with its .hwh) for --backend fpga.")
+@click.option("--interface", help="Network interface the xdp backend attaches to.")
 @click.option("--db", help="SQLite database (default: in memory, nothing survives a restart).")
 @click.option("--admin-token", envvar="EJLB_ADMIN_TOKEN", help="Root admin token (default: generated).")
 @click.option("--instance", "instances", multiple=True, metavar="SPEC",
@@ -100,7 +101,7 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
               help="Also write the admin URI to this file (mode 0600).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def serve(config_file, listen, backend, threads, bitfile, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
+def serve(config_file, listen, backend, threads, bitfile, interface, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
           controller_period, balancer, uri_file, log_level):
     """Run the control plane with a data plane. SIGHUP restarts the control plane (data plane keeps
     forwarding); SIGTERM/SIGINT shut down."""
@@ -110,7 +111,8 @@ def serve(config_file, listen, backend, threads, bitfile, db, admin_token, insta
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6,
                           metrics_port, controller_period, balancer)
-    options = {"software": {"threads": threads}, "fpga": {"bitfile": bitfile}}.get(config.backend, {})
+    options = {"software": {"threads": threads}, "fpga": {"bitfile": bitfile},
+               "xdp": {"interface": interface}}.get(config.backend, {})
     try:
         dataplane = create_backend(config.backend, config, **options)
     except (BackendError, ValueError) as e:

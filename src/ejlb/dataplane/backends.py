@@ -3,12 +3,14 @@
     memory     tables.MemoryBackend: holds the tables, forwards nothing (control-plane tests)
     reference  ReferenceBackend: holds the tables and runs frames through the reference model
     software   SoftwareLB: the native software data plane (the default of `ejlb serve`)
+    xdp        XDPLB: the pipeline as an XDP program (option `interface`: attach there; without it
+               the program is only loaded, for BPF_PROG_TEST_RUN)
 
 Other modules add theirs with `register(name, factory)` (the FPGA driver: "fpga", "fpga-sim").
 Factories are imported lazily, so a missing optional dependency only matters when chosen.
 `config` is an `ejlb.control.config.ControlConfig` (or None for defaults); a factory reads what it
 needs from it (the software LB: each instance's data_min_port..data_max_port); keyword options
-are passed through (software: `threads`).
+are passed through (software: `threads`; xdp: `interface`, `egress`, `pass_other`).
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ _REGISTRY: dict[str, Factory | str] = {
     # lazily imported "module:function" entries; the module may also call register() itself
     "fpga": "ejlb.dataplane.fpga:create_backend",
     "fpga-sim": "ejlb.dataplane.fpga_sim:create_backend",
+    "xdp": "ejlb.dataplane.xdp:create_backend",
 }
 
 
