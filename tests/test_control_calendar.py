@@ -93,7 +93,7 @@ def residue_error(layout, counts, max_bits=cal.SPREAD_BITS) -> float:
 @given(st.lists(st.floats(0.1, 4.0), min_size=2, max_size=16))
 def test_every_residue_class_holds_every_member_in_proportion(weights):
     counts = dict(enumerate(cal.slot_counts(weights)))
-    assert residue_error(cal.layout(counts), counts) <= 2.5  # the interleave is within ~1 slot per run, ties add one
+    assert residue_error(cal.layout(counts), counts) <= 3  # ~1 slot from the interleave, rounding adds
 
 
 def test_strided_ticks_meet_every_worker():

@@ -103,8 +103,10 @@ def spread_rank(slots: int = CALENDAR_SLOTS) -> tuple[int, ...]:
 
 
 def _interleaved(quota: Mapping[int, int]) -> list[int]:
-    """Members repeated by quota and spread evenly: member m's k-th copy sits at (k + ½)/q_m."""
-    keyed = [((k + 0.5) / q, i, m) for i, (m, q) in enumerate(quota.items()) for k in range(q)]
+    """Members repeated by quota and spread evenly: member i's k-th copy sits at (k + φ_i)/q_i, with
+    phases φ_i = (i + ½)/n staggered so that members with equal quotas alternate, not cluster."""
+    n = max(len(quota), 1)
+    keyed = [((k + (i + 0.5) / n) / q, i, m) for i, (m, q) in enumerate(quota.items()) for k in range(q)]
     keyed.sort()
     return [m for _, _, m in keyed]
 
