@@ -188,8 +188,9 @@ class Controller:
         if current.size and not capacity.significant(old, counts, [s.estimate.overflowing for s in ready],
                                                      [bool(s.estimate.target) for s in ready], p):
             counts = old
-        free = cal.slot_counts([shares[s.member_id] for s in ready], min_slots=1)  # without the floors
-        for s, c, f in zip(ready, counts, free):
+        floored = any(s.estimate.overflowing and s.min_factor > 0 for s in ready)
+        free = cal.slot_counts([shares[s.member_id] for s in ready], min_slots=1) if floored else counts
+        for s, c, f in zip(ready, counts, free):  # `free`: the counts without floors, needed only then
             s.health = capacity.health(s.estimate, c, f, s.min_factor)
         return counts
 
