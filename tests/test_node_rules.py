@@ -57,7 +57,7 @@ def test_plan_takes_the_old_rules_to_the_new(a, b):
     d = t.diff(a, b)
     plan = r.changes(a, b, d)
     installed = dict(r.encode(a))
-    for op, _table, rules in plan.batches():
+    for op, _replace, _table, rules in plan.batches():
         for rule in rules:
             if op == pb.BOP_DELETE:
                 del installed[rule.identity]
@@ -175,7 +175,17 @@ def test_sets_no_data_plane_can_hold_are_refused_by_name():
     blocks = sorted((x.matches[1][0], k) for k, x in rules[r.EPOCH].items() if x.matches[0][0] == 0 and x.params[0] == 0)
     assert len(blocks) > 2  # [1000, 2000) of LB 0 takes several prefixes: drop one in the middle
     del gap[r.EPOCH][blocks[1][1]]
-    with pytest.raises(r.RuleSetError, match="not contiguous"):
+    with pytest.raises(r.RuleSetError, match="separate tick ranges"):
         r.decode(gap)
     with pytest.raises(r.RuleSetError, match="one port MAC"):
         r.encode(corpus.tables())
+
+
+def test_longest_prefix_spans_while_old_and_new_prefixes_coexist():
+    """Mid-update (inserts before deletes) a wide old prefix and narrower new ones overlap."""
+    wide = [(s, s + (1 << k), 2) for s, k in r.prefixes(3000, 2**64)]
+    narrow = [(s, s + (1 << k), 3) for s, k in r.prefixes(4000, 5000)]
+    spans = r.longest_prefix_spans(wide + narrow)
+    assert spans == [(3000, 4000, 2), (4000, 5000, 3), (5000, 2**64, 2)]
+    assert r.longest_prefix_spans([(0, 16, 1), (4, 8, 1)]) == [(0, 16, 1)]
+    assert r.longest_prefix_spans([(0, 16, 1), (4, 8, 0), (6, 7, 1)]) == [(0, 4, 1), (4, 6, 0), (6, 7, 1), (7, 8, 0), (8, 16, 1)]

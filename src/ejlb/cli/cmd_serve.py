@@ -80,12 +80,17 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
 @click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML configuration (see ejlb.control.config); flags override it.")
 @click.option("--listen", help="gRPC HOST:PORT (default 127.0.0.1:18008; port 0 = ephemeral).")
-@click.option("--backend", help="Data plane: software (default), reference, memory, fpga, fpga-sim, xdp.")
+@click.option("--backend", help="Data plane: software (default), reference, memory, fpga, fpga-sim, xdp, snp4 (see --dataplane).")
 @click.option("--threads", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Software data plane worker threads (SO_REUSEPORT).")
 @click.option("--bitfile", type=click.Path(exists=True, dir_okay=False),
               help="FPGA overlay (.bit with its .hwh) for --backend fpga.")
 @click.option("--interface", help="Network interface the xdp backend attaches to.")
+@click.option("--dataplane", "dataplane_url", metavar="URL",
+              help="Program LB nodes (ejlb lb-node) or SmartNICs instead of an in-process data plane: "
+                   "snp4://TOKEN@host:port[,host:port...] (snp4s:// for TLS).")
+@click.option("--dataplane-ca", type=click.Path(exists=True, dir_okay=False),
+              help="CA certificate (PEM) that snp4s:// nodes must present a certificate from.")
 @click.option("--db", help="SQLite database (default: in memory, nothing survives a restart).")
 @click.option("--admin-token", envvar="EJLB_ADMIN_TOKEN", help="Root admin token (default: generated).")
 @click.option("--instance", "instances", multiple=True, metavar="SPEC",
@@ -101,7 +106,7 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
               help="Also write the admin URI to this file (mode 0600).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def serve(config_file, listen, backend, threads, bitfile, interface, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
+def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_url, dataplane_ca, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
           controller_period, balancer, uri_file, log_level):
     """Run the control plane with a data plane. SIGHUP restarts the control plane (data plane keeps
     forwarding); SIGTERM/SIGINT shut down."""
@@ -109,10 +114,15 @@ def serve(config_file, listen, backend, threads, bitfile, interface, db, admin_t
     from ejlb.dataplane.backends import BackendError, create_backend
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if dataplane_url:
+        if backend not in (None, "snp4"):
+            raise CLIError(f"--dataplane with --backend {backend}: the nodes are the data plane; drop one", EXIT_USAGE)
+        backend = "snp4"
     config = build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6,
                           metrics_port, controller_period, balancer)
     options = {"software": {"threads": threads}, "fpga": {"bitfile": bitfile},
-               "xdp": {"interface": interface}}.get(config.backend, {})
+               "xdp": {"interface": interface},
+               "snp4": {"url": dataplane_url, "ca_file": dataplane_ca}}.get(config.backend, {})
     try:
         dataplane = create_backend(config.backend, config, **options)
     except (BackendError, ValueError) as e:

@@ -102,6 +102,13 @@ class Controller:
             tables = plan_tables(self.service.reservations.values())
         self._install(tables, version)
 
+    def refresh_backend(self) -> None:
+        """Let a remote data plane reload nodes that restarted or failed (`NodesBackend.refresh`)."""
+        refresh = getattr(self.backend, "refresh", None)
+        if refresh is not None:
+            with self._apply_lock:
+                refresh()
+
     def _install(self, tables: Tables, version: int) -> None:
         with self._apply_lock:
             d = diff(self.backend.installed, tables)

@@ -150,6 +150,7 @@ class ControlPlane:
 
     def tick(self) -> None:
         """One controller step, synchronously."""
+        self.controller.refresh_backend()
         self.controller.tick()
         with self.service.lock:  # RPC threads may free reservations meanwhile
             self.metrics.observe_tick(self.controller)

@@ -5,12 +5,14 @@
     software   SoftwareLB: the native software data plane (the default of `ejlb serve`)
     xdp        XDPLB: the pipeline as an XDP program (option `interface`: attach there; without it
                the program is only loaded, for BPF_PROG_TEST_RUN)
+    snp4       ejlb.node.client.NodesBackend: LB nodes or ESnet SmartNICs programmed through the
+               SmartNIC P4 API (option `url`: snp4://TOKEN@host:port[,host:port])
 
 Other modules add theirs with `register(name, factory)` (the FPGA driver: "fpga", "fpga-sim").
 Factories are imported lazily, so a missing optional dependency only matters when chosen.
 `config` is an `ejlb.control.config.ControlConfig` (or None for defaults); a factory reads what it
 needs from it (the software LB: each instance's data_min_port..data_max_port); keyword options
-are passed through (software: `threads`; xdp: `interface`, `egress`, `pass_other`).
+are passed through (software: `threads`, `ports`; xdp: `interface`, `egress`, `pass_other`; snp4: `url`, `ca_file`).
 """
 from __future__ import annotations
 
@@ -42,11 +44,10 @@ class ReferenceBackend(MemoryBackend):
         return self._counters
 
 
-def _software(config, threads: int = 1) -> Backend:
+def _software(config, threads: int = 1, ports: dict[int, tuple[int, int]] | None = None) -> Backend:
     from ejlb.dataplane.software import SoftwareLB
 
-    ports = {}
-    if config is not None:
+    if ports is None and config is not None:
         ports = {i.lb_id: (i.data_min_port, i.data_max_port) for i in config.instances}
     return SoftwareLB(ports=ports, threads=threads)
 
@@ -59,6 +60,7 @@ _REGISTRY: dict[str, Factory | str] = {
     "fpga": "ejlb.dataplane.fpga:create_backend",
     "fpga-sim": "ejlb.dataplane.fpga_sim:create_backend",
     "xdp": "ejlb.dataplane.xdp:create_backend",
+    "snp4": "ejlb.node.client:create_backend",
 }
 
 

@@ -275,11 +275,12 @@ class Plan:
         for r in before.values():
             self.deletes.setdefault(r.table, []).append(r)
 
-    def batches(self) -> list[tuple[int, str, list[Rule]]]:
-        """(BatchOperation, table, rules) in the deployed order: inserts, updates, then deletes reversed."""
-        out = [(pb.BOP_INSERT, t, self.inserts[t]) for t in TABLE_ORDER if self.inserts.get(t)]
-        out += [(pb.BOP_INSERT, t, self.updates[t]) for t in TABLE_ORDER if self.updates.get(t)]
-        out += [(pb.BOP_DELETE, t, self.deletes[t]) for t in reversed(TABLE_ORDER) if self.deletes.get(t)]
+    def batches(self) -> list[tuple[int, bool, str, list[Rule]]]:
+        """(BatchOperation, replace, table, rules) in the deployed order: inserts, updates (insert with
+        replace), then deletes in reverse table order."""
+        out = [(pb.BOP_INSERT, False, t, self.inserts[t]) for t in TABLE_ORDER if self.inserts.get(t)]
+        out += [(pb.BOP_INSERT, True, t, self.updates[t]) for t in TABLE_ORDER if self.updates.get(t)]
+        out += [(pb.BOP_DELETE, False, t, self.deletes[t]) for t in reversed(TABLE_ORDER) if self.deletes.get(t)]
         return out
 
     def __len__(self) -> int:
@@ -315,6 +316,32 @@ def changes(old: Tables, new: Tables, d: TableDiff) -> Plan:
 
 # ---------------------------------------------------------------------------------------------
 # Decoding: rules -> Tables
+
+def longest_prefix_spans(blocks: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Aligned blocks (start, end, epoch), nested or disjoint as prefixes are, as the disjoint spans
+    (start, end, epoch) that longest-prefix matching gives, neighbours of one epoch merged. Updates
+    in the deployed order hold old and new prefixes at once (inserts come before deletes): the
+    longer prefix wins, as in the TCAM where the controller gives ranges priority over the /0."""
+    blocks = sorted(blocks, key=lambda b: (b[0], b[0] - b[1]))  # by start, wider first
+    points = sorted({p for s, e, _ in blocks for p in (s, e)})
+    out: list[tuple[int, int, int]] = []
+    stack: list[tuple[int, int, int]] = []
+    i = 0
+    for a, b in zip(points, points[1:]):
+        while stack and stack[-1][1] <= a:  # nested: the innermost block ends first, on top
+            stack.pop()
+        while i < len(blocks) and blocks[i][0] <= a:
+            stack.append(blocks[i])
+            i += 1
+        if not stack:
+            continue
+        epoch = stack[-1][2]
+        if out and out[-1][1] == a and out[-1][2] == epoch:
+            out[-1] = (out[-1][0], b, epoch)
+        else:
+            out.append((a, b, epoch))
+    return out
+
 
 def _ip(value: int, v6: bool):
     return ipaddress.IPv6Address(value) if v6 else ipaddress.IPv4Address(value)
@@ -353,7 +380,7 @@ def decode(rules: Mapping[str, Mapping[tuple, Rule]]) -> Tables:
         if prev != dst:
             raise RuleSetError(f"{IP_DST} lb_id={lb_id}: two IPv{version} addresses {prev:#x} and {dst:#x}")
 
-    epochs: dict[tuple[int, int], list] = {}
+    blocks: dict[int, list[tuple[int, int, int]]] = {}  # lb -> (start, end, epoch)
     catch_all: dict[int, int] = {}
     slot_sel: dict[int, tuple[int, int]] = {}
     for r in rules.get(EPOCH, {}).values():
@@ -364,27 +391,21 @@ def decode(rules: Mapping[str, Mapping[tuple, Rule]]) -> Tables:
             raise RuleSetError(f"{EPOCH} lb_id={lb_id}: slot selection {opts} and {slot_sel[lb_id]} disagree")
         if mask == 0:
             catch_all[lb_id] = epoch
-            epochs.setdefault((lb_id, epoch), [])
         else:
-            epochs.setdefault((lb_id, epoch), []).append((start, start + (mask ^ TICK_MAX) + 1))
+            blocks.setdefault(lb_id, []).append((start, start + (mask ^ TICK_MAX) + 1, epoch))
     ranges: dict[tuple[int, int], EpochRange] = {}
-    for (lb_id, epoch), blocks in sorted(epochs.items()):
-        blocks.sort()
-        for (_, a_end), (b_start, _) in zip(blocks, blocks[1:]):
-            if a_end != b_start:
-                raise RuleSetError(f"{EPOCH} lb_id={lb_id} epoch={epoch}: tick ranges are not contiguous "
-                                   f"(gap or overlap at {a_end:#x}/{b_start:#x})")
-        is_catch_all = catch_all.get(lb_id) == epoch
-        if not blocks:
-            ranges[(lb_id, epoch)] = EpochRange(0, 0, catch_all=True)
-            continue
-        end = blocks[-1][1]
-        ranges[(lb_id, epoch)] = EpochRange(blocks[0][0], None if end > TICK_MAX else end, is_catch_all)
-    spans = sorted((lb, r.start, TICK_MAX + 1 if r.end is None else r.end, e)
-                   for (lb, e), r in ranges.items() if r.end is None or r.end > r.start)
-    for (lb_a, _, end_a, e_a), (lb_b, start_b, _, e_b) in zip(spans, spans[1:]):
-        if lb_a == lb_b and start_b < end_a:
-            raise RuleSetError(f"{EPOCH} lb_id={lb_a}: epochs {e_a} and {e_b} overlap at tick {start_b:#x}")
+    for lb_id in sorted(set(blocks) | set(catch_all)):
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for start, end, epoch in longest_prefix_spans(blocks.get(lb_id, [])):
+            spans.setdefault(epoch, []).append((start, end))
+        for epoch, parts in spans.items():
+            if len(parts) > 1:
+                raise RuleSetError(f"{EPOCH} lb_id={lb_id} epoch={epoch}: takes {len(parts)} separate tick "
+                                   f"ranges (from {parts[0][1]:#x} to {parts[1][0]:#x} another epoch's); one range each")
+            (start, end), = parts
+            ranges[(lb_id, epoch)] = EpochRange(start, None if end > TICK_MAX else end, catch_all.get(lb_id) == epoch)
+        if lb_id in catch_all and (lb_id, catch_all[lb_id]) not in ranges:
+            ranges[(lb_id, catch_all[lb_id])] = EpochRange(0, 0, catch_all=True)
 
     lbs = {}
     for lb_id, fam in addrs.items():

@@ -1,0 +1,91 @@
+"""`ejlb lb-node`: a standalone data plane serving ESnet's SmartNIC P4 API.
+
+Run one per LB host; `ejlb serve --dataplane snp4://TOKEN@host:port,...` (or a deployed udplbd2
+with the node in its `smartnic` list) programs them. A node forwards with its last tables when no
+control plane talks to it. It prints its listen address (HOST:PORT) on stdout; SIGTERM/SIGINT stop it.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from ejlb.cli.main import EXIT_FAILURE, EXIT_USAGE, CLIError
+
+NODE_BACKENDS = ("software", "xdp", "fpga-sim", "fpga", "reference")
+
+
+def _ports(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        lo_i, hi_i = int(lo), int(hi or lo)
+    except ValueError:
+        raise CLIError(f"--ports {text!r}: expected PORT or MIN-MAX", EXIT_USAGE) from None
+    if not 1 <= lo_i <= hi_i <= 65535:
+        raise CLIError(f"--ports {text!r}: need 1 <= MIN <= MAX <= 65535", EXIT_USAGE)
+    return lo_i, hi_i
+
+
+@click.command("lb-node")
+@click.option("--listen", default="127.0.0.1:50051", show_default=True, help="gRPC HOST:PORT (port 0 = ephemeral).")
+@click.option("--token", envvar="EJLB_NODE_TOKEN", required=True,
+              help="The bearer token every caller must present (env EJLB_NODE_TOKEN).")
+@click.option("--backend", type=click.Choice(NODE_BACKENDS), default="software", show_default=True,
+              help="The data plane this node runs.")
+@click.option("--ports", default="19522", show_default=True,
+              help="Software backend: data ports (PORT or MIN-MAX) it listens on for every LB address.")
+@click.option("--threads", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Software backend worker threads.")
+@click.option("--interface", help="xdp backend: the interface to attach to.")
+@click.option("--bitfile", type=click.Path(exists=True, dir_okay=False), help="fpga backend: the overlay.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve TLS with this certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key (PEM).")
+@click.option("--name", default="ejlb-node", show_default=True, help="Device name in stats scopes and device info.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def lb_node(listen, token, backend, ports, threads, interface, bitfile, tls_cert, tls_key, name, log_level):
+    """Run an LB node: one data plane behind the SmartNIC P4 gRPC API."""
+    from ejlb.dataplane.backends import BackendError, create_backend
+    from ejlb.dataplane.tables import NUM_LBS
+    from ejlb.node.server import LBNode, NodeConfig
+
+    logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CLIError(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
+    try:
+        config = NodeConfig(host=host.strip("[]"), port=int(port), token=token, tls_cert=tls_cert,
+                            tls_key=tls_key, name=name)
+    except ValueError as e:
+        raise CLIError(f"lb-node: {e}", EXIT_USAGE) from None
+    lo_hi = _ports(ports)
+    options = {"software": {"threads": threads, "ports": dict.fromkeys(range(NUM_LBS), lo_hi)},
+               "xdp": {"interface": interface}, "fpga": {"bitfile": bitfile}}.get(backend, {})
+    try:
+        dataplane = create_backend(backend, None, **options)
+    except (BackendError, ValueError) as e:
+        raise CLIError(f"--backend {backend}: {e}", EXIT_USAGE) from None
+    except OSError as e:
+        raise CLIError(f"--backend {backend}: {e}", EXIT_FAILURE) from None
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node = LBNode(config, dataplane, backend)
+    try:
+        try:
+            node.start()
+        except OSError as e:
+            raise CLIError(f"lb-node: {e}", EXIT_FAILURE) from None
+        shown = f"[{config.host}]" if ":" in config.host else config.host
+        click.echo(f"{shown}:{node.port}", nl=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+        dataplane.close()
+
+
+COMMANDS = [lb_node]

@@ -1,0 +1,243 @@
+"""LB nodes over real gRPC: the SmartNIC P4 API server (ejlb.node.server) and the control plane's
+client backend (ejlb.node.client), with the reference model as the node's data plane."""
+import dataclasses
+import ipaddress
+import time
+
+import grpc
+import pytest
+
+from ejlb.dataplane import corpus, model
+from ejlb.dataplane import tables as t
+from ejlb.dataplane.backends import ReferenceBackend
+from ejlb.node import rules as R
+from ejlb.node import sn_p4_v2_pb2 as pb
+from ejlb.node import sn_p4_v2_pb2_grpc as pb_grpc
+from ejlb.node import stats as S
+from ejlb.node.client import NodesBackend, parse_url
+from ejlb.node.server import ERROR_METADATA, LBNode, NodeConfig
+
+TOKEN = "node-secret"
+MAC = bytes.fromhex("02ec0000a000")
+
+
+def tables() -> t.Tables:
+    tb = corpus.tables()
+    return dataclasses.replace(tb, lbs={i: dataclasses.replace(x, mac=MAC) for i, x in tb.lbs.items()})
+
+
+@pytest.fixture
+def node():
+    n = LBNode(NodeConfig(port=0, token=TOKEN), ReferenceBackend(), "reference").start()
+    yield n
+    n.stop()
+
+
+def backend_for(*nodes) -> NodesBackend:
+    return NodesBackend(f"snp4://{TOKEN}@" + ",".join(f"127.0.0.1:{n.port}" for n in nodes))
+
+
+def stub(n):
+    return pb_grpc.SmartnicP4Stub(grpc.insecure_channel(f"127.0.0.1:{n.port}"))
+
+
+MD = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def batch(n, *requests, md=MD):
+    call = stub(n).Batch(iter(requests), metadata=md)
+    return list(call), dict(call.trailing_metadata() or ())
+
+
+def rule_request(op, rules, replace=False):
+    return pb.BatchRequest(op=op, table_rule=pb.TableRuleRequest(dev_id=-1, rules=[R.to_pb(r, replace) for r in rules]))
+
+
+def test_control_plane_loads_a_node_and_frames_forward_as_the_model(node):
+    be = backend_for(node)
+    want = tables()
+    be.apply(t.diff(t.Tables(), want))
+    assert node.backend.installed == R.canonical(want)
+    for frame, _ in corpus.frames(2000):
+        a, b = model.process(want, frame), node.backend.process(frame)
+        assert (a.verdict, a.frame) == (b.verdict, b.frame)
+    assert [h.up for h in be.health()] == [True] and be.health()[0].reloads == 1
+    be.close()
+
+
+def test_steady_updates_send_only_what_changed_and_keep_the_node_equal(node):
+    be = backend_for(node)
+    a = tables()
+    be.apply(t.diff(t.Tables(), a))
+    cal = list(a.calendars[(0, 0)])
+    cal[:5] = [1] * 5
+    b = dataclasses.replace(a, calendars={**a.calendars, (0, 0): tuple(cal)},
+                            epochs={**a.epochs, (0, 2): t.EpochRange(3000, 4000), (0, 3): t.EpochRange(4000, None, True)})
+    d = t.diff(a, b)
+    plan = R.changes(a, b, d)
+    changed = sum(x != y for x, y in zip(a.calendars[(0, 0)], cal))
+    assert len(plan.updates[R.CALENDAR]) == changed > 0 and R.CALENDAR not in plan.inserts  # not 512 rules
+    assert len(plan) < 200  # plus the epoch prefixes of [3000, 4000) and [4000, 2^64) coming and going
+    be.apply(d)
+    assert node.backend.installed == R.canonical(b)
+    assert be.health()[0].reloads == 1  # no reload was needed
+    be.close()
+
+
+def test_a_restarted_node_is_noticed_and_reloaded():
+    n1 = LBNode(NodeConfig(port=0, token=TOKEN), ReferenceBackend(), "reference").start()
+    port = n1.port
+    be = backend_for(n1)
+    be.apply(t.diff(t.Tables(), tables()))
+    n1.stop()
+    be.refresh()
+    assert be.health()[0].up is False and "UNAVAILABLE" in be.health()[0].last_error
+    n2 = LBNode(NodeConfig(port=port, token=TOKEN), ReferenceBackend(), "reference")
+    n2.started = n1.started + 5  # a new process
+    n2.start()
+    try:
+        assert n2.backend.installed == t.Tables()
+        for _ in range(50):  # as the controller's ticks do, until the channel has reconnected
+            be.refresh()
+            if be.health()[0].up:
+                break
+            time.sleep(0.1)
+        assert n2.backend.installed == R.canonical(tables())
+        h = be.health()[0]
+        assert h.up and h.reloads == 2 and h.failures >= 1
+    finally:
+        n2.stop()
+        be.close()
+
+
+def test_two_nodes_hold_identical_tables_and_counters_sum():
+    nodes = [LBNode(NodeConfig(port=0, token=TOKEN), ReferenceBackend(), "reference").start() for _ in range(2)]
+    try:
+        be = backend_for(*nodes)
+        be.apply(t.diff(t.Tables(), tables()))
+        assert nodes[0].backend.installed == nodes[1].backend.installed == R.canonical(tables())
+        frames = [f for f, _ in corpus.frames(600)]
+        for i, f in enumerate(frames):
+            nodes[i % 2].backend.process(f)
+        both = model.run(tables(), frames)[1]
+        summed = be.counters()
+        assert summed.glob == both.glob
+        assert {k: v for k, v in summed.lb.items() if any(v.values())} == {k: v for k, v in both.lb.items() if any(v.values())}
+        assert {k: v for k, v in summed.member.items() if any(v.values())} == \
+               {k: v for k, v in both.member.items() if any(v.values())}
+        be.close()
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_wrong_or_missing_token_is_unauthenticated_and_changes_nothing(node):
+    rules = R.calendar_rules(0, 0, [1] * 512)[:3]
+    for md in [(), (("authorization", "Bearer wrong"),), (("authorization", "Basic abc"),)]:
+        with pytest.raises(grpc.RpcError) as e:
+            batch(node, rule_request(pb.BOP_INSERT, rules), md=md)
+        assert e.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+    assert node.device.rule_count == 0
+
+
+def test_bad_rules_get_codes_and_a_named_reason_and_leave_the_node_as_it_was(node):
+    good = R.calendar_rules(0, 0, [1] * 512, [0, 1])
+    bad = R.to_pb(R.calendar_rules(0, 0, [1] * 512, [2])[0])
+    bad.matches[2].key_only.key = "0xnope"
+    req = pb.BatchRequest(op=pb.BOP_INSERT, table_rule=pb.TableRuleRequest(
+        dev_id=-1, rules=[R.to_pb(good[0]), bad, R.to_pb(good[1])]))
+    (resp,), md = batch(node, req)
+    assert resp.table_rule.error_code == pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT
+    assert "calendar_slot" in md[ERROR_METADATA] and "0xnope" in md[ERROR_METADATA]
+    assert node.device.rule_count == 1  # the agent's semantics: rules before the bad one stay
+
+    (resp,), md = batch(node, rule_request(pb.BOP_INSERT, good[:1]))
+    assert resp.table_rule.error_code == pb.EC_FAILED_INSERT_TABLE_RULE and "already holds" in md[ERROR_METADATA]
+    (resp,), md = batch(node, rule_request(pb.BOP_DELETE, good[1:]))
+    assert resp.table_rule.error_code == pb.EC_FAILED_DELETE_TABLE_RULE
+    (resp,), md = batch(node, rule_request(pb.BOP_INSERT, good[1:], replace=True))
+    assert resp.table_rule.error_code == pb.EC_FAILED_INSERT_TABLE_RULE and "no rule to replace" in md[ERROR_METADATA]
+
+    before = node.backend.installed
+    gap = [R.Rule(R.EPOCH, ((0, 7), (0, R.TICK_MAX ^ 0xF)), "do_assign_epoch", (0,)),
+           R.Rule(R.EPOCH, ((0, 7), (32, R.TICK_MAX ^ 0xF)), "do_assign_epoch", (0,))]
+    (resp,), md = batch(node, rule_request(pb.BOP_INSERT, gap))
+    assert resp.table_rule.error_code == pb.EC_FAILED_INSERT_TABLE_RULE and "separate tick ranges" in md[ERROR_METADATA]
+    assert node.backend.installed is before and not node.device.rules[R.EPOCH]
+
+    (resp,), _ = batch(node, pb.BatchRequest(op=pb.BOP_INSERT, table_rule=pb.TableRuleRequest(dev_id=3)))
+    assert resp.table_rule.error_code == pb.EC_INVALID_DEVICE_ID
+    (resp,), _ = batch(node, pb.BatchRequest(op=pb.BOP_SET, table_rule=pb.TableRuleRequest()))
+    assert resp.error_code == pb.EC_UNKNOWN_BATCH_OP
+    (resp,), _ = batch(node, pb.BatchRequest(op=pb.BOP_GET))
+    assert resp.error_code == pb.EC_UNKNOWN_BATCH_REQUEST
+    (resp,) = stub(node).ClearTable(pb.TableRequest(dev_id=-1, table_name="nat"), metadata=MD)
+    assert resp.error_code == pb.EC_INVALID_TABLE_NAME
+    assert node.device.rule_count == 1
+
+
+def test_a_batch_stream_installs_once_at_its_end(node):
+    """ejlb's gapless reload: clear and reload in one stream; the data plane never sees the empty tables."""
+    be = backend_for(node)
+    be.apply(t.diff(t.Tables(), tables()))
+    seen = []
+    apply = node.backend.apply
+    node.backend.apply = lambda d: (seen.append(d), apply(d))[1]
+    by_table = {}
+    for r in R.encode(tables()).values():
+        by_table.setdefault(r.table, []).append(r)
+    reqs = [pb.BatchRequest(op=pb.BOP_CLEAR, table=pb.TableRequest(dev_id=-1, table_name=""))]
+    reqs += [rule_request(pb.BOP_INSERT, by_table[x]) for x in R.TABLE_ORDER if x in by_table]
+    responses, _ = batch(node, *reqs)
+    assert all(r.error_code == pb.EC_OK for r in responses) and len(responses) == len(reqs)
+    assert not seen  # the same tables at the end: nothing to install, and nothing empty in between
+    assert node.backend.installed == R.canonical(tables())
+    be.close()
+
+
+def test_info_status_and_stats_as_udplbd2_reads_them(node):
+    s = stub(node)
+    (info,) = s.GetPipelineInfo(pb.PipelineInfoRequest(dev_id=-1), metadata=MD)
+    sizes = {x.name: x.num_entries for x in info.info.tables}
+    assert sizes[R.CALENDAR] == 16384 and sizes[R.EPOCH] == 1024 and set(sizes) == set(R.TABLE_ORDER)
+    (st,) = s.GetServerStatus(pb.ServerStatusRequest(), metadata=MD)
+    assert abs(st.status.start_time.ToNanoseconds() / 1e9 - node.started) < 1e-3
+
+    backend_for(node).apply(t.diff(t.Tables(), tables()))
+    for f, _ in corpus.frames(300):
+        node.backend.process(f)
+    (stats,) = s.GetPipelineStats(pb.PipelineStatsRequest(dev_id=-1), metadata=MD)
+    names = {m.name: m for m in stats.stats.metrics}
+    for name in ["rx_rslt_counter", "lb_ctx_rx_pkt_counter", "lb_ctx_drop_blocked_src_pkt_counter",
+                 "lb_ctx_drop_epoch_assign_miss_pkt_counter", "lb_mbr_tx_pkt_counter", "lb_mbr_tx_byte_counter"]:
+        assert name in names
+    rx = {v.index: v.u64 for v in names["lb_ctx_rx_pkt_counter"].values}
+    assert rx[0] == node.backend.counters().lb[0]["rx_packets"] > 0
+
+    # udplbd2's targeted clear on Reserve: the lb_ctx names at one index
+    any_name = pb.StatsMetricFilter(any_set=pb.StatsMetricFilter.Set(members=[
+        pb.StatsMetricFilter(match=pb.StatsMetricMatch(name=pb.StatsMetricMatchString(exact=n)))
+        for n in S.LB_CTX.values()]))
+    at0 = pb.StatsMetricFilter(match=pb.StatsMetricMatch(indices=pb.StatsMetricMatchIndices(
+        slices=[pb.StatsMetricMatchIndexSlice(start=0, end=0, step=1)])))
+    filters = pb.StatsFilters(metric_filter=pb.StatsMetricFilter(all_set=pb.StatsMetricFilter.Set(members=[any_name, at0])))
+    list(s.ClearPipelineStats(pb.PipelineStatsRequest(dev_id=-1, filters=filters), metadata=MD))
+    (stats,) = s.GetPipelineStats(pb.PipelineStatsRequest(dev_id=-1), metadata=MD)
+    names = {m.name: {v.index: v.u64 for v in m.values} for m in stats.stats.metrics}
+    assert names["lb_ctx_rx_pkt_counter"][0] == 0 and names["lb_ctx_rx_pkt_counter"][1] == rx[1]
+    assert names["rx_rslt_counter"][13] > 0  # not selected, not cleared
+
+
+@pytest.mark.parametrize("url,words", [
+    ("http://t@h:1", "snp4://"), ("snp4://h:1", "token is missing"), ("snp4://t@h:x", "node='h:x'"),
+    ("snp4://t@h:1,h:1", "listed twice"), ("snp4://t@h:1/path", "expected host:port"),
+])
+def test_bad_dataplane_urls_name_the_part(url, words):
+    with pytest.raises(ValueError, match=words):
+        parse_url(url)
+
+
+def test_dataplane_url_forms():
+    u = parse_url("snp4s://a%40b@[::1]:50051,node2")
+    assert (u.token, u.nodes, u.tls) == ("a@b", (("::1", 50051), ("node2", 50051)), True)
+    assert ipaddress.ip_address(u.nodes[0][0]).version == 6
