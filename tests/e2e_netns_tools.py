@@ -14,6 +14,7 @@ Roles (`python e2e_netns_tools.py ROLE ARGS...`), each writing plain text lines:
     reserve ADMIN_URI NAME FAMILY SENDER...   reserve, then add the senders; prints the instance URI
     status URI                  JSON: [{name, slots}] of the reservation's workers
     scrape URL                  prints the text of a Prometheus endpoint
+    nodestats SNP4_URL          JSON: {node address: packets its LB received}
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 SUBNET_BITS = 24
 
@@ -135,6 +137,27 @@ class Topology:
         self.close()
 
 
+# --- reading what the roles wrote -------------------------------------------------------------------
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tagged_lines(path: Path, tag: str) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [ln.split()[1:] for ln in path.read_text().splitlines() if ln.startswith(tag + " ")]
+
+
+def stats_json(path: Path) -> dict:
+    line = next(ln for ln in path.read_text().splitlines() if ln.startswith("STATS "))
+    return json.loads(line.split(" ", 1)[1])
+
+
 # --- event contents both ends agree on ---------------------------------------------------------------
 def pattern(data_id: int, event_number: int, n: int):
     import numpy as np
@@ -238,6 +261,19 @@ def role_status(uri):
     with LBManager(uri) as m:
         st = m.status()
         print(json.dumps([{"name": w.name, "slots": w.slotsAssigned} for w in st.workers]))
+
+
+def role_nodestats(url):
+    """JSON: per node of a snp4:// URL, {address: packets its LB received (lb_ctx_rx_pkt_counter summed)}."""
+    from ejlb.node.client import NodeClient, parse_url
+
+    u = parse_url(url)
+    out = {}
+    for host, port in u.nodes:
+        c = NodeClient(host, port, u.token)
+        out[c.address] = sum(c.stats().get("lb_ctx_rx_pkt_counter", {}).values())
+        c.close()
+    print(json.dumps(out))
 
 
 def role_scrape(url):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e2e_netns_tools import Topology, netns_available  # noqa: E402
+from e2e_netns_tools import Topology, netns_available, stats_json, tagged_lines, wait_until  # noqa: E402
 
 _why = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
@@ -38,26 +38,6 @@ EVENTS_PER_SENDER, STREAM_S = 1100, 16.0
 KILL_AT, RESTART_AT = 5.0, 11.0  # seconds after the first event
 LIVENESS_S, EPOCH_S = 2.0, 1.0  # deployed defaults: not-ready after 2 s of silence, 1 s controller period
 SETTLE_S = LIVENESS_S + 3 * EPOCH_S + 1.0  # w3 must be out of every live epoch by then (1 s slack)
-
-
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _lines(path: Path, tag: str) -> list[list[str]]:
-    if not path.exists():
-        return []
-    return [ln.split()[1:] for ln in path.read_text().splitlines() if ln.startswith(tag + " ")]
-
-
-def _stats(path: Path) -> dict:
-    line = next(ln for ln in path.read_text().splitlines() if ln.startswith("STATS "))
-    return json.loads(line.split(" ", 1)[1])
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -78,7 +58,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
                                   "--sync-ipv4", LB, "--sync-ipv6", "::1",
                                   "--instance", f"lb_id=0,ipv4={LB},ipv6=none,ports=19522-19525"],
                            stdout=open(tmp_path / "serve.out", "w"), stderr=serve_log)
-        _wait(lambda: (tmp_path / "serve.out").read_text().startswith("ejfat://"), 20, "ejlb serve")
+        wait_until(lambda: (tmp_path / "serve.out").read_text().startswith("ejfat://"), 20, "ejlb serve")
         admin = (tmp_path / "serve.out").read_text().split()[0]
         uri = topo.role("daq1", "reserve", admin, "e2e", "ipv4", HOSTS["daq1"], HOSTS["daq2"]).strip()
 
@@ -90,7 +70,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
         def slots():
             return {w["name"]: w["slots"] for w in json.loads(topo.role("daq1", "status", uri))}
 
-        _wait(lambda: len([s for s in slots().values() if s]) == 3, 30, "three workers with slots")
+        wait_until(lambda: len([s for s in slots().values() if s]) == 3, 30, "three workers with slots")
         slot_share = slots()
 
         senders = [topo.spawn_role(h, "sender", uri, str(did), str(EVENTS_PER_SENDER), str(did), str(STREAM_S),
@@ -99,8 +79,8 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
         rogue = topo.spawn_role("rogue", "sender", uri, "3", "100", "3", str(STREAM_S / 2), str(tmp_path / "rogue.out"),
                                 stderr=open(tmp_path / "rogue.err", "w"))
 
-        _wait(lambda: all(_lines(tmp_path / f"{h}.out", "SENT") for h in ("daq1", "daq2")), 30, "first events")
-        t0 = min(int(_lines(tmp_path / f"{h}.out", "SENT")[0][2]) / 1e6 for h in ("daq1", "daq2"))
+        wait_until(lambda: all(tagged_lines(tmp_path / f"{h}.out", "SENT") for h in ("daq1", "daq2")), 30, "first events")
+        t0 = min(int(tagged_lines(tmp_path / f"{h}.out", "SENT")[0][2]) / 1e6 for h in ("daq1", "daq2"))
         time.sleep(max(0.0, t0 + KILL_AT - time.time()))
         workers["w3"].send_signal(signal.SIGKILL)
         workers["w3"].wait(10)
@@ -114,7 +94,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
         for p in senders + [rogue]:
             assert p.wait(STREAM_S + 60) == 0
         time.sleep(2.0)  # in-flight events drain; reassembly timeouts pass
-        _wait(lambda: "control plane restarted" in (tmp_path / "serve.log").read_text(), 10, "restart log")
+        wait_until(lambda: "control plane restarted" in (tmp_path / "serve.log").read_text(), 10, "restart log")
         after = slots()
         metrics = topo.role("daq1", "scrape", f"http://{LB}:9108/metrics")
         for p in (workers["w1"], workers["w2"], sink):
@@ -126,21 +106,21 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
     # --- what was sent, what arrived --------------------------------------------------------------
     sent = {}
     for h in ("daq1", "daq2"):
-        for did, k, tick, size in _lines(tmp_path / f"{h}.out", "SENT"):
+        for did, k, tick, size in tagged_lines(tmp_path / f"{h}.out", "SENT"):
             sent[(int(did), int(k))] = (int(tick) / 1e6, int(size))
     assert len(sent) == 2 * EVENTS_PER_SENDER >= 2000
     where = defaultdict(list)
     for w in ("w1", "w2", "w3"):
         out = tmp_path / f"{w}.out"
-        for ts, did, k, size, ok in _lines(out, "EV"):
+        for ts, did, k, size, ok in tagged_lines(out, "EV"):
             key = (int(did), int(k))
             assert int(did) != 3, "an event of the rogue sender got through"
             assert ok == "1" and int(size) == sent[key][1], (w, key, "corrupt or short")
             where[key].append(w)
     for w in ("w1", "w2"):
-        stats = _stats(tmp_path / f"{w}.out")
+        stats = stats_json(tmp_path / f"{w}.out")
         assert stats["events_reassembly_err"] == 0 and stats["lost"] == 0 and stats["evicted"] == 0, (w, stats)
-        assert not _lines(tmp_path / f"{w}.out", "LOST"), f"{w} saw partial events: an event was split"
+        assert not tagged_lines(tmp_path / f"{w}.out", "LOST"), f"{w} saw partial events: an event was split"
 
     dup = {k: v for k, v in where.items() if len(v) > 1}
     assert not dup, f"events delivered more than once: {list(dup.items())[:5]}"
@@ -163,7 +143,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
     assert set(late) == {"w1", "w2"} and sum(late.values()) > 300
 
     # --- nothing reaches w3's address once it is out of the live epochs ----------------------------------
-    sink_n, sink_last = _lines(tmp_path / "sink.out", "SINK")[0]
+    sink_n, sink_last = tagged_lines(tmp_path / "sink.out", "SINK")[0]
     if int(sink_n):
         assert float(sink_last) <= t_kill + SETTLE_S, f"datagrams still sent to w3 {float(sink_last) - t_kill:.1f} s after the kill"
 
@@ -174,7 +154,7 @@ def test_multi_host_stream_kill_restart_allow_list(tmp_path):
     assert after["w1"] > 0 and after["w2"] > 0 and after.get("w3", 0) == 0, after
 
     # --- the allow-list -------------------------------------------------------------------------------
-    rogue_stats = _stats(tmp_path / "rogue.out")
+    rogue_stats = stats_json(tmp_path / "rogue.out")
     blocked = _metric(metrics, "ejlb_dataplane_lb_total", counter="drop_blocked_src", lb=0)
     assert rogue_stats["datagrams"] > 0 and blocked >= rogue_stats["datagrams"]
 
@@ -189,13 +169,13 @@ def test_ipv6_through_the_lb(tmp_path):
                                   "--sync-ipv4", LB, "--sync-ipv6", lb6,
                                   "--instance", f"lb_id=3,ipv4={LB},ipv6={lb6},ports=19522-19522"],
                            stdout=open(tmp_path / "serve.out", "w"), stderr=open(tmp_path / "serve.log", "w"))
-        _wait(lambda: (tmp_path / "serve.out").read_text().startswith("ejfat://"), 20, "ejlb serve")
+        wait_until(lambda: (tmp_path / "serve.out").read_text().startswith("ejfat://"), 20, "ejlb serve")
         admin = (tmp_path / "serve.out").read_text().split()[0]
         uri = topo.role("daq1", "reserve", admin, "v6", "ipv6", topo.ip6("daq1")).strip()
         assert f"[{lb6}]" in uri
         workers = [topo.spawn_role(w, "worker", uri, topo.ip6(w), w, str(tmp_path / f"{w}.out"),
                                    stderr=open(tmp_path / f"{w}.err", "w")) for w in ("w1", "w2")]
-        _wait(lambda: sum(1 for w in json.loads(topo.role("daq1", "status", uri)) if w["slots"]) == 2, 30,
+        wait_until(lambda: sum(1 for w in json.loads(topo.role("daq1", "status", uri)) if w["slots"]) == 2, 30,
               "two workers with slots")
         sender = topo.spawn_role("daq1", "sender", uri, "6", "400", "6", "4", str(tmp_path / "daq1.out"), "9000", "6",
                                  stderr=open(tmp_path / "daq1.err", "w"))
@@ -206,10 +186,10 @@ def test_ipv6_through_the_lb(tmp_path):
             assert p.wait(20) == 0
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(20) == 0
-    sent = {int(k): int(size) for _, k, _, size in _lines(tmp_path / "daq1.out", "SENT")}
+    sent = {int(k): int(size) for _, k, _, size in tagged_lines(tmp_path / "daq1.out", "SENT")}
     where = defaultdict(list)
     for w in ("w1", "w2"):
-        for _, did, k, size, ok in _lines(tmp_path / f"{w}.out", "EV"):
+        for _, did, k, size, ok in tagged_lines(tmp_path / f"{w}.out", "EV"):
             assert did == "6" and ok == "1" and int(size) == sent[int(k)]
             where[int(k)].append(w)
     assert len(sent) == 400 and sorted(where) == sorted(sent), "every event arrives"
