@@ -241,3 +241,49 @@ def test_dataplane_url_forms():
     u = parse_url("snp4s://a%40b@[::1]:50051,node2")
     assert (u.token, u.nodes, u.tls) == ("a@b", (("::1", 50051), ("node2", 50051)), True)
     assert ipaddress.ip_address(u.nodes[0][0]).version == 6
+
+
+def test_control_plane_reports_a_node_that_is_down_and_reloads_it_when_back():
+    from control_tools import admin, config, control_plane
+
+    from ejlb.control.client import LBManager
+    from ejlb.dataplane.backends import create_backend
+
+    n1 = LBNode(NodeConfig(port=0, token=TOKEN), ReferenceBackend(), "reference").start()
+    port = n1.port
+    be = backend_for(n1)
+    with control_plane(config(), backend=be) as cp, admin(cp) as m:
+        res = m.reserve("nodes", ip_family="ipv4")
+        cp.tick()
+        assert n1.backend.installed == R.canonical(be.installed) and n1.backend.installed.lbs
+        with LBManager(res.uri) as lbm:
+            assert not [h for h in lbm.status().healthIssues if h.type == "dataplane_node_down"]
+            n1.stop()
+            cp.tick()
+            (issue,) = [h for h in lbm.status().healthIssues if h.type == "dataplane_node_down"]
+            assert f"127.0.0.1:{port}" in issue.message and issue.severity == "error"
+            text = node_metrics(be)
+            assert f'ejlb_dataplane_node_up{{node="127.0.0.1:{port}"}} 0.0' in text
+            n2 = LBNode(NodeConfig(port=port, token=TOKEN), ReferenceBackend(), "reference").start()
+            try:
+                for _ in range(50):
+                    cp.tick()
+                    if not [h for h in lbm.status().healthIssues if h.type == "dataplane_node_down"]:
+                        break
+                    time.sleep(0.1)
+                assert n2.backend.installed == R.canonical(be.installed)
+                assert not [h for h in lbm.status().healthIssues if h.type == "dataplane_node_down"]
+            finally:
+                n2.stop()
+    with pytest.raises(ValueError, match="one port MAC"):  # config() gives each instance its own MAC
+        create_backend("snp4", config(2), url=f"snp4://{TOKEN}@127.0.0.1:1")
+
+
+def node_metrics(backend) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest as gen
+
+    from ejlb.dataplane.metrics import CountersCollector
+
+    reg = CollectorRegistry()
+    reg.register(CountersCollector(backend))
+    return gen(reg).decode()

@@ -108,6 +108,9 @@ class Controller:
         if refresh is not None:
             with self._apply_lock:
                 refresh()
+            self.service.dataplane_issues = tuple(
+                ("dataplane_node_down", f"LB node {h.address} is not forwarding with the current tables: {h.last_error}")
+                for h in self.backend.health() if not h.up)
 
     def _install(self, tables: Tables, version: int) -> None:
         with self._apply_lock:

@@ -79,6 +79,7 @@ class ControlService:
         self.series: dict[str, Series] = {}
         self.public_host = config.advertise_host or config.host
         self.public_port = config.port
+        self.dataplane_issues: tuple[tuple[str, str], ...] = ()  # (type, message): LB nodes that are down
         # set by the server: open/close the sync listener of a reservation (returns the bound port)
         self.on_reserve: Callable[[Reservation], int] = lambda r: r.sync_port
         self.on_free: Callable[[Reservation], None] = lambda r: None

@@ -113,6 +113,8 @@ def status_reply(svc: ControlService, res: Reservation) -> pb.LoadBalancerStatus
     elif now - max(x.recv_time for x in real) > 2 * MAX_SYNC_PERIOD_S:
         issues.append(pb.HealthIssue(type="sync_stale", severity="warning", detected_at=ts(now),
                                      message=f"last sync packet {now - max(x.recv_time for x in real):.0f} s ago"))
+    issues += [pb.HealthIssue(type=kind, severity="error", message=msg, detected_at=ts(now))
+               for kind, msg in svc.dataplane_issues]  # LB nodes down (set by the controller's refresh)
     if res.sessions and all(any(h.type == "worker_not_ready" for h in w.healthIssues) for w in workers):
         issues.append(pb.HealthIssue(type="no_ready_workers", severity="error",
                                      message="no worker is ready: the calendar is not updated", detected_at=ts(now)))
