@@ -19,7 +19,7 @@ def _commands(group: click.Group, path: tuple[str, ...] = ("ejlb",)):
 
 # The verbs of these modules are checked option by option; verbs from other modules (serve, and any
 # added later) change on their owners' schedule and are picked up when docs/cli.md is regenerated.
-CHECKED_MODULES = {f"ejlb.cli.cmd_{m}" for m in ("admin", "tokens", "data", "perf", "monitor", "demo")}
+CHECKED_MODULES = {f"ejlb.cli.cmd_{m}" for m in ("admin", "tokens", "data", "perf", "monitor", "demo", "node")}
 
 
 def test_reference_covers_every_command_and_option():

@@ -35,6 +35,7 @@ class Device:
         self.sizes = {name: t.size for name, t in R.SCHEMA.items()} | dict(sizes or {})
         self.rules: dict[str, dict[tuple, R.Rule]] = {name: {} for name in R.SCHEMA}
         self.tables = Tables()
+        self._memo: dict = {}  # decoded parts of unchanged tables (rules.decode)
         self._baseline: dict[tuple[str, int], int] = {}  # cleared counters read relative to these
 
     @property
@@ -80,7 +81,7 @@ class Device:
             return out
         candidate = self.rules | staged
         try:
-            tables = R.decode(candidate)
+            tables = R.decode(candidate, self._memo)
         except R.RuleSetError as e:
             return Outcome(pb.EC_FAILED_INSERT_TABLE_RULE, f"refused whole, tables unchanged: {e}")
         self.rules = candidate
@@ -95,7 +96,7 @@ class Device:
         names = [table_name] if table_name else list(R.SCHEMA)
         candidate = self.rules | {n: {} for n in names}
         try:
-            tables = R.decode(candidate)
+            tables = R.decode(candidate, self._memo)
         except R.RuleSetError as e:  # e.g. clearing ip_dst alone cannot break a set; kept for safety
             return Outcome(pb.EC_FAILED_CLEAR_TABLE, f"table_name={table_name!r}: {e}")
         self.rules = candidate

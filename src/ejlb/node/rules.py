@@ -57,10 +57,10 @@ class Field:
     name: str
     width: int
     kind: str
+    full: int = field(init=False, repr=False)  # the all-ones mask
 
-    @property
-    def full(self) -> int:
-        return (1 << self.width) - 1
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "full", (1 << self.width) - 1)
 
 
 @dataclass(frozen=True)
@@ -351,18 +351,58 @@ def _key(rule: Rule, i: int) -> int:
     return rule.matches[i][0]
 
 
-def decode(rules: Mapping[str, Mapping[tuple, Rule]]) -> Tables:
-    """The Tables a device holding `rules` (table name -> identity -> Rule) forwards by."""
+Rules = Mapping[str, Mapping[tuple, Rule]]
+
+
+def decode(rules: Rules, memo: dict | None = None) -> Tables:
+    """The Tables a device holding `rules` (table name -> identity -> Rule) forwards by. With a
+    `memo` (one dict kept by the caller), a part is decoded again only when one of the rule dicts it
+    reads is a different object: a node replaces the dicts it writes and never mutates them."""
+    def part(fn, *tables):
+        deps = tuple(rules.get(t, _EMPTY) for t in tables)
+        if memo is not None:
+            hit = memo.get(fn.__name__)
+            if hit is not None and all(a is b for a, b in zip(hit[0], deps)):
+                return hit[1]
+        value = fn(*deps)
+        if memo is not None:
+            memo[fn.__name__] = (deps, value)
+        return value
+
+    mac = part(_port_mac, MAC_DST)
+    addrs = part(_lb_addresses, IP_DST)
+    ranges, slot_sel = part(_epoch_ranges, EPOCH)
+    lbs = {}
+    for lb_id, fam in addrs.items():
+        bits, xor = slot_sel.get(lb_id, (SLOT_BITS, 0))
+        lbs[lb_id] = LBInstance(lb_id, mac.to_bytes(6, "big"),
+                                _ip(fam[4], False) if 4 in fam else None, _ip(fam[6], True) if 6 in fam else None,
+                                slot_bits=bits, slot_xor=xor)
+    try:
+        return Tables(lbs=lbs, senders=part(_senders, IPV4_SRC, IPV6_SRC), epochs=ranges,
+                      calendars=part(_calendars, CALENDAR), members=part(_members, MEMBER_INFO))
+    except ValueError as e:
+        raise RuleSetError(str(e)) from None
+
+
+_EMPTY: Mapping = {}
+
+
+def _port_mac(mac_rules) -> int:
     mac = 0
-    for r in rules.get(MAC_DST, {}).values():
+    for r in mac_rules.values():
         dst, sa = _key(r, 1), r.params[0]
         if dst == sa and not dst >> 40 & 1:  # the unicast self-entry names the port MAC
             if mac and mac != dst:
                 raise RuleSetError(f"{MAC_DST}: two unicast MACs {mac:#x} and {dst:#x}; a node has one port MAC")
             mac = dst
 
+    return mac
+
+
+def _lb_addresses(ip_rules) -> dict[int, dict[int, int]]:
     addrs: dict[int, dict[int, int]] = {}
-    for r in rules.get(IP_DST, {}).values():
+    for r in ip_rules.values():
         eth, dst = _key(r, 1), _key(r, 2)
         sa, lb_id = r.params
         if eth == ETH_ARP:
@@ -380,10 +420,14 @@ def decode(rules: Mapping[str, Mapping[tuple, Rule]]) -> Tables:
         if prev != dst:
             raise RuleSetError(f"{IP_DST} lb_id={lb_id}: two IPv{version} addresses {prev:#x} and {dst:#x}")
 
+    return addrs
+
+
+def _epoch_ranges(epoch_rules) -> tuple[dict, dict]:
     blocks: dict[int, list[tuple[int, int, int]]] = {}  # lb -> (start, end, epoch)
     catch_all: dict[int, int] = {}
     slot_sel: dict[int, tuple[int, int]] = {}
-    for r in rules.get(EPOCH, {}).values():
+    for r in epoch_rules.values():
         lb_id, (start, mask) = _key(r, 0), r.matches[1]
         epoch = r.params[0]
         opts = tuple(r.params[1:]) or (SLOT_BITS, 0)
@@ -407,23 +451,28 @@ def decode(rules: Mapping[str, Mapping[tuple, Rule]]) -> Tables:
         if lb_id in catch_all and (lb_id, catch_all[lb_id]) not in ranges:
             ranges[(lb_id, catch_all[lb_id])] = EpochRange(0, 0, catch_all=True)
 
-    lbs = {}
-    for lb_id, fam in addrs.items():
-        bits, xor = slot_sel.get(lb_id, (SLOT_BITS, 0))
-        lbs[lb_id] = LBInstance(lb_id, mac.to_bytes(6, "big"),
-                                _ip(fam[4], False) if 4 in fam else None, _ip(fam[6], True) if 6 in fam else None,
-                                slot_bits=bits, slot_xor=xor)
+    return ranges, slot_sel
 
-    senders = frozenset((_key(r, 0), _ip(_key(r, 1), t == IPV6_SRC))
-                        for t in (IPV4_SRC, IPV6_SRC) for r in rules.get(t, {}).values())
 
+def _senders(v4_rules, v6_rules) -> frozenset:
+    return frozenset((r.matches[0][0], _ip(r.matches[1][0], v6)) for v6, table in ((False, v4_rules), (True, v6_rules))
+                     for r in table.values())
+
+
+def _calendars(cal_rules) -> dict[tuple[int, int], tuple[int, ...]]:
     cals: dict[tuple[int, int], list[int]] = {}
-    for r in rules.get(CALENDAR, {}).values():
-        lb_id, epoch, slot = (_key(r, i) for i in range(3))
-        cals.setdefault((lb_id, epoch), [UNASSIGNED] * CALENDAR_SLOTS)[slot] = r.params[0]
+    for r in cal_rules.values():
+        (lb_id, _), (epoch, _), (slot, _) = r.matches
+        cal = cals.get((lb_id, epoch))
+        if cal is None:
+            cal = cals[(lb_id, epoch)] = [UNASSIGNED] * CALENDAR_SLOTS
+        cal[slot] = r.params[0]
+    return {k: tuple(v) for k, v in cals.items()}
 
+
+def _members(member_rules) -> dict[tuple[int, int], Member]:
     kinds: dict[tuple[int, int], dict[int, Rule]] = {}
-    for r in rules.get(MEMBER_INFO, {}).values():
+    for r in member_rules.values():
         kinds.setdefault((_key(r, 0), _key(r, 2)), {})[_key(r, 1)] = r
     members = {}
     for key, by_eth in kinds.items():
@@ -441,11 +490,7 @@ def decode(rules: Mapping[str, Mapping[tuple, Rule]]) -> Tables:
                                   mac_dst.to_bytes(6, "big"), bool(keep))
         except ValueError as e:
             raise RuleSetError(f"{MEMBER_INFO} lb_id={key[0]} member_id={key[1]}: {e}") from None
-    try:
-        return Tables(lbs=lbs, senders=senders, epochs=ranges,
-                      calendars={k: tuple(v) for k, v in cals.items()}, members=members)
-    except ValueError as e:
-        raise RuleSetError(str(e)) from None
+    return members
 
 
 def canonical(tables: Tables) -> Tables:
@@ -470,10 +515,10 @@ def canonical(tables: Tables) -> Tables:
 def parse_number(text: str) -> int:
     """The real agent's string numbers (GMP base 0): 0x.. hex, 0b.. binary, 0.. octal, else decimal."""
     s = text.strip()
-    low = s.lower()
-    if low.startswith("0x"):
+    prefix = s[:2].lower()
+    if prefix == "0x":
         digits, base = s[2:], 16
-    elif low.startswith("0b"):
+    elif prefix == "0b":
         digits, base = s[2:], 2
     elif len(s) > 1 and s.startswith("0"):
         digits, base = s[1:], 8
@@ -484,11 +529,11 @@ def parse_number(text: str) -> int:
     return int(digits, base)
 
 
-def _num(text: str, code: int, what: str) -> int:
+def _num(text: str, code: int, table: str, name: str) -> int:
     try:
         return parse_number(text)
     except ValueError:
-        raise RuleError(code, f"{what}={text!r}: not a number (0x.. hex, 0b.. binary, 0.. octal or decimal)") from None
+        raise RuleError(code, f"{table}.{name}={text!r}: not a number (0x.. hex, 0b.. binary, 0.. octal or decimal)") from None
 
 
 def parse_rule(msg: pb.TableRule, deleting: bool = False) -> Rule:
@@ -504,13 +549,18 @@ def parse_rule(msg: pb.TableRule, deleting: bool = False) -> Rule:
         raise RuleError(code, f"{t}: {n} matches, the table has {len(table.fields)} key fields")
     matches = []
     for f, m in zip(table.fields, msg.matches):
-        where = f"{t}.{f.name}"
         kind = m.WhichOneof("type")
+        if kind == "key_only":  # the common case first, no message built unless refused
+            key, mask = _num(m.key_only.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, t, f.name), f.full
+            if key <= mask:
+                matches.append((key, mask))
+                continue
+        where = f"{t}.{f.name}"
         if kind == "key_only":
-            key, mask = _num(m.key_only.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, where), f.full
+            pass  # too wide: refused below
         elif kind == "key_mask":
-            key = _num(m.key_mask.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, where)
-            mask = _num(m.key_mask.mask, pb.EC_TABLE_RULE_MATCH_INVALID_MASK_FORMAT, where + " mask")
+            key = _num(m.key_mask.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, t, f.name)
+            mask = _num(m.key_mask.mask, pb.EC_TABLE_RULE_MATCH_INVALID_MASK_FORMAT, t, f.name + " mask")
             if mask > f.full:
                 raise RuleError(pb.EC_TABLE_RULE_MATCH_MASK_TOO_BIG, f"{where} mask={mask:#x}: wider than {f.width} bits")
             if f.kind == EXACT and mask != f.full:
@@ -522,7 +572,7 @@ def parse_rule(msg: pb.TableRule, deleting: bool = False) -> Rule:
             if f.kind == LPM and (f.full ^ mask) & ((f.full ^ mask) + 1):
                 raise RuleError(pb.EC_TABLE_RULE_MATCH_INVALID_PREFIX_MASK, f"{where} mask={mask:#x}: not a prefix")
         elif kind == "key_prefix" and f.kind == LPM:
-            key = _num(m.key_prefix.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, where)
+            key = _num(m.key_prefix.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, t, f.name)
             length = m.key_prefix.prefix_length
             if length > f.width:
                 raise RuleError(pb.EC_TABLE_RULE_MATCH_MASK_TOO_WIDE,
@@ -548,7 +598,7 @@ def parse_rule(msg: pb.TableRule, deleting: bool = False) -> Rule:
         raise RuleError(code, f"{t} action {msg.action.name}: {len(values)} parameters, it takes {len(spec)}")
     params = []
     for (name, width), v in zip(spec, values):
-        x = _num(v.value, pb.EC_TABLE_RULE_INVALID_ACTION_PARAMETER_FORMAT, f"{t}.{msg.action.name}.{name}")
+        x = _num(v.value, pb.EC_TABLE_RULE_INVALID_ACTION_PARAMETER_FORMAT, t, name)
         if x >> width:
             raise RuleError(pb.EC_TABLE_RULE_PARAM_TOO_BIG,
                             f"{t}.{msg.action.name}.{name}={v.value!r}: wider than {width} bits")
