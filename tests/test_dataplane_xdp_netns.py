@@ -196,11 +196,13 @@ def _wait(pred, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_ejlb_serve_with_the_xdp_backend(topology, tmp_path):
-    """`ejlb serve --backend xdp --interface l0` in the LB namespace, two registered Receivers and a
-    GSO Sender (processes of tests/e2e_netns_tools.py) in the hosts namespace: the control plane
-    programs the program, workers registered without a MAC are resolved, every event arrives whole
-    and byte-exact at exactly one worker."""
+@pytest.mark.parametrize("mode", ["serve", "node"])
+def test_ejlb_serve_with_the_xdp_backend(topology, tmp_path, mode):
+    """`ejlb serve --backend xdp --interface l0` in the LB namespace (or, mode node, `ejlb lb-node
+    --backend xdp` programmed by `ejlb serve --dataplane snp4://...` over the SmartNIC API), two
+    registered Receivers and a GSO Sender (processes of tests/e2e_netns_tools.py) in the hosts
+    namespace: the control plane programs the program, workers registered without a MAC are
+    resolved, every event arrives whole and byte-exact at exactly one worker."""
     from ejlb.dataplane.xdp import XDPError, XDPLB
 
     hosts, lbns = topology
@@ -227,8 +229,15 @@ def test_ejlb_serve_with_the_xdp_backend(topology, tmp_path):
         with InNetns(hosts):
             keeper.attach_pass("h0")
             tx_checksum_offload("h0", False)
-        serve = spawn(lbns, [sys.executable, "-c", "from ejlb.cli.main import main; main()", "serve",
-                             "--backend", "xdp", "--interface", "l0", "--listen", f"{CP_IP}:18008",
+        ejlb = [sys.executable, "-c", "from ejlb.cli.main import main; main()"]
+        dataplane = ["--backend", "xdp", "--interface", "l0"]
+        if mode == "node":
+            node = spawn(lbns, ejlb + ["lb-node", "--listen", "127.0.0.1:50052", "--token", "xdp-node-token"]
+                         + dataplane, tmp_path / "node.out")
+            _wait(lambda: (tmp_path / "node.out").read_text().strip() or node.poll() is not None, 30, "lb-node")
+            assert node.poll() is None, (tmp_path / "node.out.err").read_text()[-2000:]
+            dataplane = ["--dataplane", "snp4://xdp-node-token@127.0.0.1:50052"]
+        serve = spawn(lbns, ejlb + ["serve", *dataplane, "--listen", f"{CP_IP}:18008",
                              "--sync-ipv4", CP_IP, "--sync-ipv6", "::1",
                              "--instance", f"lb_id=0,ipv4={LB_IP},ipv6=none"], tmp_path / "serve.out")
         _wait(lambda: (tmp_path / "serve.out").read_text().startswith("ejfat://") or serve.poll() is not None,
