@@ -12,6 +12,10 @@
    - embedded: `ejlb serve` with its in-process software LB (the data plane dies with it),
    - node: `ejlb lb-node` + `ejlb serve --dataplane snp4://...` (the node forwards on).
    Loopback; one Sender, two Receivers (roles of tests/e2e_netns_tools.py).
+3. Scale-out (`--netns`, root): two senders -> an ECMP route (layer-4 hash) -> one or two software-LB
+   nodes -> two workers, in network namespaces at MTU 9000; each sender offers `--gbps` with 1 MiB
+   events for `--seconds`. Delivered Gb/s with the route through one node and through both, the
+   same run, alternating `--repeat` times; the ratio two/one is the figure.
 """
 from __future__ import annotations
 
@@ -178,12 +182,117 @@ def crash(mode: str, tmp: Path, n_events: int, rate: float, kill_at: float = 3.0
     return dict(mode=mode, sent=len(sent), lost=len(lost), sent_while_down=during)
 
 
+# --- scale-out -----------------------------------------------------------------------------------------
+NET = {"cp": "10.250.0.10", "n1": "10.250.0.11", "n2": "10.250.0.12", "daq1": "10.250.0.31",
+       "daq2": "10.250.0.32", "w1": "10.250.0.21", "w2": "10.250.0.22"}
+VIP = "10.250.1.1"
+EVENT = 1 << 20
+
+
+def role_blast(uri: str, data_id: str, seconds: str, gbps: str, out: str) -> None:
+    import numpy as np
+
+    from ejlb.shim.sender import Sender
+
+    payload = np.zeros(EVENT, np.uint8)
+    n, t_end = 0, time.time() + float(seconds)
+    with Sender(uri, data_id=int(data_id), mtu=9000, sndbuf=8 << 20, rate_gbps=float(gbps)) as tx:
+        while time.time() < t_end:
+            tx.send(payload)
+            n += 1
+    Path(out).write_text(f"{n}\n")
+
+
+def role_count(uri: str, ip: str, name: str, out: str) -> None:
+    from ejlb.shim.receiver import Receiver
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    n = nbytes = 0
+    with Receiver(uri, ip, 30000, name=name, state_period=0.1, queue_size=4096, threads=1) as rx:
+        Path(out + ".ready").write_text("1")
+        while not stop["now"]:
+            try:
+                ev = rx.recv(timeout=0.2)
+            except TimeoutError:
+                continue
+            n, nbytes = n + 1, nbytes + len(ev)
+            Path(out).write_text(f"{n} {nbytes}\n") if n % 200 == 0 else None
+    Path(out).write_text(f"{n} {nbytes}\n")
+
+
+def scale_out(tmp: Path, seconds: float, gbps: float, repeat: int) -> list[tuple[int, float]]:
+    from e2e_netns_tools import Topology
+
+    me = [sys.executable, str(Path(__file__).resolve())]
+    url = f"snp4://{TOKEN}@{NET['n1']}:50051,{NET['n2']}:50051"
+    results = []
+    with Topology(f"ejbn{os.getpid()}", NET) as topo:
+        for n in ("n1", "n2"):
+            topo.run(n, ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
+            topo.popen(n, EJLB + ["lb-node", "--listen", f"{NET[n]}:50051", "--token", TOKEN, "--ports", "19522"],
+                       stdout=open(tmp / f"{n}.out", "w"), stderr=open(tmp / f"{n}.log", "w"))
+        for d in ("daq1", "daq2"):
+            topo.run(d, ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
+        for n in ("n1", "n2"):
+            wait_until(lambda n=n: (tmp / f"{n}.out").read_text().strip(), 20, n)
+        topo.popen("cp", EJLB + ["serve", "--listen", f"{NET['cp']}:18008", "--dataplane", url,
+                                 "--sync-ipv4", NET["cp"], "--instance", f"lb_id=0,ipv4={VIP},ipv6=none,ports=19522-19522"],
+                   stdout=open(tmp / "serve.out", "w"), stderr=open(tmp / "serve.log", "w"))
+        wait_until(lambda: (tmp / "serve.out").read_text().startswith("ejfat://"), 20, "serve")
+        admin = (tmp / "serve.out").read_text().split()[0]
+        uri = topo.run("daq1", ROLES + ["reserve", admin, "scale", "ipv4", NET["daq1"], NET["daq2"]]).strip()
+        counters = {w: tmp / f"{w}.count" for w in ("w1", "w2")}
+        workers = [topo.popen(w, me + ["role", "count", uri, NET[w], w, str(counters[w])],
+                              stderr=open(tmp / f"{w}.err", "w")) for w in ("w1", "w2")]
+        wait_until(lambda: all(Path(str(c) + ".ready").exists() for c in counters.values()), 30, "workers")
+        time.sleep(3.0)  # registered, reporting, in the calendar
+
+        def delivered() -> tuple[int, int]:
+            tot = [0, 0]
+            for c in counters.values():
+                if c.exists() and c.read_text().strip():
+                    a, b = c.read_text().split()
+                    tot[0], tot[1] = tot[0] + int(a), tot[1] + int(b)
+            return tot[0], tot[1]
+
+        for _ in range(repeat):
+            for n_nodes in (1, 2):
+                hops = ("n1", "n2")[:n_nodes]
+                for d in ("daq1", "daq2"):
+                    args = []
+                    for h in hops:
+                        args += ["nexthop", "via", NET[h], "dev", "eth0"]
+                    topo.run(d, ["ip", "route", "replace", f"{VIP}/32", *args])
+                time.sleep(0.5)
+                _, b0 = delivered()
+                t0 = time.time()
+                senders = [topo.popen(d, me + ["role", "blast", uri, str(i + 1), str(seconds), str(gbps),
+                                               str(tmp / f"{d}.sent")], stderr=open(tmp / f"{d}.err", "w"))
+                           for i, d in enumerate(("daq1", "daq2"))]
+                for p in senders:
+                    p.wait(seconds + 60)
+                time.sleep(1.5)  # the last events drain and the counters are written
+                _, b1 = delivered()
+                results.append((n_nodes, (b1 - b0) * 8 / (time.time() - 1.5 - t0) / 1e9))
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+            w.wait(20)
+    return results
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "role":
+        globals()[f"role_{sys.argv[2]}"](*sys.argv[3:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one repeat, a short crash run")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--crash-events", type=int, default=3000)
     ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--netns", action="store_true", help="also the scale-out run (root, ip netns)")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--gbps", type=float, default=6.0, help="offered per sender (two senders)")
     args = ap.parse_args()
     repeat = 1 if args.quick else args.repeat
     n = 1200 if args.quick else args.crash_events
@@ -202,6 +311,17 @@ def main() -> None:
         for mode in ("embedded", "node"):
             r = crash(mode, Path(d), n, args.rate)
             print(f"| {r['mode']} | {r['sent']} | {r['sent_while_down']} | {r['lost']} |", flush=True)
+        if args.netns:
+            res = scale_out(Path(d), 2.0 if args.quick else args.seconds, args.gbps, repeat if not args.quick else 1)
+            one = [g for n_, g in res if n_ == 1]
+            two = [g for n_, g in res if n_ == 2]
+            med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+            print(f"\n## Scale-out: two senders offering {2 * args.gbps:.0f} Gb/s of 1 MiB events, ECMP\n")
+            print("| nodes | delivered Gb/s (median) | trials |")
+            print("|---|---|---|")
+            print(f"| 1 | {med(one):.2f} | {', '.join(f'{g:.2f}' for g in one)} |")
+            print(f"| 2 | {med(two):.2f} | {', '.join(f'{g:.2f}' for g in two)} |")
+            print(f"\ntwo nodes / one node: {med(two) / med(one):.2f}")
 
 
 if __name__ == "__main__":
