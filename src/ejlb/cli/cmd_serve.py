@@ -89,6 +89,9 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
 @click.option("--dataplane", "dataplane_url", metavar="URL",
               help="Program LB nodes (ejlb lb-node) or SmartNICs instead of an in-process data plane: "
                    "snp4://TOKEN@host:port[,host:port...] (snp4s:// for TLS).")
+@click.option("--node-process", is_flag=True,
+              help="Run the data plane (--backend, default software) as a separate local ejlb lb-node that "
+                   "keeps forwarding if this process dies; found again through --db on restart.")
 @click.option("--dataplane-ca", type=click.Path(exists=True, dir_okay=False),
               help="CA certificate (PEM) that snp4s:// nodes must present a certificate from.")
 @click.option("--db", help="SQLite database (default: in memory, nothing survives a restart).")
@@ -106,7 +109,7 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
               help="Also write the admin URI to this file (mode 0600).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_url, dataplane_ca, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
+def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_url, node_process, dataplane_ca, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
           controller_period, balancer, uri_file, log_level):
     """Run the control plane with a data plane. SIGHUP restarts the control plane (data plane keeps
     forwarding); SIGTERM/SIGINT shut down."""
@@ -120,6 +123,11 @@ def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_u
         backend = "snp4"
     config = build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6,
                           metrics_port, controller_period, balancer)
+    if node_process:
+        if dataplane_url:
+            raise CLIError("--node-process with --dataplane: the node is either local or given; drop one", EXIT_USAGE)
+        dataplane_url = _local_node(config, threads, interface, bitfile)
+        config.backend = "snp4"
     options = {"software": {"threads": threads}, "fpga": {"bitfile": bitfile},
                "xdp": {"interface": interface},
                "snp4": {"url": dataplane_url, "ca_file": dataplane_ca}}.get(config.backend, {})
@@ -171,7 +179,29 @@ def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_u
         if cp is not None:
             cp.stop()
         dataplane.close()
+        if node_process:
+            from ejlb.cli import node_process as local
+
+            local.stop(config.db)
         log.info("stopped")
+
+
+def _local_node(config, threads, interface, bitfile) -> str:
+    from ejlb.cli import node_process as local
+    from ejlb.cli.cmd_node import NODE_BACKENDS
+
+    if config.backend not in NODE_BACKENDS:
+        raise CLIError(f"--node-process --backend {config.backend}: a node runs one of {', '.join(NODE_BACKENDS)}",
+                       EXIT_USAGE)
+    ranges = {(i.data_min_port, i.data_max_port) for i in config.instances}
+    if len(ranges) > 1:
+        raise CLIError("--node-process: instances with different data ports; a node listens on one range "
+                       f"for every LB (got {sorted(ranges)})", EXIT_USAGE)
+    (lo, hi), = ranges or {(19522, 19522)}
+    args = ["--ports", f"{lo}-{hi}", "--threads", str(threads)]
+    args += ["--interface", interface] if interface else []
+    args += ["--bitfile", bitfile] if bitfile else []
+    return local.ensure(config.db, config.backend, args)
 
 
 def _start(cls, config, dataplane):
