@@ -145,10 +145,6 @@ def _rule(table: str, keys: Iterable[int], action: str, params: Iterable[int] = 
 # ---------------------------------------------------------------------------------------------
 # Encoding: Tables -> rules
 
-def _int(ip) -> int:
-    return int(ip)
-
-
 def _low24(ip: ipaddress.IPv6Address) -> int:
     return int(ip) & 0xFFFFFF
 
@@ -175,11 +171,11 @@ def lb_rules(tables: Tables) -> list[Rule]:
             if ip is not None and owner.setdefault(ip, inst.lb_id) != inst.lb_id:
                 raise RuleSetError(f"lbs[{inst.lb_id}].ipv{ip.version}={ip}: LB {owner[ip]} has that address")
         if inst.ipv4 is not None:
-            a = _int(inst.ipv4)
+            a = int(inst.ipv4)
             out += [_rule(IP_DST, (ETH_IPV4, a), "set_ip_sa", (a, inst.lb_id)),
                     _rule(IP_DST, (ETH_ARP, a), "set_ip_sa", (a, inst.lb_id))]
         if inst.ipv6 is not None:
-            b = _int(inst.ipv6)
+            b = int(inst.ipv6)
             sol = SOLICITED_NODE | _low24(inst.ipv6)
             out += [_rule(IP_DST, (ETH_IPV6, b), "set_ip_sa", (b, inst.lb_id)),
                     _rule(IP_DST, (ETH_IPV6, sol), "set_ip_sa", (b, inst.lb_id))]
@@ -188,7 +184,7 @@ def lb_rules(tables: Tables) -> list[Rule]:
 
 
 def sender_rules(senders: Iterable[tuple[int, object]]) -> list[Rule]:
-    return [_rule(IPV4_SRC if ip.version == 4 else IPV6_SRC, (lb_id, _int(ip)), "allow_ip_src")
+    return [_rule(IPV4_SRC if ip.version == 4 else IPV6_SRC, (lb_id, int(ip)), "allow_ip_src")
             for lb_id, ip in sorted(senders, key=lambda s: (s[0], s[1].version, int(s[1])))]
 
 
@@ -396,7 +392,6 @@ def _port_mac(mac_rules) -> int:
             if mac and mac != dst:
                 raise RuleSetError(f"{MAC_DST}: two unicast MACs {mac:#x} and {dst:#x}; a node has one port MAC")
             mac = dst
-
     return mac
 
 
@@ -419,7 +414,6 @@ def _lb_addresses(ip_rules) -> dict[int, dict[int, int]]:
         prev = addrs.setdefault(lb_id, {}).setdefault(version, dst)
         if prev != dst:
             raise RuleSetError(f"{IP_DST} lb_id={lb_id}: two IPv{version} addresses {prev:#x} and {dst:#x}")
-
     return addrs
 
 
@@ -450,7 +444,6 @@ def _epoch_ranges(epoch_rules) -> tuple[dict, dict]:
             ranges[(lb_id, epoch)] = EpochRange(start, None if end > TICK_MAX else end, catch_all.get(lb_id) == epoch)
         if lb_id in catch_all and (lb_id, catch_all[lb_id]) not in ranges:
             ranges[(lb_id, catch_all[lb_id])] = EpochRange(0, 0, catch_all=True)
-
     return ranges, slot_sel
 
 
