@@ -163,3 +163,15 @@ def test_bearer_rule_over_grpc(plane):
 def test_admin_token_must_be_one_bearer_token():
     with pytest.raises(ValueError, match="admin_token"):
         ControlConfig(port=0, backend="memory", admin_token="two words here")
+
+
+def test_repeated_sender_addresses_are_one_sender(plane):
+    """Found by the RPC fuzzer: the same address twice (in any spelling) once failed the store's
+    unique key and answered INTERNAL."""
+    m = admin(plane)
+    r = m.reserve("dups", senders=["::1", "::1", "0::1", "127.0.0.1", " 127.0.0.1"])
+    assert sorted(m.status(r.lb_id).senderAddresses) == ["127.0.0.1", "::1"]
+    m.add_senders(["::1", "::1"], lb_id=r.lb_id)
+    assert sorted(m.status(r.lb_id).senderAddresses) == ["127.0.0.1", "::1"]
+    m.free(r.lb_id)
+    m.close()

@@ -89,13 +89,14 @@ def totals(values: Mapping[str, int], names: Sequence[str], wire_names: Sequence
 
 
 def senders(addresses: Iterable[str]) -> list[str]:
-    out = []
+    """Canonical addresses, each once ("::1" twice, or "::1" and "0::1", is one sender)."""
+    out: dict[str, None] = {}
     for a in addresses:
         try:
-            out.append(str(ipaddress.ip_address(a.strip())))
+            out[str(ipaddress.ip_address(a.strip()))] = None
         except ValueError:
             raise InvalidArgument(f"senderAddresses={a!r}: not an IPv4/IPv6 address") from None
-    return out
+    return list(out)
 
 
 def worker_address(value: str, allow_private: bool) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
