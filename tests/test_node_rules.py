@@ -140,7 +140,6 @@ def _cal(**over):
     (lambda x: setattr(x.action, "name", "do_nat"), pb.EC_INVALID_ACTION_NAME, "do_nat"),
     (lambda x: x.action.parameters.pop(), pb.EC_TABLE_RULE_TOO_FEW_ACTION_PARAMETERS, "0 parameters"),
     (lambda x: setattr(x.action.parameters[0], "value", "0x10000"), pb.EC_TABLE_RULE_PARAM_TOO_BIG, "member_id"),
-    (lambda x: setattr(x.action.parameters[0], "value", "2000"), pb.EC_FAILED_INSERT_TABLE_RULE, "member_id=2000"),
     (lambda x: x.matches[0].CopyFrom(pb.Match(key_mask=pb.MatchKeyMask(key="0x0", mask="0x3"))),
      pb.EC_TABLE_RULE_MATCH_INVALID_CONSTANT_MASK, "meta_lb_id"),
     (lambda x: x.matches[0].CopyFrom(pb.Match(range=pb.MatchRange(lower=1, upper=2))),

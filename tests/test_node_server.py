@@ -348,3 +348,41 @@ def test_hostile_rules_never_harm_the_node():
             assert node.backend.installed == node.device.tables
 
     run()
+
+
+def test_udplbd2_session_ids_beyond_the_data_planes_member_ids(node):
+    """udplbd2 sends session id mod 65535 as member id; the node maps them onto its 1024 ids, forwards
+    by them, reports counters under the wire ids, and frees them when no rule uses them any more."""
+    tb = tables()
+    wire = {m: 5000 + 7 * m for m in range(t.MAX_MEMBERS)}  # what a long-running udplbd2 would send
+    by_table = {}
+    for r in R.encode(tb).values():
+        if r.table == R.CALENDAR and r.params[0] != t.UNASSIGNED:
+            r = dataclasses.replace(r, params=(wire[r.params[0]],))
+        elif r.table == R.MEMBER_INFO:
+            (lb, eth, (m, mask)) = r.matches
+            r = dataclasses.replace(r, matches=(lb, eth, (wire[m], mask)))
+        by_table.setdefault(r.table, []).append(r)
+    reqs = [rule_request(pb.BOP_INSERT, by_table[x]) for x in R.TABLE_ORDER if x in by_table]
+    responses, md = batch(node, *reqs)
+    assert all(r.table_rule.error_code == pb.EC_OK for r in responses), md
+    for frame, _ in corpus.frames(1500):  # forwards exactly as the same tables with small ids
+        a, b = model.process(tb, frame), node.backend.process(frame)
+        assert (a.verdict, a.frame) == (b.verdict, b.frame)
+    (stats,) = stub(node).GetPipelineStats(pb.PipelineStatsRequest(dev_id=-1), metadata=MD)
+    sent = {v.index: v.u64 for m in stats.stats.metrics if m.name == "lb_mbr_tx_pkt_counter" for v in m.values}
+    assert sent and set(sent) <= set(wire.values()) and sum(sent.values()) > 0  # indexed by the wire ids
+
+    named = set(tb.members) | {(lb, m) for (lb, _), cal in tb.calendars.items() for m in cal if m != t.UNASSIGNED}
+    assert set(node.device.ids.local) == {(lb, wire[m]) for lb, m in named}
+    responses, _ = batch(node, *[rule_request(pb.BOP_DELETE, by_table[x]) for x in (R.EPOCH, R.CALENDAR, R.MEMBER_INFO)])
+    assert all(r.table_rule.error_code == pb.EC_OK for r in responses)
+    assert node.device.ids.local == {}  # no rule names them any more: free for the next sessions
+
+
+def test_more_member_ids_than_the_data_plane_holds_are_refused_by_name(node):
+    rules = [R.member_rules(0, 2000 + i, t.Member(ipaddress.IPv4Address(f"10.0.{i // 256}.{i % 256}"), 30000))[0]
+             for i in range(t.MAX_MEMBERS + 1)]
+    (resp,), md = batch(node, rule_request(pb.BOP_INSERT, rules))
+    assert resp.table_rule.error_code == pb.EC_FAILED_INSERT_TABLE_RULE
+    assert f"more than {t.MAX_MEMBERS} member ids" in md[ERROR_METADATA] and not node.device.rules[R.MEMBER_INFO]

@@ -36,6 +36,7 @@ class Device:
         self.rules: dict[str, dict[tuple, R.Rule]] = {name: {} for name in R.SCHEMA}
         self.tables = Tables()
         self._memo: dict = {}  # decoded parts of unchanged tables (rules.decode)
+        self.ids = R.MemberIds()  # wire member ids (udplbd2: session ids) -> the data plane's
         self._baseline: dict[tuple[str, int], int] = {}  # cleared counters read relative to these
 
     @property
@@ -81,9 +82,10 @@ class Device:
             return out
         candidate = self.rules | staged
         try:
-            tables = R.decode(candidate, self._memo)
+            tables = R.decode(candidate, self._memo, self.ids)
         except R.RuleSetError as e:
             return Outcome(pb.EC_FAILED_INSERT_TABLE_RULE, f"refused whole, tables unchanged: {e}")
+        self.ids.commit()
         self.rules = candidate
         out.changed = tables != self.tables
         self.tables = tables
@@ -96,20 +98,29 @@ class Device:
         names = [table_name] if table_name else list(R.SCHEMA)
         candidate = self.rules | {n: {} for n in names}
         try:
-            tables = R.decode(candidate, self._memo)
+            tables = R.decode(candidate, self._memo, self.ids)
         except R.RuleSetError as e:  # e.g. clearing ip_dst alone cannot break a set; kept for safety
             return Outcome(pb.EC_FAILED_CLEAR_TABLE, f"table_name={table_name!r}: {e}")
+        self.ids.commit()
         self.rules = candidate
         changed, self.tables = tables != self.tables, tables
         return Outcome(changed=changed)
 
     # -- statistics ------------------------------------------------------------------------------
+    def _by_wire_ids(self, counters: Counters) -> Counters:
+        wire = self.ids.wire()
+        if all(wire.get(k, k[1]) == k[1] for k in counters.member):
+            return counters
+        out = Counters(glob=counters.glob, lb=counters.lb)
+        out.member = {(lb, wire.get((lb, m), m)): v for (lb, m), v in counters.member.items()}
+        return out
+
     def stats(self, counters: Counters, filters: pb.StatsFilters | None, scope: pb.StatsMetricScope) -> list[pb.StatsMetric]:
         """The pipeline statistics, relative to the last clear of each element."""
         f = filters.metric_filter if filters is not None and filters.HasField("metric_filter") else pb.StatsMetricFilter()
         non_zero = filters is not None and filters.non_zero
         out = []
-        for name, size, values in S.metrics(counters):
+        for name, size, values in S.metrics(self._by_wire_ids(counters)):
             vals = []
             for index, v in sorted(values.items()):
                 v -= self._baseline.get((name, index), 0)
@@ -124,7 +135,7 @@ class Device:
         """Re-zero the selected elements (the hardware clears on read; ejlb's counters run on)."""
         f = filters.metric_filter if filters is not None and filters.HasField("metric_filter") else pb.StatsMetricFilter()
         n = 0
-        for name, size, values in S.metrics(counters):
+        for name, size, values in S.metrics(self._by_wire_ids(counters)):
             for index, v in values.items():
                 if S.selected(f, name, index, size, scope):
                     self._baseline[(name, index)] = v

@@ -350,10 +350,12 @@ def _key(rule: Rule, i: int) -> int:
 Rules = Mapping[str, Mapping[tuple, Rule]]
 
 
-def decode(rules: Rules, memo: dict | None = None) -> Tables:
+def decode(rules: Rules, memo: dict | None = None, ids: "MemberIds | None" = None) -> Tables:
     """The Tables a device holding `rules` (table name -> identity -> Rule) forwards by. With a
     `memo` (one dict kept by the caller), a part is decoded again only when one of the rule dicts it
-    reads is a different object: a node replaces the dicts it writes and never mutates them."""
+    reads is a different object: a node replaces the dicts it writes and never mutates them. With
+    `ids`, member ids on the wire (16 bits) become the data plane's (0..MAX_MEMBERS-1); without,
+    they must already be those."""
     def part(fn, *tables):
         deps = tuple(rules.get(t, _EMPTY) for t in tables)
         if memo is not None:
@@ -374,11 +376,56 @@ def decode(rules: Rules, memo: dict | None = None) -> Tables:
         lbs[lb_id] = LBInstance(lb_id, mac.to_bytes(6, "big"),
                                 _ip(fam[4], False) if 4 in fam else None, _ip(fam[6], True) if 6 in fam else None,
                                 slot_bits=bits, slot_xor=xor)
+    calendars, members = part(_calendars, CALENDAR), part(_members, MEMBER_INFO)
+    if ids is not None:
+        calendars, members = ids.translate(calendars, members)
     try:
         return Tables(lbs=lbs, senders=part(_senders, IPV4_SRC, IPV6_SRC), epochs=ranges,
-                      calendars=part(_calendars, CALENDAR), members=part(_members, MEMBER_INFO))
+                      calendars=calendars, members=members)
     except ValueError as e:
         raise RuleSetError(str(e)) from None
+
+
+class MemberIds:
+    """Wire member ids -> data-plane member ids, per LB. The wire has 16 bits (udplbd2 sends session
+    id mod 65535, which grows with every registration); ejlb's data planes hold MAX_MEMBERS. An id
+    keeps its own number where that is free (so ejlb's control plane sees no remapping), else gets
+    the lowest free one; it keeps it while any member or calendar rule uses it.
+
+    `translate` computes the mapping for a rule set into `pending`; the caller `commit`s it once the
+    set is accepted (or drops it)."""
+
+    def __init__(self) -> None:
+        self.local: dict[tuple[int, int], int] = {}  # (lb, wire id) -> data-plane id
+        self.pending: dict[tuple[int, int], int] | None = None
+
+    def translate(self, calendars: dict, members: dict) -> tuple[dict, dict]:
+        in_use = set(members)
+        for (lb, _), cal in calendars.items():
+            in_use.update((lb, m) for m in set(cal) if m != UNASSIGNED)
+        mapping = {k: v for k, v in self.local.items() if k in in_use}
+        taken = {(lb, v) for (lb, _), v in mapping.items()}
+        for lb, wire in sorted(in_use - mapping.keys()):
+            local = wire if wire < MAX_MEMBERS and (lb, wire) not in taken else \
+                next((i for i in range(MAX_MEMBERS) if (lb, i) not in taken), None)
+            if local is None:
+                raise RuleSetError(f"lb_id={lb}: more than {MAX_MEMBERS} member ids in use (wire id {wire})")
+            mapping[(lb, wire)] = local
+            taken.add((lb, local))
+        self.pending = mapping
+        if all(w == v for (_, w), v in mapping.items()):
+            return calendars, members  # ejlb's own control plane: ids are already the data plane's
+        cals = {(lb, e): tuple(m if m == UNASSIGNED else mapping[(lb, m)] for m in cal)
+                for (lb, e), cal in calendars.items()}
+        return cals, {(lb, mapping[(lb, w)]): m for (lb, w), m in members.items()}
+
+    def commit(self) -> None:
+        if self.pending is not None:
+            self.local, self.pending = self.pending, None
+
+    def wire(self) -> dict[tuple[int, int], int]:
+        """(lb, data-plane id) -> wire id, for reporting counters by the ids the client knows."""
+        return {(lb, v): w for (lb, w), v in self.local.items()}
 
 
 _EMPTY: Mapping = {}
@@ -610,10 +657,6 @@ def _check_fits(r: Rule) -> None:
         bad = f"meta_epoch={_key(r, 1)}: this node holds epochs 0..{NUM_EPOCHS - 1}"
     elif r.table == CALENDAR and _key(r, 2) >= CALENDAR_SLOTS:
         bad = f"calendar_slot={_key(r, 2)}: slots are 0..{CALENDAR_SLOTS - 1}"
-    elif r.table == CALENDAR and r.params[0] >= MAX_MEMBERS and r.params[0] != UNASSIGNED:
-        bad = f"member_id={r.params[0]}: this node holds member ids 0..{MAX_MEMBERS - 1} (0xffff = none)"
-    elif r.table == MEMBER_INFO and _key(r, 2) >= MAX_MEMBERS:
-        bad = f"meta_member_id={_key(r, 2)}: this node holds member ids 0..{MAX_MEMBERS - 1}"
     elif r.table == MEMBER_INFO and _key(r, 1) not in (ETH_IPV4, ETH_IPV6):
         bad = f"etherType={_key(r, 1):#x}: members are 0x800 (IPv4) or 0x86dd (IPv6)"
     elif r.table == MEMBER_INFO and r.action != "drop" and (
