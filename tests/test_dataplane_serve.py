@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from e2e_netns_tools import wait_until
 from ejlb.control.client import LBManager
 from ejlb.shim.receiver import Receiver
 from ejlb.shim.sender import Sender
@@ -27,15 +28,6 @@ def _serve(tmp_path, *extra):
         proc.kill()
         pytest.fail(f"ejlb serve printed {line!r}; log:\n{(tmp_path / 'serve.log').read_text()}")
     return proc, line
-
-
-def _wait(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _stream(tx, rx, first, n):
@@ -59,12 +51,12 @@ def test_serve_forwards_restarts_and_stops(tmp_path):
             res = m.reserve("serve-test", senders=["127.0.0.1"])
             assert str(res.uri.data_address(4).ip) == LB_IP
         with Receiver(res.uri, WORKER_IP, 0, name="w1", state_period=0.1) as rx, LBManager(res.uri) as m:
-            _wait(lambda: any(w.slotsAssigned for w in m.status().workers), what="worker slots")
+            wait_until(lambda: any(w.slotsAssigned for w in m.status().workers), 10, "worker slots")
             with Sender(res.uri, sync=False) as tx:
                 _stream(tx, rx, 0, 50)
                 proc.send_signal(signal.SIGHUP)
                 _stream(tx, rx, 50, 50)  # forwarding while the control plane restarts
-                _wait(lambda: "control plane restarted" in (tmp_path / "serve.log").read_text(), what="restart")
+                wait_until(lambda: "control plane restarted" in (tmp_path / "serve.log").read_text(), 10, "restart")
                 status = m.status()
                 assert [w.name for w in status.workers] == ["w1"]
                 _stream(tx, rx, 100, 20)

@@ -31,7 +31,7 @@ from ejlb.dataplane.tables import EpochRange, LBInstance, Member, Tables, diff, 
 from ejlb.wire import CALENDAR_SLOTS, DEFAULT_DATA_PORT, REHeader, fragment_headers, max_payload
 
 sys.path.insert(0, os.path.dirname(__file__))
-from e2e_netns_tools import netns_available  # noqa: E402
+from e2e_netns_tools import netns_available, wait_until as _wait  # noqa: E402
 from netns_thread import InNetns, tx_checksum_offload  # noqa: E402
 
 IP = ipaddress.ip_address
@@ -186,14 +186,6 @@ def test_events_reach_one_worker_whole_and_strangers_are_dropped(topology):
 
 CP_IP = "10.99.0.99"  # the control plane's own address on l0: sync and gRPC are not LB data
 
-
-def _wait(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("mode", ["serve", "node"])
