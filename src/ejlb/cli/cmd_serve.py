@@ -46,8 +46,15 @@ def parse_instance(text: str) -> dict:
     return out
 
 
+def _host_port(flag: str, value: str) -> dict:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CLIError(f"{flag} {value!r}: expected HOST:PORT", EXIT_USAGE)
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
 def build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
-                 controller_period, balancer=None):
+                 controller_period, balancer=None, http=None):
     from ejlb.control.config import ConfigError, ControlConfig
 
     try:
@@ -62,10 +69,9 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
             if not isinstance(data, dict):
                 raise CLIError(f"--config {config_file}: the configuration must be a mapping", EXIT_USAGE)
         if listen:
-            host, sep, port = listen.rpartition(":")
-            if not sep or not port.isdigit():
-                raise CLIError(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
-            data["listen"] = {"host": host.strip("[]"), "port": int(port)}
+            data["listen"] = _host_port("--listen", listen)
+        if http:
+            data["http"] = _host_port("--http", http)
         flags = dict(backend=backend, db=db, admin_token=admin_token, sync_ipv4=sync_ipv4, sync_ipv6=sync_ipv6,
                      metrics_port=metrics_port, controller_period=controller_period, balancer=balancer)
         data.update({k: v for k, v in flags.items() if v is not None})
@@ -101,6 +107,8 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
 @click.option("--sync-ipv4", help="Address the sync listeners bind (IPv4).")
 @click.option("--sync-ipv6", help="Address the sync listeners bind (IPv6).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus /metrics on this port.")
+@click.option("--http", metavar="HOST:PORT",
+              help="Serve the web dashboard and REST API here (docs/rest.md; TLS with --config's tls).")
 @click.option("--controller-period", type=float, help="Seconds between controller ticks (default 1).")
 @click.option("--balancer", type=click.Choice(["capacity", "signal"]),
               help="Slot allocation: capacity (default; follows measured worker capacity) or signal "
@@ -110,7 +118,7 @@ def build_config(config_file, listen, backend, db, admin_token, instances, sync_
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_url, node_process, dataplane_ca, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,
-          controller_period, balancer, uri_file, log_level):
+          http, controller_period, balancer, uri_file, log_level):
     """Run the control plane with a data plane. SIGHUP restarts the control plane (data plane keeps
     forwarding); SIGTERM/SIGINT shut down."""
     from ejlb.control.server import ControlPlane
@@ -122,7 +130,7 @@ def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_u
             raise CLIError(f"--dataplane with --backend {backend}: the nodes are the data plane; drop one", EXIT_USAGE)
         backend = "snp4"
     config = build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6,
-                          metrics_port, controller_period, balancer)
+                          metrics_port, controller_period, balancer, http)
     if node_process:
         if dataplane_url:
             raise CLIError("--node-process with --dataplane: the node is either local or given; drop one", EXIT_USAGE)
@@ -145,9 +153,11 @@ def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_u
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    cp = None
+    cp = web = None
     try:
         cp = _start(ControlPlane, config, dataplane)
+        if config.http_port is not None:
+            web = _start_web(cp, config)
         uri = cp.admin_uri
         click.echo(uri)
         if uri_file:
@@ -173,9 +183,13 @@ def serve(config_file, listen, backend, threads, bitfile, interface, dataplane_u
                 # the same port, so clients and the printed URI stay valid
                 config.port, cp = cp.port, None
                 cp = _start(ControlPlane, config, dataplane)
+                if web is not None:  # same port, browsers stay logged in
+                    web.attach(cp)
                 log.info("control plane restarted: %d reservations resumed", len(cp.service.reservations))
     finally:
         log.info("shutting down")
+        if web is not None:
+            web.stop()
         if cp is not None:
             cp.stop()
         dataplane.close()
@@ -214,6 +228,19 @@ def _start(cls, config, dataplane):
     except OSError as e:
         dataplane.close()
         raise CLIError(f"serve: {e}", EXIT_FAILURE) from None
+
+
+def _start_web(cp, config):
+    from ejlb.web.app import WebServer
+
+    try:
+        web = WebServer(cp, config.http_host or config.host, config.http_port, config.tls_cert, config.tls_key)
+        web.start()
+    except OSError as e:
+        cp.stop()
+        raise CLIError(f"serve: {e}", EXIT_FAILURE) from None
+    log.info("web dashboard and REST API on %s", web.url)
+    return web
 
 
 COMMANDS = [serve]

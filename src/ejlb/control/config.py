@@ -19,6 +19,7 @@ Example (every key optional):
     fill_gain: 0.0                 # balancer signal only: feedback from reported fill for silent workers
     sticky_calendar: true          # minimal-move calendar layout (calendar.py)
     metrics_port: null             # Prometheus /metrics on listen host (0: ephemeral)
+    http: {host: 127.0.0.1, port: 8080}  # web dashboard + REST API (ejlb.web; off when absent; TLS as gRPC)
     rpc_threads: 8                 # gRPC handler threads
 """
 from __future__ import annotations
@@ -114,6 +115,8 @@ class ControlConfig:
     fill_gain: float = 0.0
     sticky_calendar: bool = True
     metrics_port: int | None = None
+    http_host: str | None = None  # web dashboard + REST API (ejlb serve); default: the gRPC host
+    http_port: int | None = None  # None: no web server; 0: ephemeral
     rpc_threads: int = 8  # gRPC handler threads (the GIL makes more rarely faster)
 
     def __post_init__(self) -> None:
@@ -128,6 +131,8 @@ class ControlConfig:
             _fail("rpc_threads", self.rpc_threads, "must be 1..256")
         if self.metrics_port is not None:
             _port("metrics_port", self.metrics_port)
+        if self.http_port is not None:
+            _port("http.port", self.http_port)
         if not isinstance(self.admin_token, str) or len(self.admin_token) < 8 or \
                 not all("\x21" <= c <= "\x7e" for c in self.admin_token):  # one bearer token: no spaces
             _fail("admin_token", "<hidden>", "must be at least 8 characters of visible ASCII, no spaces")
@@ -162,6 +167,11 @@ class ControlConfig:
             flat.update({k: listen[k] for k in ("host", "port") if k in listen})
             if set(listen) - {"host", "port"}:
                 _fail("listen", sorted(set(listen) - {"host", "port"}), "unknown keys (host, port)")
+        http = data.pop("http", None) or {}
+        if http:
+            if not isinstance(http, dict) or set(http) - {"host", "port"}:
+                _fail("http", http, "must be a mapping with keys host, port")
+            flat.update({f"http_{k}": v for k, v in http.items()})
         tls = data.pop("tls", None) or {}
         if tls:
             flat.update(tls_cert=tls.get("cert"), tls_key=tls.get("key"))

@@ -56,8 +56,8 @@ class HttpContext:
     """The part of grpc.ServicerContext the servicer uses: the bearer token as metadata, the peer
     (for the audit log) and abort."""
 
-    def __init__(self, authorization: str | None, peer: str):
-        self._metadata = [("authorization", authorization)] if authorization is not None else []
+    def __init__(self, authorization: list[str], peer: str):
+        self._metadata = [("authorization", v) for v in authorization]
         self._peer = peer
 
     def invocation_metadata(self):
@@ -137,7 +137,7 @@ def to_json(reply) -> dict:
     return json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
 
 
-def call(servicer, route: Route, authorization: str | None, peer: str, path: dict[str, str],
+def call(servicer, route: Route, authorization: list[str], peer: str, path: dict[str, str],
          query: list[tuple[str, str]], body: dict | None) -> dict:
     """Run one route through the gRPC servicer; raises RPCAborted with the status it would return."""
     ctx = HttpContext(authorization, peer)
@@ -153,7 +153,7 @@ def call(servicer, route: Route, authorization: str | None, peer: str, path: dic
     return to_json(getattr(servicer, route.rpc)(request, ctx))
 
 
-def call_rpc(servicer, rpc: str, request, authorization: str | None, peer: str):
+def call_rpc(servicer, rpc: str, request, authorization: list[str], peer: str):
     """One servicer method with a request message (the dashboard's own endpoints authorise through
     the gRPC API's checks this way); raises RPCAborted."""
     return getattr(servicer, rpc)(request, HttpContext(authorization, peer))

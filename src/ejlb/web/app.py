@@ -165,8 +165,8 @@ class WebServer:
         except LBError as e:  # e.g. a token revoked between the check and the read
             resp = _error(api.HTTP_STATUS.get(e.code, 500), e.code.name, e.detail)
         except web.HTTPException as e:  # 404/405/413 from aiohttp: JSON on the API, with our headers
-            resp = _error(e.status, e.reason.upper().replace(" ", "_"),
-                          f"{request.method} {request.path}: {e.reason}") if request.path.startswith("/api/") else e
+            resp = (_error(e.status, e.reason.upper().replace(" ", "_"), f"{request.method} {request.path}: {e.reason}")
+                    if request.path.startswith("/api/") else web.Response(status=e.status, text=f"{e.status} {e.reason}"))
         resp.headers.update(SECURITY_HEADERS)
         if request.path.startswith("/api/"):
             resp.headers["Cache-Control"] = "no-store"
@@ -185,14 +185,14 @@ class WebServer:
         with self._sessions_lock:
             return self.sessions.get(request.cookies.get(auth.COOKIE), time.time())
 
-    def _authorization(self, request: web.Request) -> str | None:
-        """The Authorization value for the servicer: the header as sent (scripts), else the
-        cookie session's token (browsers), else None (the servicer answers UNAUTHENTICATED)."""
+    def _authorization(self, request: web.Request) -> list[str]:
+        """The Authorization values for the servicer's metadata: the headers as sent (scripts;
+        the servicer refuses two as it does over gRPC), else the cookie session's token
+        (browsers), else none (UNAUTHENTICATED)."""
         if "Authorization" in request.headers:
-            values = request.headers.getall("Authorization")
-            return values[0] if len(values) == 1 else "\n".join(values)  # two: malformed, as in gRPC
+            return request.headers.getall("Authorization")
         s = self._cookie_session(request)
-        return None if s is None else f"Bearer {s.token}"
+        return [] if s is None else [f"Bearer {s.token}"]
 
     @staticmethod
     def _peer(request: web.Request) -> str:
@@ -233,7 +233,7 @@ class WebServer:
             raise api.RPCAborted(grpc.StatusCode.INVALID_ARGUMENT, "token: a non-empty string is required")
         # the gRPC API's own authentication (and its audit of refused tokens)
         await self._call(lambda: api.call_rpc(self.servicer, "Version", pb.VersionRequest(),
-                                              f"Bearer {token}", self._peer(request)))
+                                              [f"Bearer {token}"], self._peer(request)))
         info = await self._call(lambda: dashboard.session_info(self.plane.service, token))
         with self._sessions_lock:
             self.sessions.drop(request.cookies.get(auth.COOKIE))
@@ -254,7 +254,7 @@ class WebServer:
         authz = self._authorization(request)
         await self._call(lambda: api.call_rpc(self.servicer, rpc, msg or pb.VersionRequest(), authz,
                                               self._peer(request)))
-        return bearer_token([("authorization", authz)])  # well-formed: the call above parsed it
+        return bearer_token([("authorization", v) for v in authz])  # well-formed: the call above parsed it
 
     async def _session(self, request: web.Request) -> web.Response:
         token = await self._authorise(request)
