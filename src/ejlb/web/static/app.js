@@ -45,7 +45,7 @@ async function api(method, path, body) {
   const resp = await fetch(path, {method, headers, credentials: "same-origin",
                                   body: method === "GET" ? undefined : JSON.stringify(body || {})});
   const data = await resp.json().catch(() => ({}));
-  if (resp.status === 401 && path !== "/api/v1/login") { session = null; route(); }
+  if (resp.status === 401 && session && path !== "/api/v1/login") { session = null; route(); }  // token revoked or session expired
   if (!resp.ok) throw new ApiError(resp.status, data);
   return data;
 }
@@ -400,12 +400,13 @@ function systemPage() {
         h("table", {class: "grid"}, h("thead", {}, h("tr", {}, ["Instance", "IPv4", "IPv6", "Data ports"].map(t => h("th", {}, t)))),
           h("tbody", {}, s.instances.map(i => h("tr", {}, h("td", {}, i.lbId), h("td", {}, i.ipv4 || "–"), h("td", {}, i.ipv6 || "–"),
             h("td", {}, i.dataPorts[0] === i.dataPorts[1] ? i.dataPorts[0] : i.dataPorts.join("–"))))))];
-      if (s.dataplane) {
-        const names = Object.keys(Object.values(s.dataplane.lb)[0] || {});
+      if (s.dataplane) {  // counters as rows, instances as columns: the table stays narrow
+        const ids = Object.keys(s.dataplane.lb), names = Object.keys(s.dataplane.lb[ids[0]] || {});
         parts.push(h("h2", {}, "Data-plane counters"),
           h("p", {class: "muted"}, "Before an LB is known: " + Object.entries(s.dataplane.global).map(([k, v]) => `${k} ${v}`).join(", ")),
-          h("table", {class: "grid", id: "dataplane"}, h("thead", {}, h("tr", {}, h("th", {}, "Instance"), names.map(n => h("th", {}, n.replace("drop_", "drop ").replace("_", " "))))),
-            h("tbody", {}, Object.entries(s.dataplane.lb).map(([id, c]) => h("tr", {}, h("td", {}, id), names.map(n => h("td", {class: "num"}, charts.fmtNumber(c[n]))))))));
+          h("table", {class: "grid narrow", id: "dataplane"},
+            h("thead", {}, h("tr", {}, h("th", {}, "Counter"), ids.map(id => h("th", {class: "num"}, `instance ${id}`)))),
+            h("tbody", {}, names.map(n => h("tr", {}, h("td", {}, n), ids.map(id => h("td", {class: "num"}, charts.fmtNumber(s.dataplane.lb[id][n]))))))));
       }
       box.replaceChildren(...parts);
     } catch (e) { box.replaceChildren(errorBox(e)); }

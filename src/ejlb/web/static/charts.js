@@ -80,9 +80,12 @@ function lineChart(title, opts) {
     yl.textContent = opts.yLabel;
     root.appendChild(yl);
   }
+  let lastLabel = -Infinity;
   for (const m of opts.vlines || []) {
     if (m.t < t0 || m.t > t1) continue;
     root.appendChild(svg("line", {x1: x(m.t), x2: x(m.t), y1: PAD.t, y2: H - PAD.b, class: "vline"}));
+    if (x(m.t) - lastLabel < 44 || x(m.t) > W - PAD.r - 40) continue;  // close lines: the first keeps its label
+    lastLabel = x(m.t);
     const l = svg("text", {x: x(m.t) + 3, y: PAD.t + 10, class: "vlabel"});
     l.textContent = m.label;
     root.appendChild(l);
