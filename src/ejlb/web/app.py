@@ -167,6 +167,9 @@ class WebServer:
         except web.HTTPException as e:  # 404/405/413 from aiohttp: JSON on the API, with our headers
             resp = (_error(e.status, e.reason.upper().replace(" ", "_"), f"{request.method} {request.path}: {e.reason}")
                     if request.path.startswith("/api/") else web.Response(status=e.status, text=f"{e.status} {e.reason}"))
+        except Exception:  # a bug: logged with its traceback, the client sees INTERNAL (as over gRPC)
+            log.exception("%s %s failed", request.method, request.path)
+            resp = _error(500, "INTERNAL", f"{request.method} {request.path}: internal error")
         resp.headers.update(SECURITY_HEADERS)
         if request.path.startswith("/api/"):
             resp.headers["Cache-Control"] = "no-store"
