@@ -165,33 +165,42 @@ def test_admin_sees_overview_dashboard_and_charts(live, browser, shots):
     page.screenshot(shots / "web_lb.png")
 
 
-def test_sender_actions_and_free_from_the_page(live, browser):
+def test_reserve_sender_actions_extend_and_free_from_the_pages(live, browser):
     page, web, admin = browser.page, live["web"], live["admin"]
-    scratch = admin.reserve("scratch", senders=[IP], ip_family="ipv4")
     login(page, web.url, live["cp"].config.admin_token)
-    page.goto(f"{web.url}/#/lb/{scratch.lb_id}")
+    page.wait_for("document.querySelector('#reserve')", "the reserve form")
+    page.fill("#reserve input[name=name]", "scratch")
+    page.fill("#reserve input[name=senders]", IP)
+    page.eval("document.querySelector('#reserve').requestSubmit()")
+    notice = page.wait_for("document.querySelector('#reserve .notice')?.innerText", "the reservation's URI")
+    lb_id = notice.split("Reserved LB ")[1].split(".")[0]
+    uri = page.eval("document.querySelector('#reserve code.secret').innerText")
+    assert uri.startswith("ejfat://") and f"/lb/{lb_id}?" in uri
+    assert admin.get(lb_id).lbId == lb_id and admin.status(lb_id).senderAddresses == [IP]
+    page.goto(f"{web.url}/#/lb/{lb_id}")
     page.wait_for("document.querySelector('#add-sender')", "the sender form")
     page.fill("#add-sender input", "127.0.0.77")
     page.eval("document.querySelector('#add-sender').requestSubmit()")
     page.wait_for("[...document.querySelectorAll('ul.senders code')].some(c => c.innerText === '127.0.0.77')",
                   "the added sender")
-    assert sorted(admin.status(scratch.lb_id).senderAddresses) == ["127.0.0.1", "127.0.0.77"]
+    assert sorted(admin.status(lb_id).senderAddresses) == ["127.0.0.1", "127.0.0.77"]
     page.eval("[...document.querySelectorAll('ul.senders li')].find(li => li.innerText.includes('127.0.0.77'))"
               ".querySelector('button').click()")
     page.wait_for("![...document.querySelectorAll('ul.senders code')].some(c => c.innerText === '127.0.0.77')",
                   "the removed sender gone")
-    assert admin.status(scratch.lb_id).senderAddresses == ["127.0.0.1"]
+    assert admin.status(lb_id).senderAddresses == ["127.0.0.1"]
     page.fill("input[name=extend-hours]", "2")
+    before = admin.status(lb_id).expiresAt.seconds  # the form's default: 8 hours
+    assert 7.9 * 3600 < before - time.time() <= 8 * 3600
     page.eval("document.querySelector('#extend').requestSubmit()")
-    page.wait_for("true")
-    expires = page.wait_for(f"fetch('/api/v1/lbs/{scratch.lb_id}/status').then(r => r.json())"
-                            ".then(s => s.expiresAt || null)", "an expiry")
-    assert expires.endswith("Z")
+    page.wait_for(f"fetch('/api/v1/lbs/{lb_id}/status').then(r => r.json())"
+                  f".then(s => Date.parse(s.expiresAt) / 1000 < {before - 3600})", "the new expiry")
+    assert 1.9 * 3600 < admin.status(lb_id).expiresAt.seconds - time.time() <= 2 * 3600
     page.click("button[data-action=free]")
     page.click("button[data-action=free]")  # second click confirms
     page.wait_for("location.hash === '#/'", "the overview after free")
     with pytest.raises(NotFound):
-        admin.get(scratch.lb_id)
+        admin.get(lb_id)
 
 
 def test_token_management_and_system_page(live, browser, shots):
@@ -243,8 +252,9 @@ def test_read_only_login_sees_no_action_buttons(live, browser, shots):
     page.goto(f"{web.url}/#/tokens")
     page.wait_for("document.querySelector('#tokens tbody tr')", "the token page")
     assert page.eval("document.querySelectorAll('main button, main form').length") == 0
-    # and the server refuses what the page does not offer
-    r = page.eval(f"fetch('/api/v1/lbs/{res.lb_id}', {{method: 'DELETE', headers: {{'Content-Type': 'application/json'}}}})"
-                  ".then(r => r.status)")
-    assert r == 403  # no CSRF header: refused before the permission check
+    # and the server refuses what the page does not offer, by the permission check itself
+    r = page.eval("fetch('/api/v1/session').then(r => r.json()).then(s => fetch('/api/v1/lbs/" + res.lb_id + "', "
+                  "{method: 'DELETE', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf}}))"
+                  ".then(r => r.json().then(b => [r.status, b.code, b.message]))")
+    assert r[:2] == [403, "PERMISSION_DENIED"] and "lacks UPDATE" in r[2]
     assert live["admin"].get(res.lb_id).lbId == res.lb_id

@@ -43,6 +43,13 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin",
 }
 STATIC = resources.files("ejlb.web") / "static"
+VIEWS = (  # the dashboard's own endpoints (docs/rest.md), next to the gRPC mirror of api.ROUTES
+    ("POST", "/api/v1/login", "_login"),
+    ("POST", "/api/v1/logout", "_logout"),
+    ("GET", "/api/v1/session", "_session"),
+    ("GET", "/api/v1/system", "_system"),
+    ("GET", "/api/v1/lbs/{lbId}/dashboard", "_lb_dashboard"),
+)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -91,10 +98,12 @@ class WebServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread is not None:
-            self._thread.join(10)
+        """Stop serving (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            if thread.is_alive() and self._stopping is not None:
+                self._loop.call_soon_threadsafe(self._stopping.set)
+            thread.join(10)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, ready: threading.Event, failure: list) -> None:
@@ -147,11 +156,8 @@ class WebServer:
         r = app.router
         r.add_get("/", self._index)
         r.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
-        r.add_post("/api/v1/login", self._login)
-        r.add_post("/api/v1/logout", self._logout)
-        r.add_get("/api/v1/session", self._session)
-        r.add_get("/api/v1/system", self._system)
-        r.add_get("/api/v1/lbs/{lbId}/dashboard", self._lb_dashboard)
+        for method, path, handler in VIEWS:
+            r.add_route(method, path, getattr(self, handler))
         for route in api.ROUTES:
             r.add_route(route.method, route.path, self._rpc_handler(route))
         return app

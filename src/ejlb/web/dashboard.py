@@ -18,10 +18,6 @@ from ejlb.control.servicer import COMPAT_TAG
 from ejlb.control.tokens import Level
 
 
-def _level_name(level: Level) -> str:
-    return level.name
-
-
 def session_info(service, token: str) -> dict:
     """The caller's token and what the pages may offer it."""
     with service.lock:
@@ -31,7 +27,7 @@ def session_info(service, token: str) -> dict:
         return {
             "tokenId": caller.id, "name": caller.name,
             "permissions": [{"resourceType": g.resource.name, "resourceId": g.resource_id,
-                             "permission": _level_name(g.level)} for g in caller.grants],
+                             "permission": g.level.name} for g in caller.grants],
             # creating and revoking tokens: offered to holders of UPDATE somewhere (a read-only token
             # could mint read-only children through the API, but the page keeps it to reading)
             "may": {"reserve": may_reserve, "manageTokens": any(g.level >= Level.UPDATE for g in caller.grants)},
