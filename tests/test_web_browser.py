@@ -258,3 +258,18 @@ def test_read_only_login_sees_no_action_buttons(live, browser, shots):
                   ".then(r => r.json().then(b => [r.status, b.code, b.message]))")
     assert r[:2] == [403, "PERMISSION_DENIED"] and "lacks UPDATE" in r[2]
     assert live["admin"].get(res.lb_id).lbId == res.lb_id
+
+
+def test_the_browser_enforces_the_content_security_policy(live, browser):
+    """An injected inline script and style (what an XSS would try) are blocked by the real browser."""
+    page = browser.page
+    page.goto(live["web"].url + "/")
+    page.wait_for("document.querySelector('#token')", "the login page")
+    page.eval("(() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+              " document.body.appendChild(s); document.body.setAttribute('style', 'color: red'); })()")
+    page.wait_for("new Promise(r => setTimeout(() => r(true), 100))")
+    assert page.eval("window.injected === undefined")
+    assert page.eval("getComputedStyle(document.body).color") != "rgb(255, 0, 0)"
+    blocked = [e for e in page.errors if "Content Security Policy" in e]
+    assert len(blocked) == 2, page.errors
+    page.errors.clear()  # expected here; the fixture asserts no other errors

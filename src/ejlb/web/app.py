@@ -124,7 +124,7 @@ class WebServer:
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port, ssl_context=ctx, reuse_address=True)
             await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
+            self.port = self._runner.addresses[0][1]  # the real one when asked for 0
         except BaseException as e:  # bind failure, bad TLS files: reported by start()
             failure.append(e)
             if self._runner is not None:
