@@ -26,7 +26,11 @@ function h(tag, attrs, ...children) {
 }
 const $ = sel => document.querySelector(sel);
 function show(...nodes) { const m = $("#main"); m.replaceChildren(...nodes); }
-function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "never"; }
+function fmtTime(iso) {  // local time, one unambiguous form whatever the browser's locale
+  if (!iso) return "never";
+  const d = new Date(iso), p = n => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
 function ageSeconds(iso) { return iso ? (Date.now() - new Date(iso).getTime()) / 1000 : Infinity; }
 function pct(x) { return (100 * x).toFixed(1) + " %"; }
 function level(x, warn, bad) { return x >= bad ? "bad" : x >= warn ? "warn" : "ok"; }

@@ -68,7 +68,8 @@ function lineChart(title, opts) {
   }
   const tStep = niceStep((t1 - t0) / 1000, 4) * 1000;
   for (let t = Math.ceil(t0 / tStep) * tStep; t <= t1; t += tStep) {
-    const lbl = svg("text", {x: x(t), y: H - 8, "text-anchor": "middle", class: "tick"});
+    const edge = x(t) > W - PAD.r - 24;  // the last label would be cut off centred
+    const lbl = svg("text", {x: edge ? W - PAD.r : x(t), y: H - 8, "text-anchor": edge ? "end" : "middle", class: "tick"});
     lbl.textContent = fmtClock(t);
     root.appendChild(lbl);
   }
