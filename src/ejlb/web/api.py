@@ -18,6 +18,7 @@ Choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import grpc
 from google.protobuf import json_format
 
@@ -134,7 +135,11 @@ def build_request(route: Route, path: dict[str, str], query: list[tuple[str, str
 
 
 def to_json(reply) -> dict:
-    return json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
+    """Every field, defaults included (a page need not know proto3's defaults)."""
+    try:
+        return json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
+    except TypeError:  # protobuf < 5.26 (the dependency allows 4.25) names it so
+        return json_format.MessageToDict(reply, including_default_value_fields=True)
 
 
 def call(servicer, route: Route, authorization: list[str], peer: str, path: dict[str, str],
