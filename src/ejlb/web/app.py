@@ -143,8 +143,8 @@ class WebServer:
         while True:
             try:
                 plane = self.plane
-                points = await loop.run_in_executor(
-                    self._pool, lambda: history.sample(plane.service, plane.backend.counters(), time.time()))
+                points = await loop.run_in_executor(self._pool, lambda: history.sample(
+                    plane.service, plane.backend.counters(), time.time(), dashboard.node_counters(plane.backend)))
                 self.history.add(points)
             except Exception:  # a missed sample is a gap in a chart, never a stopped server
                 log.debug("counter sample failed", exc_info=True)

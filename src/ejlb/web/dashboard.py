@@ -1,5 +1,6 @@
 """The dashboard's own read-only views, beyond the gRPC replies: what the caller may do, a
-reservation's epochs, sync samples and counter history, and system information.
+reservation's epochs, sync samples and counter history, system information, and each LB node's
+health and counters when the data plane is made of nodes.
 
 Callers are authorised first through the gRPC servicer (`api.call_rpc`), so the checks and the
 audit of refusals are the gRPC API's; these functions then only read, under the service lock.
@@ -16,6 +17,7 @@ from ejlb.control import tokens as tk
 from ejlb.control.epochs import SEED_SRC, predict
 from ejlb.control.servicer import COMPAT_TAG
 from ejlb.control.tokens import Level
+from ejlb.dataplane.tables import Counters
 
 
 def session_info(service, token: str) -> dict:
@@ -64,6 +66,35 @@ def lb_details(service, token: str, lb_id: int, history: list[dict]) -> dict | N
         }
 
 
+def node_counters(backend) -> dict[str, Counters] | None:
+    """Each LB node's own counters, for a data plane of LB nodes (the snp4 backend, whose
+    `counters()` is their sum); None for a data plane in this process. A node that does not
+    answer is left out (the backend's health says why)."""
+    clients = getattr(backend, "clients", None)
+    if clients is None:
+        return None
+    from ejlb.node import stats
+    from ejlb.node.client import NodeError
+
+    out = {}
+    for c in clients:
+        try:
+            out[c.address] = stats.counters(c.stats())
+        except NodeError:
+            continue
+    return out
+
+
+def _nodes(backend) -> list[dict] | None:
+    health = getattr(backend, "health", None)
+    if health is None:
+        return None
+    counters = node_counters(backend) or {}
+    return [{"address": h.address, "up": h.up, "reloads": h.reloads, "failures": h.failures, "lastError": h.last_error,
+             "lb": {str(k): dict(v) for k, v in sorted(counters[h.address].lb.items())} if h.address in counters else None}
+            for h in health()]
+
+
 def system_info(plane, started: float, token: str) -> dict:
     """Version, configuration summary and what the caller can see; the data plane's global
     counters only for a token that may read everything."""
@@ -85,5 +116,6 @@ def system_info(plane, started: float, token: str) -> dict:
     if everything:
         counters = plane.backend.counters()
         out["dataplane"] = {"global": dict(counters.glob),
-                            "lb": {str(k): dict(v) for k, v in sorted(counters.lb.items())}}
+                            "lb": {str(k): dict(v) for k, v in sorted(counters.lb.items())},
+                            "nodes": _nodes(plane.backend)}
     return out

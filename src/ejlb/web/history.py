@@ -21,9 +21,10 @@ WORKER_TOTALS = ("total_events_reassembled", "total_events_dequeued", "total_eve
 _TOTAL_INDEX = tuple(TOTALS.index(k) for k in WORKER_TOTALS)
 
 
-def sample(service, counters: Counters, now: float) -> dict[int, dict]:
+def sample(service, counters: Counters, now: float, by_node: dict[str, Counters] | None = None) -> dict[int, dict]:
     """One point per reservation: {t (ms), lb: {LB counter: n}, members: {sessionId: tx_packets},
-    workers: {total: n summed over live workers}}."""
+    workers: {total: n summed over live workers}, nodes: {node address: rx_packets}} (`nodes` only
+    for a data plane of LB nodes: `by_node`, the counters of each node that answered)."""
     out = {}
     with service.lock:
         for res in service.reservations.values():
@@ -35,6 +36,8 @@ def sample(service, counters: Counters, now: float) -> dict[int, dict]:
                 for k, i in zip(WORKER_TOTALS, _TOTAL_INDEX):
                     workers[k] += s.totals[i]
             out[res.id] = {"t": int(now * 1000), "lb": dict(lb), "members": members, "workers": workers}
+            if by_node is not None:
+                out[res.id]["nodes"] = {a: c.lb.get(res.lb.lb_id, {}).get("rx_packets", 0) for a, c in by_node.items()}
     return out
 
 

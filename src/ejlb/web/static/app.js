@@ -5,6 +5,7 @@
 // dashboard "mayUpdate"); the server checks every call again anyway.
 "use strict";
 
+const NODE_COLOURS = ["#6b7280", "#a16207", "#0f766e", "#9333ea"];  // LB nodes: apart from the workers' colours
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 const REFRESH_MS = 2000;
 const SLOTS = 512;
@@ -305,7 +306,10 @@ function lbCharts(st, dash, series, lbId) {
   const drops = dropNames.map((k, i) => ({name: k.replace("drop_", ""), color: colour(i), points: charts.rates(cum(p => p.lb[k] || 0))}))
     .concat([{name: "worker queue full", color: "#111827", dash: true, points: charts.rates(cum(p => p.workers.total_event_enqueue_err))},
              {name: "reassembly error", color: "#6b7280", dash: true, points: charts.rates(cum(p => p.workers.total_events_reassembly_err))}]);
+  const nodes = hist.length && hist[hist.length - 1].nodes ? Object.keys(hist[hist.length - 1].nodes) : [];
   const packets = [{name: "LB rx", color: "#111827", width: 2.4, points: charts.rates(cum(p => p.lb.rx_packets))}]
+    .concat(nodes.map((a, i) => ({name: `node ${a} rx`, color: NODE_COLOURS[i % NODE_COLOURS.length], dash: true,
+                                  points: charts.rates(hist.filter(p => p.nodes && a in p.nodes).map(p => [p.t, p.nodes[a]]))})))
     .concat(ws.map((w, i) => ({name: `→ ${w.name}`, color: colour(i), points: charts.rates(cum(p => p.members[w.sessionId] || 0))})));
   // epochs: predicted event number per tick, the sync samples, and where each live epoch begins
   const pred = series[`/lb/${lbId}/predictedEventNumber`] || [];
@@ -411,10 +415,24 @@ function systemPage() {
           h("table", {class: "grid narrow", id: "dataplane"},
             h("thead", {}, h("tr", {}, h("th", {}, "Counter"), ids.map(id => h("th", {class: "num"}, `instance ${id}`)))),
             h("tbody", {}, names.map(n => h("tr", {}, h("td", {}, n), ids.map(id => h("td", {class: "num"}, charts.fmtNumber(s.dataplane.lb[id][n]))))))));
+        if (s.dataplane.nodes) parts.push(nodeTable(s.dataplane.nodes));
       }
       box.replaceChildren(...parts);
     } catch (e) { box.replaceChildren(errorBox(e)); }
   });
+}
+
+// LB nodes (a data plane of nodes): health, and each node's packets and drops summed over LB instances
+function nodeTable(nodes) {
+  const sum = (n, f) => n.lb ? Object.values(n.lb).reduce((a, c) => a + f(c), 0) : null;
+  const drops = c => Object.entries(c).filter(([k]) => k.startsWith("drop_")).reduce((a, [, v]) => a + v, 0);
+  return h("div", {}, h("h2", {}, "LB nodes"),
+    h("table", {class: "grid", id: "nodes"},
+      h("thead", {}, h("tr", {}, ["Node", "State", "RX packets", "RX bytes", "Drops", "Reloads", "Failures", "Last error"].map(t => h("th", {}, t)))),
+      h("tbody", {}, nodes.map(n => h("tr", {"data-node": n.address},
+        h("td", {}, n.address), h("td", {}, h("span", {class: `badge ${n.up ? "ok" : "error"}`}, n.up ? "up" : "down")),
+        [c => c.rx_packets, c => c.rx_bytes, drops].map(f => h("td", {class: "num"}, n.lb ? charts.fmtNumber(sum(n, f)) : "–")),
+        h("td", {class: "num"}, n.reloads), h("td", {class: "num"}, n.failures), h("td", {class: "muted"}, n.lastError || "–"))))));
 }
 
 route();
