@@ -78,7 +78,8 @@ class ControlPlane:
         cfg = self.config
         self._executor = futures.ThreadPoolExecutor(max_workers=cfg.rpc_threads, thread_name_prefix="ejlb-rpc")
         self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_LoadBalancerServicer_to_server(LoadBalancerServicer(self.service, self.metrics), self._grpc)
+        self.servicer = LoadBalancerServicer(self.service, self.metrics)  # also behind the REST API (ejlb.web)
+        pb_grpc.add_LoadBalancerServicer_to_server(self.servicer, self._grpc)
         addr = f"{_bracket(cfg.host)}:{cfg.port}"
         try:
             if cfg.tls:

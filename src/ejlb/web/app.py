@@ -29,7 +29,6 @@ from aiohttp import web
 
 from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control.errors import LBError
-from ejlb.control.servicer import LoadBalancerServicer
 from ejlb.control.tokens import bearer_token
 from ejlb.web import api, auth, dashboard, history
 
@@ -70,13 +69,14 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._sessions_lock = threading.Lock()
-        self.attach(plane)
+        self.attach(plane)  # a started plane: its servicer exists
         self.sample_period = sample_period or plane.config.controller_period
 
     def attach(self, plane) -> None:
-        """Serve this control plane from now on (a restarted one)."""
+        """Serve this control plane from now on (a restarted one). Its gRPC servicer object answers
+        the REST calls too: one refusal rate limit and one set of RPC metrics for both."""
         self.plane = plane
-        self.servicer = LoadBalancerServicer(plane.service, plane.metrics)
+        self.servicer = plane.servicer
 
     @property
     def url(self) -> str:
