@@ -273,3 +273,31 @@ def test_the_browser_enforces_the_content_security_policy(live, browser):
     blocked = [e for e in page.errors if "Content Security Policy" in e]
     assert len(blocked) == 2, page.errors
     page.errors.clear()  # expected here; the fixture asserts no other errors
+
+
+def test_many_workers_chart_the_busiest_dozen(browser):
+    """Beyond 12 workers the per-worker charts draw the 12 with most slots, and say so."""
+    from web_tools import Http, web_plane
+
+    with web_plane() as (cp, web), LBManager(cp.admin_uri) as m:
+        res = m.reserve("wide")
+        with LBManager(res.uri) as owner:
+            sessions = [owner.register(f"w{i:02d}", f"127.0.1.{i + 1}", 20000, weight=1 + i) for i in range(14)]
+        for s in sessions:  # state reports over REST, as a script would
+            r = Http(web.url, s.token).post(f"/api/v1/lbs/{res.lb_id}/sessions/{s.session_id}/state",
+                                            {"fillPercent": 0.1, "isReady": True})
+            assert r.status == 200, r.text
+        cp.tick()
+        cp.tick()
+        page = browser.page
+        login(page, web.url, cp.config.admin_token)
+        page.goto(f"{web.url}/#/lb/{res.lb_id}")
+        page.wait_for("document.querySelectorAll('#workers tr[data-session]').length === 14", "fourteen workers")
+        caption = page.wait_for("[...document.querySelectorAll('figure.chart figcaption')].map(c => c.innerText)"
+                                ".find(t => t.startsWith('Queue fill'))", "the fill chart")
+        assert caption == "Queue fill (the 12 of 14 workers with most slots)"
+        drawn = page.eval("[...[...document.querySelectorAll('figure.chart')].find(f => f.innerText.startsWith('Queue fill'))"
+                          ".querySelectorAll('path.series')].map(p => p.dataset.name)")
+        slots = {r[0]: int(r[5]) for r in rows(page, "#workers tr[data-session]")}
+        ranked = sorted(slots, key=slots.get, reverse=True)  # weights 1..14: no tie at the cut
+        assert slots[ranked[11]] > slots[ranked[12]] and sorted(drawn) == sorted(ranked[:12])

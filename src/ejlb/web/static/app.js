@@ -8,6 +8,8 @@
 const NODE_COLOURS = ["#6b7280", "#a16207", "#0f766e", "#9333ea"];  // LB nodes: apart from the workers' colours
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 const REFRESH_MS = 2000;
+const MAX_WORKER_LINES = 12;
+const CHART_SERIES = ["predictedEventNumber", "session/*/fillPercent", "session/*/slotsAssigned", "session/*/capacityEstimate"];
 const SLOTS = 512;
 const FILL_WARN = 0.5, FILL_BAD = 0.8, STALE_S = 2;  // fill colours; a report older than 2 s: not ready
 let session = null;   // GET /api/v1/session
@@ -193,7 +195,7 @@ function lbPage(lbId) {
     try {
       const [st, dash, ts] = await Promise.all([
         api("GET", `/api/v1/lbs/${lbId}/status`), api("GET", `/api/v1/lbs/${lbId}/dashboard`),
-        api("GET", `/api/v1/timeseries?selector=${encodeURIComponent(`/lb/${lbId}/*`)}`)]);
+        api("GET", "/api/v1/timeseries?" + CHART_SERIES.map(n => "selector=" + encodeURIComponent(`/lb/${lbId}/${n}`)).join("&"))]);
       head.replaceChildren(h("h1", {}, `${dash.name} `, h("span", {class: "muted"}, `LB ${lbId} · instance ${dash.instance}`)));
       const series = seriesByName(ts);
       summaryStats(summary, st, dash);
@@ -283,7 +285,11 @@ function lbActions(lbId, st) {
 }
 
 function lbCharts(st, dash, series, lbId) {
-  const ws = st.workers || [];
+  // one line per worker stays readable up to a dozen: beyond, the busiest (most slots) are drawn
+  const all = st.workers || [];
+  const ws = all.length <= MAX_WORKER_LINES ? all
+    : all.slice().sort((a, b) => b.slotsAssigned - a.slotsAssigned).slice(0, MAX_WORKER_LINES);
+  const of = all.length > ws.length ? ` (the ${ws.length} of ${all.length} workers with most slots)` : "";
   const colour = i => PALETTE[i % PALETTE.length];
   const prefix = `/lb/${lbId}/session/`;
   // per worker: slot share against capacity share (capacity normalised over the workers at each tick)
@@ -324,14 +330,14 @@ function lbCharts(st, dash, series, lbId) {
     }
   }
   return [
-    charts.lineChart("Slot share vs capacity share", {series: shares, yMin: 0, yLabel: "share", fmt: v => (100 * v).toFixed(0) + "%"}),
-    charts.lineChart("Queue fill", {series: fills, yMin: 0, yMax: 1, yLabel: "fill", fmt: v => (100 * v).toFixed(0) + "%"}),
+    charts.lineChart("Slot share vs capacity share" + of, {series: shares, yMin: 0, yLabel: "share", fmt: v => (100 * v).toFixed(0) + "%"}),
+    charts.lineChart("Queue fill" + of, {series: fills, yMin: 0, yMax: 1, yLabel: "fill", fmt: v => (100 * v).toFixed(0) + "%"}),
     charts.lineChart("Event rate (workers)", {series: events, yMin: 0, yLabel: "events/s"}),
     charts.lineChart("Epoch boundaries: prediction vs sync", {yLabel: "event − first", vlines, series: [
       {name: "predicted", color: PALETTE[0], points: pred.map(([t, v]) => [t, v - base])},
       {name: "sync packets", color: PALETTE[1], dots: true, points: syncPts}]}),
     charts.lineChart("Drops by reason", {series: drops, yMin: 0, yLabel: "per s"}),
-    charts.lineChart("Data plane: packets", {series: packets, yMin: 0, yLabel: "packets/s"}),
+    charts.lineChart("Data plane: packets" + of, {series: packets, yMin: 0, yLabel: "packets/s"}),
   ];
 }
 
