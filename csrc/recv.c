@@ -493,8 +493,8 @@ static void commit(rxthr_t *t, int32_t i, uint32_t off, uint32_t flen, const uin
 static void on_datagram(rxthr_t *t, const uint8_t *d, size_t n, uint64_t now)
 {
     struct ejlb_rx *rx = t->rx;
-    BUMP(t->st.packets_recv, 1);
-    BUMP(t->st.bytes_recv, n);
+    BUMP(t->st.totals.packets_recv, 1);
+    BUMP(t->st.totals.bytes_recv, n);
     if (rx->with_lb) {
         if (n < EJLB_HEADERS_LEN || !ejlb_lb_ok(d)) {
             BUMP(t->st.bad_headers, 1);
@@ -523,8 +523,8 @@ static void on_datagram(rxthr_t *t, const uint8_t *d, size_t n, uint64_t now)
             return;
         }
         if (length == 0) { /* a whole empty event in one datagram */
-            BUMP(t->st.events_recv, 1);
-            BUMP(t->st.events_reassembled, 1);
+            BUMP(t->st.totals.events_recv, 1);
+            BUMP(t->st.totals.events_reassembled, 1);
             done_put(t, evn, id, now);
             enqueue(rx, evn, id, 0, NULL);
             return;
@@ -534,7 +534,7 @@ static void on_datagram(rxthr_t *t, const uint8_t *d, size_t n, uint64_t now)
             BUMP(t->st.bad_fragments, 1);
             return;
         }
-        BUMP(t->st.events_recv, 1);
+        BUMP(t->st.totals.events_recv, 1);
     } else if (t->ev[i].length != length) {
         BUMP(t->st.bad_fragments, 1);
         return;
@@ -569,7 +569,7 @@ static void commit(rxthr_t *t, int32_t i, uint32_t off, uint32_t flen, const uin
         lru_append(t, i, cls);
     }
     if (p->got == p->length) {
-        BUMP(t->st.events_reassembled, 1);
+        BUMP(t->st.totals.events_reassembled, 1);
         uint64_t evn = p->evn;
         uint16_t id = p->data_id;
         uint32_t length = p->length;
@@ -678,8 +678,8 @@ static void spec_commit(rxthr_t *t, int k, size_t len, size_t seg, uint32_t L, u
         BUMP(t->st.gro_buffers, 1);
     for (size_t j = 0; j * s < len; j++) {
         size_t sl = len - j * s < s ? len - j * s : s;
-        BUMP(t->st.packets_recv, 1);
-        BUMP(t->st.bytes_recv, sl);
+        BUMP(t->st.totals.packets_recv, 1);
+        BUMP(t->st.totals.bytes_recv, sl);
         BUMP(t->st.placed, 1);
         commit(t, pl->i, pl->P + (uint32_t)j * L, (uint32_t)(sl - H), NULL, now);
     }
@@ -1112,10 +1112,10 @@ void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out)
     memset(out, 0, sizeof *out);
     for (int k = 0; k < rx->nthreads; k++) {
         ejlb_rx_stats *s = &rx->thr[k].st;
-        out->events_recv += READ(s->events_recv);
-        out->events_reassembled += READ(s->events_reassembled);
-        out->bytes_recv += READ(s->bytes_recv);
-        out->packets_recv += READ(s->packets_recv);
+        out->totals.events_recv += READ(s->totals.events_recv);
+        out->totals.events_reassembled += READ(s->totals.events_reassembled);
+        out->totals.bytes_recv += READ(s->totals.bytes_recv);
+        out->totals.packets_recv += READ(s->totals.packets_recv);
         out->bad_headers += READ(s->bad_headers);
         out->bad_fragments += READ(s->bad_fragments);
         out->duplicates += READ(s->duplicates);
@@ -1128,10 +1128,10 @@ void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out)
         out->cpu_ns += READ(s->cpu_ns);
         out->placed += READ(s->placed);
     }
-    out->events_reassembly_err = out->lost + out->evicted;
+    out->totals.events_reassembly_err = out->lost + out->evicted;
     pthread_mutex_lock(&rx->qlock);
-    out->events_dequeued = rx->dequeued;
-    out->event_enqueue_err = rx->enqueue_err;
+    out->totals.events_dequeued = rx->dequeued;
+    out->totals.event_enqueue_err = rx->enqueue_err;
     pthread_mutex_unlock(&rx->qlock);
 }
 

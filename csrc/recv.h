@@ -14,6 +14,7 @@
 #define EJLB_RECV_H
 #include <stddef.h>
 #include <stdint.h>
+#include "ejlb_facts.h"
 
 /* EJLB_CDEF_BEGIN */
 #define EJLB_RX_OK 1
@@ -26,14 +27,7 @@
 typedef struct ejlb_rx ejlb_rx;
 
 typedef struct {
-    /* the seven EJFAT SendState totals */
-    uint64_t events_recv;           /* events whose first fragment arrived */
-    uint64_t events_reassembled;    /* events completed */
-    uint64_t events_reassembly_err; /* lost + evicted */
-    uint64_t events_dequeued;       /* events taken by the application */
-    uint64_t event_enqueue_err;     /* completed but the queue was full */
-    uint64_t bytes_recv;            /* UDP payload bytes, headers included */
-    uint64_t packets_recv;          /* datagrams (GRO buffers counted per segment) */
+    ejlb_sendstate totals; /* the seven EJFAT SendState totals (generated: ejlb_facts.h) */
     /* ejlb's own */
     uint64_t bad_headers;   /* too short, or LB/RE header invalid */
     uint64_t bad_fragments; /* offset/length do not fit the event, length changed, event too big */

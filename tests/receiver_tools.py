@@ -68,7 +68,8 @@ class NativeReassembler:
     def counters(self) -> dict[str, int]:
         s = ffi.new("ejlb_rx_stats *")
         lib.ejlb_rx_get_stats(self.h, s)
-        return {name: getattr(s, name) for name in dir(s)}
+        own = {name: getattr(s, name) for name in dir(s) if name != "totals"}
+        return {**{name: getattr(s.totals, name) for name in dir(s.totals)}, **own}
 
     def lost(self) -> list[tuple]:
         buf, nxt = ffi.new("ejlb_rx_lost_event[]", 4096), ffi.new("uint64_t *")

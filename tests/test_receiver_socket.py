@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from ejlb import sendstate
 from ejlb.shim.receiver import Receiver, ReceiverClosed, ReceiverStats
 from receiver_tools import datagrams, piece, send_all
 
@@ -51,9 +52,8 @@ def test_events_arrive_byte_exact_with_totals(rx):
     s = rx.stats()
     assert s.events_recv == s.events_reassembled == s.events_dequeued == len(evs)
     assert s.events_reassembly_err == s.event_enqueue_err == s.bad_headers == 0
-    assert s.totals() == {k: getattr(s, k) for k in ("events_recv", "events_reassembled", "events_reassembly_err",
-                                                     "events_dequeued", "event_enqueue_err", "bytes_recv",
-                                                     "packets_recv")}
+    assert s.totals() == {k: getattr(s, k) for k in sendstate.NAMES}
+    assert s.columns() == {"total_" + k: getattr(s, k) for k in sendstate.NAMES}
 
 
 def test_ipv6_and_plain_recvmmsg_without_gro():

@@ -29,7 +29,7 @@ from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, 
                                  ResourceExhausted, Unauthenticated)
 from ejlb.control.feedback import initial_weight
 from ejlb.control.liveness import FIRST_REPORT_S, REMOVE_S
-from ejlb.control.state import TOTALS, TOTALS_PROTO, Reservation, Session, Token
+from ejlb.control.state import TOTALS, Reservation, Session, Token
 from ejlb.control.store import Store
 from ejlb.control.tokens import Grant, Level, Resource
 from ejlb.control.validate import rfc3339 as _rfc3339
@@ -453,7 +453,7 @@ class ControlService:
             _, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
             fill = check.finite("fillPercent", fill, 0.0, 1.0)  # all checked before any is applied
             control_signal = check.control_signal(control_signal)
-            counters = check.totals(totals, TOTALS, TOTALS_PROTO)
+            counters = check.totals(totals)
             if sess.fill < URGENT_FILL <= fill and self.config.balancer == "capacity":  # tick now
                 self.urgent = True
                 self.tables_changed.set()

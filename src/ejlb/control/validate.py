@@ -20,8 +20,9 @@ import datetime as dt
 import ipaddress
 import math
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
+from ejlb import sendstate
 from ejlb.control.errors import InvalidArgument
 from ejlb.wire import CALENDAR_SLOTS
 
@@ -77,13 +78,14 @@ def control_signal(value: float) -> float:
     return finite("controlSignal", value, -MAX_CONTROL_SIGNAL, MAX_CONTROL_SIGNAL)
 
 
-def totals(values: Mapping[str, int], names: Sequence[str], wire_names: Sequence[str]) -> tuple[int, ...]:
-    """Counters in `names` order; each a non-negative int64 (named by its wire name)."""
+def totals(values: Mapping[str, int]) -> tuple[int, ...]:
+    """The SendState counters (keyed by ejlb.sendstate.COLUMNS) in that order; each a non-negative
+    int64 (named by its proto field)."""
     out = []
-    for k, wire in zip(names, wire_names):
+    for k in sendstate.COLUMNS:
         v = int(values.get(k, 0))
         if v < 0:
-            raise InvalidArgument(f"{wire}={v}: a counter, must be ≥ 0")
+            raise InvalidArgument(f"{sendstate.PROTO_OF[k]}={v}: a counter, must be ≥ 0")
         out.append(v)
     return tuple(out)
 

@@ -24,7 +24,9 @@ from collections import deque
 from dataclasses import dataclass, fields
 from typing import Iterator
 
+from ejlb import sendstate
 from ejlb.native import ffi, lib
+from ejlb.sendstate import SendStateTotals
 from ejlb.shim.pid import PID, PIDGains
 from ejlb.shim.reassembly import LOST_EVICTED, LOST_TIMEOUT, LostEvent
 from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
@@ -38,10 +40,6 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the socket modu
 DEFAULT_RCVBUF = 32 << 20
 _WAIT_SLICE_MS = 200  # recv() returns to Python this often so that Ctrl-C works
 _LOST_REASONS = {lib.EJLB_RX_LOST_TIMEOUT: LOST_TIMEOUT, lib.EJLB_RX_LOST_EVICTED: LOST_EVICTED}
-SENDSTATE_TOTALS = (
-    "events_recv", "events_reassembled", "events_reassembly_err", "events_dequeued",
-    "event_enqueue_err", "bytes_recv", "packets_recv",
-)
 
 
 class ReceiverClosed(Exception):
@@ -71,16 +69,10 @@ class Event:
 
 
 @dataclass(frozen=True)
-class ReceiverStats:
-    """The seven EJFAT SendState totals, then ejlb's own counters (see csrc/recv.h)."""
+class ReceiverStats(SendStateTotals):
+    """The seven EJFAT SendState totals (inherited: ejlb.sendstate), then ejlb's own counters (see
+    csrc/recv.h)."""
 
-    events_recv: int = 0
-    events_reassembled: int = 0
-    events_reassembly_err: int = 0
-    events_dequeued: int = 0
-    event_enqueue_err: int = 0
-    bytes_recv: int = 0
-    packets_recv: int = 0
     bad_headers: int = 0
     bad_fragments: int = 0
     duplicates: int = 0
@@ -92,10 +84,6 @@ class ReceiverStats:
     placed: int = 0  # datagrams received straight into their event buffer (speculative placement hit)
     evicted_byte_cap: int = 0  # of evicted: to fit max_pending_bytes
     evicted_event_cap: int = 0  # of evicted: to fit max_pending_events
-
-    def totals(self) -> dict[str, int]:
-        """The SendState totals, by their snake_case names."""
-        return {name: getattr(self, name) for name in SENDSTATE_TOTALS}
 
 
 def _check_ip(ip) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -288,9 +276,7 @@ class Receiver:
         self._reporter.start()
 
     def _control_totals(self) -> dict[str, int]:
-        from ejlb.control.state import TOTALS  # the client's names, same order as SENDSTATE_TOTALS
-
-        return dict(zip(TOTALS, self.stats().totals().values()))
+        return self.stats().columns()
 
     def fill(self) -> float:
         """Queue depth / capacity: the fill this receiver reports to the control plane."""
@@ -361,7 +347,8 @@ class Receiver:
     def stats(self) -> ReceiverStats:
         s = ffi.new("ejlb_rx_stats *")
         lib.ejlb_rx_get_stats(self._h, s)
-        return ReceiverStats(**{f.name: getattr(s, f.name) for f in fields(ReceiverStats)})
+        own = {f.name: getattr(s, f.name) for f in fields(ReceiverStats) if f.name not in sendstate.NAMES}
+        return ReceiverStats(**{name: getattr(s.totals, name) for name in sendstate.NAMES}, **own)
 
     def lost_events(self) -> list[LostEvent]:
         """The most recent lost or evicted events (at most lost_log_size), oldest first."""
