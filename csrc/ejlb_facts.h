@@ -2,7 +2,58 @@
 #ifndef EJLB_FACTS_H
 #define EJLB_FACTS_H
 #include <stdint.h>
+/* Linux socket options that older libc headers lack (ejlb.sockopt) */
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SO_RCVBUFFORCE
+#define SO_RCVBUFFORCE 33
+#endif
+#ifndef SO_SNDBUFFORCE
+#define SO_SNDBUFFORCE 32
+#endif
+#ifndef IP_MTU
+#define IP_MTU 14
+#endif
+#ifndef IPV6_MTU
+#define IPV6_MTU 24
+#endif
+#ifndef IP_FREEBIND
+#define IP_FREEBIND 15
+#endif
+#ifndef IPV6_FREEBIND
+#define IPV6_FREEBIND 78
+#endif
 /* EJLB_CDEF_BEGIN */
+/* table model (ejlb.dataplane.tables) */
+#define EJLB_NUM_LBS 8
+#define EJLB_NUM_EPOCHS 4
+#define EJLB_MAX_MEMBERS 1024
+#define EJLB_UNASSIGNED 0xffff /* calendar entry without a member */
+/* verdict codes (ejlb.dataplane.tables.Drop): 0 forwards, the others name a drop counter */
+#define EJLB_DROP_FORWARD 0
+#define EJLB_DROP_PARSE_FAIL 1
+#define EJLB_DROP_NOT_LB 2
+#define EJLB_DROP_NO_LB_HDR 3
+#define EJLB_DROP_BAD_VERSION 4
+#define EJLB_DROP_BLOCKED_SRC 5
+#define EJLB_DROP_TTL 6
+#define EJLB_DROP_EPOCH_MISS 7
+#define EJLB_DROP_CALENDAR_MISS 8
+#define EJLB_DROP_MEMBER_MISS 9
+#define EJLB_DROP_CODES 10
+/* per-LB counters: rx_packets, rx_bytes, rx_v2, rx_v3, then one per drop code d at 4 + d */
+#define EJLB_LB_RX_COUNTERS 4
+#define EJLB_LB_COUNTERS 14
+#define EJLB_MEMBER_COUNTERS 2 /* tx_packets, tx_bytes */
+/* receiver (ejlb.shim.reassembly) */
+#define EJLB_RX_EVENT_OVERHEAD 256 /* bytes charged to the pending-byte cap per event */
 /* the seven SendState totals, in the proto's order (ejlb.sendstate.SendStateTotals) */
 typedef struct {
     uint64_t events_recv; /* events whose first fragment arrived */

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "recv.h"
 #include "wire.h"
+#include "counters.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -16,12 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
 
 #define BATCH 32            /* messages per recvmmsg */
 #define DRAIN_BATCHES 8     /* full batches taken from one ready socket before polling again */
@@ -36,9 +31,6 @@
  * and lost more than the saved memcpy, while 8952-byte slots (MTU 9000) are a clear gain. */
 #define SPEC_MIN_PAYLOAD 4096
 
-/* single-writer counters: relaxed stores so that stats readers never see torn values */
-#define BUMP(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
-#define READ(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 static uint64_t now_us(void)
 {
@@ -329,13 +321,13 @@ static void pend_drop(rxthr_t *t, int32_t i, int why, uint64_t now)
 {
     log_lost(t->rx, &t->ev[i], why == DROP_TIMEOUT ? EJLB_RX_LOST_TIMEOUT : EJLB_RX_LOST_EVICTED);
     if (why == DROP_TIMEOUT) {
-        BUMP(t->st.lost, 1);
+        EJLB_COUNT(t->st.lost, 1);
     } else {
-        BUMP(t->st.evicted, 1);
+        EJLB_COUNT(t->st.evicted, 1);
         if (why == DROP_BYTE_CAP)
-            BUMP(t->st.evicted_byte_cap, 1);
+            EJLB_COUNT(t->st.evicted_byte_cap, 1);
         else
-            BUMP(t->st.evicted_event_cap, 1);
+            EJLB_COUNT(t->st.evicted_event_cap, 1);
     }
     ejlb_buf_release(pend_remove(t, i, now));
 }
@@ -493,18 +485,18 @@ static void commit(rxthr_t *t, int32_t i, uint32_t off, uint32_t flen, const uin
 static void on_datagram(rxthr_t *t, const uint8_t *d, size_t n, uint64_t now)
 {
     struct ejlb_rx *rx = t->rx;
-    BUMP(t->st.totals.packets_recv, 1);
-    BUMP(t->st.totals.bytes_recv, n);
+    EJLB_COUNT(t->st.totals.packets_recv, 1);
+    EJLB_COUNT(t->st.totals.bytes_recv, n);
     if (rx->with_lb) {
         if (n < EJLB_HEADERS_LEN || !ejlb_lb_ok(d)) {
-            BUMP(t->st.bad_headers, 1);
+            EJLB_COUNT(t->st.bad_headers, 1);
             return;
         }
         d += EJLB_LB_HEADER_LEN;
         n -= EJLB_LB_HEADER_LEN;
     }
     if (n < EJLB_RE_HEADER_LEN || !ejlb_re_ok(d)) {
-        BUMP(t->st.bad_headers, 1);
+        EJLB_COUNT(t->st.bad_headers, 1);
         return;
     }
     uint16_t id = ejlb_rd16(d + EJLB_RE_OFF_DATA_ID);
@@ -513,30 +505,30 @@ static void on_datagram(rxthr_t *t, const uint8_t *d, size_t n, uint64_t now)
     uint64_t evn = ejlb_rd64(d + EJLB_RE_OFF_EVENT_NUMBER);
     uint64_t flen = n - EJLB_RE_HEADER_LEN;
     if ((uint64_t)off + flen > length || (flen == 0 && length != 0)) {
-        BUMP(t->st.bad_fragments, 1);
+        EJLB_COUNT(t->st.bad_fragments, 1);
         return;
     }
     int32_t i = pend_find(t, evn, id);
     if (i < 0) {
         if (done_hit(t, evn, id, now)) {
-            BUMP(t->st.duplicates, 1);
+            EJLB_COUNT(t->st.duplicates, 1);
             return;
         }
         if (length == 0) { /* a whole empty event in one datagram */
-            BUMP(t->st.totals.events_recv, 1);
-            BUMP(t->st.totals.events_reassembled, 1);
+            EJLB_COUNT(t->st.totals.events_recv, 1);
+            EJLB_COUNT(t->st.totals.events_reassembled, 1);
             done_put(t, evn, id, now);
             enqueue(rx, evn, id, 0, NULL);
             return;
         }
         i = pend_new(t, evn, id, length, now);
         if (i < 0) {
-            BUMP(t->st.bad_fragments, 1);
+            EJLB_COUNT(t->st.bad_fragments, 1);
             return;
         }
-        BUMP(t->st.totals.events_recv, 1);
+        EJLB_COUNT(t->st.totals.events_recv, 1);
     } else if (t->ev[i].length != length) {
-        BUMP(t->st.bad_fragments, 1);
+        EJLB_COUNT(t->st.bad_fragments, 1);
         return;
     }
     commit(t, i, off, (uint32_t)flen, d + EJLB_RE_HEADER_LEN, now);
@@ -550,15 +542,15 @@ static void commit(rxthr_t *t, int32_t i, uint32_t off, uint32_t flen, const uin
     int64_t fresh = iv_add(t, i, off, off + flen, now);
     p = &t->ev[i];
     if (fresh < 0) {
-        BUMP(t->st.bad_fragments, 1);
+        EJLB_COUNT(t->st.bad_fragments, 1);
         return;
     }
     if (fresh == 0) {
-        BUMP(t->st.duplicates, 1);
+        EJLB_COUNT(t->st.duplicates, 1);
         return;
     }
     if ((uint64_t)fresh < flen)
-        BUMP(t->st.overlaps, 1);
+        EJLB_COUNT(t->st.overlaps, 1);
     if (src)
         memcpy(p->buf + off, src, flen);
     p->got += (uint32_t)fresh;
@@ -569,7 +561,7 @@ static void commit(rxthr_t *t, int32_t i, uint32_t off, uint32_t flen, const uin
         lru_append(t, i, cls);
     }
     if (p->got == p->length) {
-        BUMP(t->st.totals.events_reassembled, 1);
+        EJLB_COUNT(t->st.totals.events_reassembled, 1);
         uint64_t evn = p->evn;
         uint16_t id = p->data_id;
         uint32_t length = p->length;
@@ -585,7 +577,7 @@ static void on_buffer(rxthr_t *t, const uint8_t *d, size_t len, size_t seg, uint
         on_datagram(t, d, len, now);
         return;
     }
-    BUMP(t->st.gro_buffers, 1);
+    EJLB_COUNT(t->st.gro_buffers, 1);
     for (size_t o = 0; o < len; o += seg)
         on_datagram(t, d + o, len - o < seg ? len - o : seg, now);
 }
@@ -675,12 +667,12 @@ static void spec_commit(rxthr_t *t, int k, size_t len, size_t seg, uint32_t L, u
     size_t H = hdr_len(t);
     size_t s = seg && seg < len ? seg : len;
     if (s < len)
-        BUMP(t->st.gro_buffers, 1);
+        EJLB_COUNT(t->st.gro_buffers, 1);
     for (size_t j = 0; j * s < len; j++) {
         size_t sl = len - j * s < s ? len - j * s : s;
-        BUMP(t->st.totals.packets_recv, 1);
-        BUMP(t->st.totals.bytes_recv, sl);
-        BUMP(t->st.placed, 1);
+        EJLB_COUNT(t->st.totals.packets_recv, 1);
+        EJLB_COUNT(t->st.totals.bytes_recv, sl);
+        EJLB_COUNT(t->st.placed, 1);
         commit(t, pl->i, pl->P + (uint32_t)j * L, (uint32_t)(sl - H), NULL, now);
     }
 }
@@ -830,8 +822,7 @@ static void note_cpu(rxthr_t *t)
 {
     struct timespec c;
     if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c) == 0)
-        __atomic_store_n(&t->st.cpu_ns, (uint64_t)c.tv_sec * 1000000000u + (uint64_t)c.tv_nsec,
-                         __ATOMIC_RELAXED);
+        EJLB_STORE(t->st.cpu_ns, (uint64_t)c.tv_sec * 1000000000u + (uint64_t)c.tv_nsec);
 }
 
 static void *thr_main(void *arg)
@@ -1112,21 +1103,21 @@ void ejlb_rx_get_stats(ejlb_rx *rx, ejlb_rx_stats *out)
     memset(out, 0, sizeof *out);
     for (int k = 0; k < rx->nthreads; k++) {
         ejlb_rx_stats *s = &rx->thr[k].st;
-        out->totals.events_recv += READ(s->totals.events_recv);
-        out->totals.events_reassembled += READ(s->totals.events_reassembled);
-        out->totals.bytes_recv += READ(s->totals.bytes_recv);
-        out->totals.packets_recv += READ(s->totals.packets_recv);
-        out->bad_headers += READ(s->bad_headers);
-        out->bad_fragments += READ(s->bad_fragments);
-        out->duplicates += READ(s->duplicates);
-        out->overlaps += READ(s->overlaps);
-        out->lost += READ(s->lost);
-        out->evicted += READ(s->evicted);
-        out->evicted_byte_cap += READ(s->evicted_byte_cap);
-        out->evicted_event_cap += READ(s->evicted_event_cap);
-        out->gro_buffers += READ(s->gro_buffers);
-        out->cpu_ns += READ(s->cpu_ns);
-        out->placed += READ(s->placed);
+        out->totals.events_recv += EJLB_LOAD(s->totals.events_recv);
+        out->totals.events_reassembled += EJLB_LOAD(s->totals.events_reassembled);
+        out->totals.bytes_recv += EJLB_LOAD(s->totals.bytes_recv);
+        out->totals.packets_recv += EJLB_LOAD(s->totals.packets_recv);
+        out->bad_headers += EJLB_LOAD(s->bad_headers);
+        out->bad_fragments += EJLB_LOAD(s->bad_fragments);
+        out->duplicates += EJLB_LOAD(s->duplicates);
+        out->overlaps += EJLB_LOAD(s->overlaps);
+        out->lost += EJLB_LOAD(s->lost);
+        out->evicted += EJLB_LOAD(s->evicted);
+        out->evicted_byte_cap += EJLB_LOAD(s->evicted_byte_cap);
+        out->evicted_event_cap += EJLB_LOAD(s->evicted_event_cap);
+        out->gro_buffers += EJLB_LOAD(s->gro_buffers);
+        out->cpu_ns += EJLB_LOAD(s->cpu_ns);
+        out->placed += EJLB_LOAD(s->placed);
     }
     out->totals.events_reassembly_err = out->lost + out->evicted;
     pthread_mutex_lock(&rx->qlock);

@@ -22,7 +22,6 @@
 #define EJLB_RX_CLOSED 2
 #define EJLB_RX_LOST_TIMEOUT 1
 #define EJLB_RX_LOST_EVICTED 2
-#define EJLB_RX_EVENT_OVERHEAD 256 /* bytes charged to the cap per pending event */
 
 typedef struct ejlb_rx ejlb_rx;
 

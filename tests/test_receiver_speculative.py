@@ -17,9 +17,9 @@ import pytest
 
 from ejlb.shim.reassembly import ReassemblyCounters, Reassembler
 from ejlb.shim.receiver import Receiver
+from ejlb.sockopt import UDP_SEGMENT
 from receiver_tools import datagrams, piece
 
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 F = 8000  # fragment payload: above the native SPEC_MIN_PAYLOAD, so placement is attempted
 COUNTERS = tuple(f.name for f in fields(ReassemblyCounters))  # compared by name with the native core's
 

@@ -8,11 +8,29 @@ as `ejlb.native.lib.EJLB_...`.
 """
 from __future__ import annotations
 
-from ejlb import sendstate
+from ejlb import sendstate, sockopt
+from ejlb.dataplane.tables import LB_RX_COUNTERS, MAX_MEMBERS, MEMBER_COUNTERS, NUM_EPOCHS, NUM_LBS, UNASSIGNED, Drop
+from ejlb.shim.reassembly import EVENT_OVERHEAD
 
 
 def _cdef_block() -> list[str]:
     lines = ["/* EJLB_CDEF_BEGIN */"]
+    lines += [
+        "/* table model (ejlb.dataplane.tables) */",
+        f"#define EJLB_NUM_LBS {NUM_LBS}",
+        f"#define EJLB_NUM_EPOCHS {NUM_EPOCHS}",
+        f"#define EJLB_MAX_MEMBERS {MAX_MEMBERS}",
+        f"#define EJLB_UNASSIGNED 0x{UNASSIGNED:04x} /* calendar entry without a member */",
+        "/* verdict codes (ejlb.dataplane.tables.Drop): 0 forwards, the others name a drop counter */",
+        *(f"#define EJLB_DROP_{d.name} {d.value}" for d in Drop),
+        f"#define EJLB_DROP_CODES {len(Drop)}",
+        f"/* per-LB counters: {', '.join(LB_RX_COUNTERS)}, then one per drop code d at {len(LB_RX_COUNTERS)} + d */",
+        f"#define EJLB_LB_RX_COUNTERS {len(LB_RX_COUNTERS)}",
+        f"#define EJLB_LB_COUNTERS {len(LB_RX_COUNTERS) + len(Drop)}",
+        f"#define EJLB_MEMBER_COUNTERS {len(MEMBER_COUNTERS)} /* {', '.join(MEMBER_COUNTERS)} */",
+        "/* receiver (ejlb.shim.reassembly) */",
+        f"#define EJLB_RX_EVENT_OVERHEAD {EVENT_OVERHEAD} /* bytes charged to the pending-byte cap per event */",
+    ]
     lines += [
         "/* the seven SendState totals, in the proto's order (ejlb.sendstate.SendStateTotals) */",
         "typedef struct {",
@@ -29,6 +47,8 @@ def c_header() -> str:
         "#ifndef EJLB_FACTS_H",
         "#define EJLB_FACTS_H",
         "#include <stdint.h>",
+        "/* Linux socket options that older libc headers lack (ejlb.sockopt) */",
+        *(f"#ifndef {name}\n#define {name} {value}\n#endif" for name, value in sockopt.LINUX.items()),
         *_cdef_block(),
         "#endif",
         "",

@@ -35,6 +35,9 @@ import numpy as np
 
 from ejlb.dataplane.tables import (
     GLOBAL_COUNTERS,
+    LB_RX_COUNTERS,
+    MAX_MEMBERS,
+    MEMBER_COUNTERS,
     NUM_EPOCHS,
     NUM_LBS,
     Counters,
@@ -45,14 +48,12 @@ from ejlb.dataplane.tables import (
     apply,
 )
 from ejlb.native import ffi, lib
+from ejlb.sockopt import IP_FREEBIND, IPV6_FREEBIND, SO_RCVBUFFORCE
 from ejlb.wire import CALENDAR_SLOTS, DEFAULT_DATA_PORT
 
 log = logging.getLogger(__name__)
 
 MAX_PORTS_PER_INSTANCE = 256  # one socket per port and thread; wide ranges belong to the FPGA
-_IP_FREEBIND = 15  # bind LB addresses that are not (yet) configured on an interface
-_IPV6_FREEBIND = 78
-_SO_RCVBUFFORCE = 33
 DEFAULT_RCVBUF = 32 << 20  # absorbs bursts while the worker thread waits for a CPU
 
 
@@ -159,8 +160,8 @@ class SoftwareLB:
             self.installed = new
 
     def counters(self) -> Counters:
-        lbc = np.zeros((NUM_LBS, lib.EJLB_SWLB_LB_COUNTERS), np.uint64)
-        mc = np.zeros((NUM_LBS, lib.EJLB_SWLB_MAX_MEMBERS, lib.EJLB_SWLB_MEMBER_COUNTERS), np.uint64)
+        lbc = np.zeros((NUM_LBS, lib.EJLB_LB_COUNTERS), np.uint64)
+        mc = np.zeros((NUM_LBS, MAX_MEMBERS, len(MEMBER_COUNTERS)), np.uint64)
         glob = np.zeros(lib.EJLB_DROP_CODES, np.uint64)
         with self._lock:
             if self._h == ffi.NULL:
@@ -174,13 +175,13 @@ class SoftwareLB:
             if lb_id not in self.installed.lbs and not lbc[lb_id].any():
                 continue
             c = out.lb_counters(lb_id)
-            c["rx_packets"], c["rx_bytes"], c["rx_v2"], c["rx_v3"] = (int(x) for x in lbc[lb_id, :4])
+            c.update(zip(LB_RX_COUNTERS, (int(x) for x in lbc[lb_id, :len(LB_RX_COUNTERS)])))
             for d in Drop:
                 if d > Drop.NOT_LB:
-                    c[d.counter] = int(lbc[lb_id, 4 + d])
+                    c[d.counter] = int(lbc[lb_id, len(LB_RX_COUNTERS) + d])
         for lb_id, member_id in zip(*np.nonzero(mc.any(axis=2))):
             m = out.member_counters(int(lb_id), int(member_id))
-            m["tx_packets"], m["tx_bytes"] = int(mc[lb_id, member_id, 0]), int(mc[lb_id, member_id, 1])
+            m.update(zip(MEMBER_COUNTERS, (int(x) for x in mc[lb_id, member_id])))
         for key in self.installed.members:
             out.member_counters(*key)
         return out
@@ -257,11 +258,11 @@ class SoftwareLB:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if v6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    s.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)  # LB addresses not (yet) configured
                 else:
-                    s.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+                    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
                 try:
-                    s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self.rcvbuf)
+                    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
                 except OSError:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
                 s.bind((ip, port))

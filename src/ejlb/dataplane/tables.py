@@ -250,7 +250,8 @@ def apply(tables: Tables, d: TableDiff) -> Tables:
 
 # Counter names. Per LB: rx and every drop after the LB is known; global: drops before that.
 GLOBAL_COUNTERS = ("drop_parse_fail", "drop_not_lb")
-LB_COUNTERS = ("rx_packets", "rx_bytes", "rx_v2", "rx_v3") + tuple(
+LB_RX_COUNTERS = ("rx_packets", "rx_bytes", "rx_v2", "rx_v3")
+LB_COUNTERS = LB_RX_COUNTERS + tuple(
     d.counter for d in Drop if d > Drop.NOT_LB
 )
 MEMBER_COUNTERS = ("tx_packets", "tx_bytes")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 
 from ejlb.wire import HEADERS_LEN, LB_HEADER_LEN, LB_MAGIC, LB_NEXT_PROTO_RE, LB_VERSIONS, RE_BYTE0, RE_HEADER_LEN
 
-EVENT_OVERHEAD = 256  # = EJLB_RX_EVENT_OVERHEAD in csrc/recv.h (a test keeps them equal)
+EVENT_OVERHEAD = 256  # the C core's EJLB_RX_EVENT_OVERHEAD is generated from this (ejlb.cfacts)
 LOST_TIMEOUT = "timeout"
 LOST_EVICTED = "evicted"
 

@@ -30,13 +30,11 @@ from ejlb.sendstate import SendStateTotals
 from ejlb.shim.pid import PID, PIDGains
 from ejlb.shim.reassembly import LOST_EVICTED, LOST_TIMEOUT, LostEvent
 from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
+from ejlb.sockopt import SO_RCVBUFFORCE, SOL_UDP, UDP_GRO
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, MAX_PORT_RANGE
 
 __all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", "trim_buffer_pool"]
 
-SOL_UDP = 17
-UDP_GRO = getattr(socket, "UDP_GRO", 104)
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the socket module lacks it
 DEFAULT_RCVBUF = 32 << 20
 _WAIT_SLICE_MS = 200  # recv() returns to Python this often so that Ctrl-C works
 _LOST_REASONS = {lib.EJLB_RX_LOST_TIMEOUT: LOST_TIMEOUT, lib.EJLB_RX_LOST_EVICTED: LOST_EVICTED}

@@ -23,14 +23,10 @@ from ejlb.native import buffer_address, ffi, lib
 from ejlb.shim.pacing import TokenBucket
 from ejlb.shim.plan import Layout, Numbering, Rotation, SyncState, check_event_len, check_lb_version, check_uint
 from ejlb.shim.sync import SyncSchedule, SyncThread
+from ejlb.sockopt import IP_MTU, IPV6_MTU, SO_SNDBUFFORCE, UDP_SEGMENT
 from ejlb.uri import EjfatURI, URIError
 from ejlb.wire import DEFAULT_MTU, MAX_MTU, WireError
 
-# Linux socket option numbers the socket module does not export everywhere.
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-IP_MTU = getattr(socket, "IP_MTU", 14)
-IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
-SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 MIN_SLEEP_S = 200e-6  # shorter pacing waits are taken from burst credit instead of sleeping
 DEFAULT_QUEUE_SIZE = 1024
