@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ejlb.errors import FieldError
+
 # --- constants of the protocol ---------------------------------------------------------------
 LB_MAGIC = b"LB"
 LB_VERSIONS = (2, 3)
@@ -88,13 +90,9 @@ _RE = struct.Struct(">BBHIIQ")
 _SYNC = struct.Struct(">2sBBIQIQ")
 
 
-class WireError(ValueError):
-    """A header field with a value the protocol does not allow; names the field and the value."""
-
-    def __init__(self, field: str, value, reason: str):
-        self.field = field
-        self.value = value
-        super().__init__(f"{field}={value!r}: {reason}")
+class WireError(FieldError):
+    """Header bytes or a header field with a value the protocol does not allow; names the field and
+    the value. Only for wire facts: arguments raise ejlb.errors.ArgumentError."""
 
 
 def _uint(field: str, value, bits: int) -> int:

@@ -20,13 +20,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ejlb.dataplane.tables import UNASSIGNED
+from ejlb.errors import EjlbError
 from ejlb.wire import CALENDAR_SLOTS
 
 STRATEGIES = ("", "dynamic", "static", "explicit")
 
 
-class CalendarError(ValueError):
-    pass
+class CalendarError(EjlbError, ValueError):
+    """Calendar inputs no layout can satisfy (the message names field and value)."""
 
 
 def slot_counts(

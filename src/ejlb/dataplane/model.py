@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ejlb.dataplane.tables import UNASSIGNED, Counters, Drop, Tables
+from ejlb.errors import EjlbError
 from ejlb.wire import (
     CALENDAR_SLOTS,
     DATA_PORT_MAX,
@@ -124,8 +125,8 @@ class Parsed:
         return self.udp + UDP_HEADER_LEN
 
 
-class ParseError(ValueError):
-    pass
+class ParseError(EjlbError, ValueError):
+    """A frame the reference model cannot parse."""
 
 
 # --- checksum arithmetic -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Union
 
+from ejlb.errors import EjlbError
 from ejlb.wire import CALENDAR_SLOTS, SLOT_BITS
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -32,7 +33,7 @@ UNASSIGNED = 0xFFFF
 TICK_MAX = (1 << 64) - 1
 
 
-class TableError(ValueError):
+class TableError(EjlbError, ValueError):
     """A table entry that no data plane could install; the message names the field and value."""
 
 

@@ -52,6 +52,7 @@ from ejlb.dataplane.tables import (
     Tables,
     apply,
 )
+from ejlb.errors import EjlbError
 
 PROGRAM = "ejlb_xdp"
 PASS_PROGRAM = "ejlb_xdp_pass"
@@ -59,7 +60,7 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 MAPS = ("ctrl", "lbs", "dests", "senders", "calendars", "members", "stats", "fence", "fence_inner")
 
 
-class XDPError(OSError):
+class XDPError(EjlbError, OSError):
     """The XDP data plane cannot run here; the message names what is missing or refused."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ejlb.errors import ArgumentError
 from ejlb.wire import (
     HEADERS_LEN,
     IPV4_HEADER_LEN,
@@ -136,9 +137,9 @@ class Rotation:
 
     def __init__(self, nsockets: int, min_port: int, max_port: int):
         if isinstance(nsockets, bool) or not isinstance(nsockets, int) or not 1 <= nsockets <= 64:
-            raise WireError("sockets", nsockets, "must be an integer in 1..64")
+            raise ArgumentError("sockets", nsockets, "must be an integer in 1..64")
         if not 0 < min_port <= max_port <= 0xFFFF:
-            raise WireError("data.port", (min_port, max_port), "needs 0 < min <= max <= 65535")
+            raise ArgumentError("data.port", (min_port, max_port), "needs 0 < min <= max <= 65535")
         self.nsockets = nsockets
         self.min_port = min_port
         self.span = max_port - min_port + 1

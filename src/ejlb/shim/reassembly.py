@@ -27,11 +27,10 @@ import bisect
 from collections import deque
 from dataclasses import dataclass, field, fields
 
+from ejlb.shim.events import LOST_EVICTED, LOST_TIMEOUT, LostEvent
 from ejlb.wire import HEADERS_LEN, LB_HEADER_LEN, LB_MAGIC, LB_NEXT_PROTO_RE, LB_VERSIONS, RE_BYTE0, RE_HEADER_LEN
 
 EVENT_OVERHEAD = 256  # the C core's EJLB_RX_EVENT_OVERHEAD is generated from this (ejlb.cfacts)
-LOST_TIMEOUT = "timeout"
-LOST_EVICTED = "evicted"
 
 
 @dataclass
@@ -51,18 +50,6 @@ class ReassemblyCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass(frozen=True)
-class LostEvent:
-    """An event given up incomplete: what had arrived of it, and why (timeout or evicted)."""
-
-    event_number: int
-    data_id: int
-    fragments: int
-    bytes: int
-    length: int = 0
-    reason: str = LOST_TIMEOUT
 
 
 @dataclass

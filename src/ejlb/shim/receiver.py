@@ -25,10 +25,11 @@ from dataclasses import dataclass, fields
 from typing import Iterator
 
 from ejlb import sendstate
+from ejlb.errors import ArgumentError
 from ejlb.native import ffi, lib
 from ejlb.sendstate import SendStateTotals
+from ejlb.shim.events import LOST_EVICTED, LOST_TIMEOUT, Event, LostEvent, ReceiverClosed
 from ejlb.shim.pid import PID, PIDGains
-from ejlb.shim.reassembly import LOST_EVICTED, LOST_TIMEOUT, LostEvent
 from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
 from ejlb.sockopt import SO_RCVBUFFORCE, SOL_UDP, UDP_GRO
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, MAX_PORT_RANGE
@@ -38,32 +39,6 @@ __all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", 
 DEFAULT_RCVBUF = 32 << 20
 _WAIT_SLICE_MS = 200  # recv() returns to Python this often so that Ctrl-C works
 _LOST_REASONS = {lib.EJLB_RX_LOST_TIMEOUT: LOST_TIMEOUT, lib.EJLB_RX_LOST_EVICTED: LOST_EVICTED}
-
-
-class ReceiverClosed(Exception):
-    """recv() on a closed receiver whose queue is drained."""
-
-
-class Event:
-    """One reassembled event. `payload` is a writable memoryview over the event's own buffer (no
-    copy); the buffer returns to the pool when the last view of it (memoryview, numpy array, zmq
-    frame) is gone."""
-
-    __slots__ = ("event_number", "data_id", "payload")
-
-    def __init__(self, event_number: int, data_id: int, payload: memoryview):
-        self.event_number = event_number
-        self.data_id = data_id
-        self.payload = payload
-
-    def __len__(self) -> int:
-        return self.payload.nbytes
-
-    def tobytes(self) -> bytes:
-        return self.payload.tobytes()
-
-    def __repr__(self) -> str:
-        return f"Event(event_number={self.event_number}, data_id={self.data_id}, len={len(self)})"
 
 
 @dataclass(frozen=True)
@@ -88,7 +63,7 @@ def _check_ip(ip) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(str(ip))
     except ValueError:
-        raise ValueError(f"ip={ip!r}: expected an IPv4 or IPv6 address literal") from None
+        raise ArgumentError("ip", ip, "expected an IPv4 or IPv6 address literal") from None
 
 
 def _open_socket(family: int, ip: str, port: int, rcvbuf: int, gro: bool) -> socket.socket:
@@ -119,7 +94,7 @@ def bind_ports(ip: str, base_port: int, count: int, *, rcvbuf: int = DEFAULT_RCV
     family = socket.AF_INET6 if _check_ip(ip).version == 6 else socket.AF_INET
     if base_port:
         if not 1 <= base_port <= 65536 - count:
-            raise ValueError(f"base_port={base_port!r}: {count} ports from it must fit below 65536")
+            raise ArgumentError("base_port", base_port, f"{count} ports from it must fit below 65536")
         bases = [base_port]
     else:
         bases = [random.randrange(DATA_PORT_MIN, DATA_PORT_MAX - count + 2) for _ in range(attempts)]
@@ -199,9 +174,9 @@ class Receiver:
             port_range = (threads - 1).bit_length()
         _check_int("port_range", port_range, 0, MAX_PORT_RANGE)
         if threads > 1 << port_range:
-            raise ValueError(f"threads={threads}: more than the 2^port_range={1 << port_range} ports")
+            raise ArgumentError("threads", threads, f"more than the 2^port_range={1 << port_range} ports")
         if isinstance(event_timeout, bool) or not isinstance(event_timeout, (int, float)) or not 0 < event_timeout <= 3600:
-            raise ValueError(f"event_timeout={event_timeout!r}: seconds, > 0 and <= 3600")
+            raise ArgumentError("event_timeout", event_timeout, "seconds, > 0 and <= 3600")
         _check_int("max_pending_bytes", max_pending_bytes, 1 << 16, 1 << 48)
         _check_int("max_pending_events", max_pending_events, threads, 1 << 24)
         _check_int("queue_size", queue_size, 1, 1 << 24)
@@ -209,7 +184,7 @@ class Receiver:
         _check_int("rcvbuf", rcvbuf, 1 << 12, 1 << 31)
         for fname, value in (("weight", weight), ("min_factor", min_factor), ("max_factor", max_factor)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{fname}={value!r}: must be a number >= 0")
+                raise ArgumentError(fname, value, "must be a number >= 0")
         self.uri = _parse_uri(uri)
         self.ip = str(_check_ip(ip))
         self.port_range = port_range
@@ -238,7 +213,7 @@ class Receiver:
         try:
             self._start_control(register, manager, name, weight, min_factor, max_factor, keep_lb_header, state_period)
             if zmq_push is not None:
-                from ejlb.shim.zmq_bridge import ZmqForwarder
+                from ejlb.shim.zmq_bridge import ZmqForwarder  # pyzmq is optional: imported when asked for
 
                 self._forwarder = ZmqForwarder(self, zmq_push, hwm=zmq_hwm)
                 self._forwarder.start()
@@ -254,9 +229,9 @@ class Receiver:
         if not register:
             return
         if not has_cp:
-            raise ValueError("register=True: needs a URI with a control plane and a token")
+            raise ArgumentError("register", True, "needs a URI with a control plane and a token")
         if self.ip in ("0.0.0.0", "::"):
-            raise ValueError(f"ip={self.ip!r}: registering needs the address senders reach, not a wildcard")
+            raise ArgumentError("ip", self.ip, "registering needs the address senders reach, not a wildcard")
         from ejlb.shim.state import StateReporter, WorkerSpec
 
         if manager is None:
@@ -415,7 +390,7 @@ def trim_buffer_pool() -> int:
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name}={value!r}: must be an integer in {lo}..{hi}")
+        raise ArgumentError(name, value, f"must be an integer in {lo}..{hi}")
 
 
 def _parse_uri(uri):
