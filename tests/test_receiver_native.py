@@ -261,3 +261,12 @@ def test_reassembly_counters_share_the_sendstate_names():
 
     names = {f.name for f in fields(ReassemblyCounters)}
     assert names & set(sendstate.NAMES) == {"events_recv", "events_reassembled", "bytes_recv", "packets_recv"}
+
+
+def test_v2_reserved_field_ignored_like_the_reference():
+    """The one validity rule (ejlb.wire): a v2 LB header's reserved bytes are not checked."""
+    payload = bytes(range(200))
+    good = datagrams(payload, event_number=4, fragment=100)
+    odd = [d[:4] + b"\x12\x34" + d[6:] for d in good]  # v2 with non-zero reserved bytes
+    events, c, _ = run([("d", d, 0) for d in odd], with_lb_header=True)
+    assert events == [(4, 0, payload)] and c.bad_headers == 0

@@ -15,6 +15,14 @@ import numpy as np
 
 from ejlb.errors import FieldError
 
+# Validity, one rule for every reader (LBHeader/REHeader.decode, parse_headers, the C core's
+# ejlb_lb_ok/ejlb_re_ok in csrc/wire.h, the reassembler, the reference model): LB magic "LB",
+# version 2 or 3, next protocol 1; RE byte 0 = 0x10 and byte 1 = 0 (docs/wire.md says receivers
+# drop anything else). The v2 reserved field (bytes 4-5) is written as 0 and *ignored* on receipt:
+# the protocol names no check for it, the deployed FPGA and receivers never look at it (a v2 LB
+# takes the slot from the tick), so rejecting it here alone would drop datagrams that every other
+# EJFAT component delivers.
+
 # --- constants of the protocol ---------------------------------------------------------------
 LB_MAGIC = b"LB"
 LB_VERSIONS = (2, 3)
@@ -52,7 +60,7 @@ LB_DTYPE = np.dtype(
         ("magic", "S2"),
         ("version", "u1"),
         ("next_proto", "u1"),
-        ("slot_select", ">u2"),  # v2: reserved (0); v3: slot select
+        ("slot_select", ">u2"),  # v2: reserved (sent as 0, ignored on receipt); v3: slot select
         ("port_select", ">u2"),  # v2: entropy; v3: port select
         ("tick", ">u8"),
     ]
@@ -140,6 +148,8 @@ class LBHeader:
 
     @classmethod
     def decode(cls, buf) -> "LBHeader":
+        """Checks magic, version and next protocol; a v2 header's reserved field is ignored (read
+        as 0), see the validity rule at the top of this module."""
         mv = _need(buf, LB_HEADER_LEN, "lb")
         magic, version, nxt, slot_select, entropy, tick = _LB.unpack_from(mv)
         if magic != LB_MAGIC:
@@ -148,7 +158,7 @@ class LBHeader:
             raise WireError("lb.version", version, "must be 2 or 3")
         if nxt != LB_NEXT_PROTO_RE:
             raise WireError("lb.next_proto", nxt, "must be 1 (RE header follows)")
-        return cls(tick=tick, entropy=entropy, version=version, slot_select=slot_select)
+        return cls(tick=tick, entropy=entropy, version=version, slot_select=slot_select if version == 3 else 0)
 
 
 # --- RE header -------------------------------------------------------------------------------
@@ -308,8 +318,7 @@ def parse_headers(rows: np.ndarray, with_lb: bool = True) -> tuple[np.ndarray, n
     if with_lb:
         lb = heads["lb"]
         ok &= (lb["magic"] == LB_MAGIC) & np.isin(lb["version"], LB_VERSIONS)
-        ok &= lb["next_proto"] == LB_NEXT_PROTO_RE
-        ok &= (lb["version"] == 3) | (lb["slot_select"] == 0)
+        ok &= lb["next_proto"] == LB_NEXT_PROTO_RE  # v2's reserved field: ignored (module doc)
     return heads, ok
 
 

@@ -6,7 +6,8 @@ the receiver never runs it on the data path.
 
 Rules, per datagram (UDP payload):
   * optional LB header (back-to-back use, or a worker registered with keep-LB-header), then the RE
-    header; a datagram too short for them, or with invalid magic/version bytes -> `bad_headers`;
+    header; a datagram too short for them, or that ejlb.wire.parse_headers finds invalid (the one
+    validity rule, also the C core's) -> `bad_headers`;
   * offset + fragment length beyond the event length, an empty fragment of a non-empty event, or a
     length different from the one the event started with -> `bad_fragments`;
   * events are keyed by (event_number, data_id); a fragment whose bytes were all received already,
@@ -27,8 +28,10 @@ import bisect
 from collections import deque
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+
 from ejlb.shim.events import LOST_EVICTED, LOST_TIMEOUT, LostEvent
-from ejlb.wire import HEADERS_LEN, LB_HEADER_LEN, LB_MAGIC, LB_NEXT_PROTO_RE, LB_VERSIONS, RE_BYTE0, RE_HEADER_LEN
+from ejlb.wire import HEADERS_LEN, RE_HEADER_LEN, parse_headers
 
 EVENT_OVERHEAD = 256  # the C core's EJLB_RX_EVENT_OVERHEAD is generated from this (ejlb.cfacts)
 
@@ -110,24 +113,19 @@ class Reassembler:
         c.packets_recv += 1
         c.bytes_recv += len(datagram)
         d = memoryview(datagram)
-        if self.with_lb_header:
-            if (
-                len(d) < HEADERS_LEN
-                or bytes(d[0:2]) != LB_MAGIC
-                or d[2] not in LB_VERSIONS
-                or d[3] != LB_NEXT_PROTO_RE
-            ):
-                c.bad_headers += 1
-                return []
-            d = d[LB_HEADER_LEN:]
-        if len(d) < RE_HEADER_LEN or d[0] != RE_BYTE0 or d[1] != 0:
+        head_len = HEADERS_LEN if self.with_lb_header else RE_HEADER_LEN
+        if len(d) < head_len:
             c.bad_headers += 1
             return []
-        data_id = int.from_bytes(d[2:4], "big")
-        offset = int.from_bytes(d[4:8], "big")
-        length = int.from_bytes(d[8:12], "big")
-        key = (int.from_bytes(d[12:20], "big"), data_id)
-        frag = d[RE_HEADER_LEN:]
+        # the layout is ejlb.wire's dtypes, the validity rule its parse_headers: the same as the C core's
+        heads, ok = parse_headers(np.frombuffer(d, np.uint8, head_len)[None, :], self.with_lb_header)
+        if not ok[0]:
+            c.bad_headers += 1
+            return []
+        re = heads["re"][0] if self.with_lb_header else heads[0]
+        data_id, offset, length = int(re["data_id"]), int(re["offset"]), int(re["length"])
+        key = (int(re["event_number"]), data_id)
+        frag = d[head_len:]
         if offset + len(frag) > length or (not frag and length):
             c.bad_fragments += 1
             return []
