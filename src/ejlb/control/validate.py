@@ -23,7 +23,8 @@ import re
 from typing import Iterable, Mapping
 
 from ejlb import sendstate
-from ejlb.control.errors import InvalidArgument
+from ejlb.control.errors import InvalidArgument, ResourceExhausted
+from ejlb.dataplane.tables import SenderLimit
 from ejlb.wire import CALENDAR_SLOTS
 
 MAX_NAME = 256
@@ -126,3 +127,15 @@ def demands(field: str, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, in
     if sum(n for _, n in out) > CALENDAR_SLOTS:
         raise InvalidArgument(f"{field}: demands {sum(n for _, n in out)} slots, more than {CALENDAR_SLOTS}")
     return out
+
+
+def sender_count(limit: SenderLimit, for_lb: int, total: int) -> None:
+    """Refuses a reservation's sender list that the data plane in use cannot hold: longer than its
+    per-instance limit (INVALID_ARGUMENT: no other reservation matters), or filling the table that
+    all instances share (RESOURCE_EXHAUSTED: others hold the rest)."""
+    if limit.per_lb is not None and for_lb > limit.per_lb:
+        raise InvalidArgument(f"senderAddresses={for_lb} addresses: this data plane holds at most {limit.per_lb} "
+                              "per load balancer")
+    if limit.total is not None and total > limit.total:
+        raise ResourceExhausted(f"senderAddresses={for_lb} addresses: would make {total} on this data plane, "
+                                f"which holds {limit.total} for all load balancers together")

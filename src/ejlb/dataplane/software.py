@@ -42,6 +42,7 @@ from ejlb.dataplane.tables import (
     NUM_LBS,
     Counters,
     Drop,
+    SenderLimit,
     TableDiff,
     TableError,
     Tables,
@@ -111,6 +112,8 @@ class SoftwareLB:
     ports: LB id -> (min, max) data ports to listen on (default: DEFAULT_DATA_PORT only).
     threads: worker threads; each has its own SO_REUSEPORT socket per address and port.
     rcvbuf: receive buffer bytes per socket (forced past rmem_max when running as root)."""
+
+    sender_limit = SenderLimit(per_lb=lib.EJLB_SWLB_MAX_SENDERS)  # declared in csrc/swlb.h (array size)
 
     def __init__(self, ports: Mapping[int, tuple[int, int]] | None = None, threads: int = 1,
                  rcvbuf: int = DEFAULT_RCVBUF):

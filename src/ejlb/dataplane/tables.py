@@ -273,10 +273,21 @@ class Counters:
         return self.member.setdefault((lb_id, member_id), dict.fromkeys(MEMBER_COUNTERS, 0))
 
 
+@dataclass(frozen=True)
+class SenderLimit:
+    """How many allow-list entries (IPv4 and IPv6 alike) a data plane holds: per LB instance and over
+    all instances together; None is no limit. Each backend declares its own (`sender_limit`), the
+    control plane refuses sender lists beyond it (ejlb.control.validate.sender_count)."""
+
+    per_lb: int | None = None
+    total: int | None = None
+
+
 class Backend(Protocol):
     """A data plane the control plane programs. `apply` installs a diff atomically."""
 
     installed: Tables
+    sender_limit: SenderLimit
 
     def apply(self, d: TableDiff) -> None: ...
 
@@ -287,6 +298,8 @@ class Backend(Protocol):
 
 class MemoryBackend:
     """Holds installed tables and nothing else: the base of in-process backends."""
+
+    sender_limit = SenderLimit()  # a Python set: no limit of its own
 
     def __init__(self) -> None:
         self.installed = Tables()

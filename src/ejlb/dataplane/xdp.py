@@ -48,6 +48,7 @@ from ejlb.dataplane.tables import (
     NUM_EPOCHS,
     NUM_LBS,
     Counters,
+    SenderLimit,
     TableDiff,
     Tables,
     apply,
@@ -105,6 +106,8 @@ def _egress_function(egress: Mapping[str, str] | None):
 
 class XDPLB:
     """Backend: the XDP program. interface: attach there (None: load only, for `run`)."""
+
+    sender_limit = SenderLimit(total=L.MAX_SENDERS)  # one map shared by every LB instance
 
     def __init__(self, interface: str | None = None, *, egress: Mapping[str, str] | None = None,
                  pass_other: bool | None = None, resolve_macs: bool | None = None):
