@@ -45,8 +45,10 @@ class NativeReassembler:
                  max_pending_events=16384, queue_size=1 << 16, lost_log_size=1024):
         err = ffi.new("char[256]")
         fds = ffi.new("int[]", [-1])  # never started, so never read
-        h = lib.ejlb_rx_new(fds, 1, 1, with_lb_header, timeout_us, max_pending_bytes, max_pending_events,
-                            queue_size, lost_log_size, err, 256)
+        opt = ffi.new("ejlb_rx_options *", dict(
+            threads=1, with_lb_header=with_lb_header, timeout_us=timeout_us, max_pending_bytes=max_pending_bytes,
+            max_pending_events=max_pending_events, queue_size=queue_size, lost_log_size=lost_log_size))
+        h = lib.ejlb_rx_new(fds, 1, opt, err, 256)
         assert h != ffi.NULL, ffi.string(err)
         self.h = ffi.gc(h, lib.ejlb_rx_free)
 

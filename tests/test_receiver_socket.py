@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ejlb import sendstate
-from ejlb.shim.receiver import Receiver, ReceiverClosed, ReceiverStats
+from ejlb.errors import ArgumentError
+from ejlb.shim.receiver import Receiver, ReceiverClosed, ReceiverConfig, ReceiverStats
 from receiver_tools import datagrams, piece, send_all
 
 
@@ -234,6 +235,19 @@ def test_bad_arguments_name_the_field(kw, field):
     args = dict(ip="127.0.0.1", base_port=0) | kw
     with pytest.raises(ValueError, match=field):
         Receiver(None, args.pop("ip"), args.pop("base_port"), **args)
+
+
+def test_config_object_and_keywords_are_the_same_options():
+    cfg = ReceiverConfig(threads=2, queue_size=8)
+    assert cfg.ports_bits == 1
+    with Receiver(None, "127.0.0.1", 0, cfg) as a, Receiver(None, "127.0.0.1", 0, threads=2, queue_size=8) as b:
+        assert a.config == b.config == cfg and a.ports == range(a.base_port, a.base_port + 2)
+    with Receiver(None, "127.0.0.1", 0, cfg, queue_size=4) as c:  # keywords on top of a config
+        assert c.config.queue_size == 4 and c.config.threads == 2
+    with pytest.raises(TypeError, match="nonsense"):
+        Receiver(None, "127.0.0.1", 0, nonsense=1)
+    with pytest.raises(ArgumentError, match="threads"):
+        ReceiverConfig(threads=3, port_range=1)  # refused before any socket exists
 
 
 def test_port_in_use_names_the_port():

@@ -24,13 +24,13 @@ Rules, per datagram (UDP payload):
 """
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from ejlb.shim.events import LOST_EVICTED, LOST_TIMEOUT, LostEvent
+from ejlb.shim.rangeset import RangeSet
 from ejlb.wire import HEADERS_LEN, RE_HEADER_LEN, parse_headers
 
 EVENT_OVERHEAD = 256  # the C core's EJLB_RX_EVENT_OVERHEAD is generated from this (ejlb.cfacts)
@@ -60,24 +60,9 @@ class _Pending:
     length: int
     started: float
     buf: bytearray
-    spans: list[list[int]] = field(default_factory=list)  # sorted disjoint [start, end)
+    received: RangeSet = field(default_factory=RangeSet)
     got: int = 0
     fragments: int = 0
-
-    def add(self, start: int, end: int) -> int:
-        """Marks [start, end) received; returns how many of those bytes are new."""
-        spans = self.spans
-        i = bisect.bisect_left([s[1] for s in spans], start)  # first span ending at or after start
-        j = i
-        covered = 0
-        while j < len(spans) and spans[j][0] <= end:
-            covered += max(0, min(end, spans[j][1]) - max(start, spans[j][0]))
-            j += 1
-        if i == j:
-            spans.insert(i, [start, end])
-        else:
-            spans[i:j] = [[min(start, spans[i][0]), max(end, spans[j - 1][1])]]
-        return (end - start) - covered
 
 
 class Reassembler:
@@ -147,7 +132,7 @@ class Reassembler:
         elif ev.length != length:
             c.bad_fragments += 1
             return []
-        fresh = ev.add(offset, offset + len(frag))
+        fresh = ev.received.add(offset, offset + len(frag))
         if fresh == 0:
             c.duplicates += 1
             return []

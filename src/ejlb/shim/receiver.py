@@ -13,6 +13,7 @@ control-plane URI the receiver registers, reports its queue fill and a PID contr
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -34,7 +35,7 @@ from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
 from ejlb.sockopt import SO_RCVBUFFORCE, SOL_UDP, UDP_GRO
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, MAX_PORT_RANGE
 
-__all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", "trim_buffer_pool"]
+__all__ = ["Receiver", "ReceiverConfig", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", "trim_buffer_pool"]
 
 DEFAULT_RCVBUF = 32 << 20
 _WAIT_SLICE_MS = 200  # recv() returns to Python this often so that Ctrl-C works
@@ -112,13 +113,13 @@ def bind_ports(ip: str, base_port: int, count: int, *, rcvbuf: int = DEFAULT_RCV
     raise OSError(errno.EADDRINUSE, f"no {count} consecutive free UDP ports on {ip} after {attempts} tries")
 
 
-class Receiver:
-    """Receives EJFAT events on `2^port_range` ports from `base_port` (see module doc).
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """How a Receiver receives and reports; validated when made (ArgumentError naming field and
+    value), so a bad option fails before any socket is opened.
 
-    uri: EjfatURI | str | None -- with a control plane and a token, the receiver registers
-        (`register=None` means exactly that; True insists, False never registers).
     threads: native receive threads; ports are spread over them (port i -> thread i % threads).
-    port_range: entropy bits (0..14); default the fewest ports that give every thread one.
+    port_range: entropy bits (0..14); None: the fewest ports that give every thread one.
     with_lb_header: datagrams start with the LB header (back-to-back, no load balancer).
     keep_lb_header: ask the LB to keep its header (implies with_lb_header).
     event_timeout: seconds from an event's first fragment until it is given up as lost.
@@ -130,79 +131,110 @@ class Receiver:
     max_pending_events: cap on incomplete events, split evenly over the threads (evicted likewise).
     queue_size: completed events waiting for the application; when full they are dropped and
         counted (event_enqueue_err). The reported fill is depth / queue_size.
-    pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
-    zmq_push: endpoint string or zmq socket; events are then forwarded there (see zmq_bridge)
-        instead of being returned by recv(); zmq_hwm is the send high-water mark of an endpoint.
+    lost_log_size: how many recent lost/evicted events lost_events() keeps.
     rcvbuf: SO_RCVBUF per socket (forced past rmem_max when root): the slack for scheduling hiccups.
     gro: enable UDP GRO when the kernel has it (False: plain recvmmsg; gro_enabled() tells).
-    lost_log_size: how many recent lost/evicted events lost_events() keeps.
+    register: None registers when the URI has a control plane and a token; True insists, False never.
+    name, weight, min_factor, max_factor: the worker's registration (name: host-pid-port).
+    pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
+    state_period: seconds between reports to the control plane.
+    zmq_hwm: send high-water mark of a zmq_push endpoint.
+    """
+
+    threads: int = 1
+    port_range: int | None = None
+    with_lb_header: bool = False
+    keep_lb_header: bool = False
+    event_timeout: float = 0.5
+    max_pending_bytes: int = 1 << 30
+    max_pending_events: int = 16384
+    queue_size: int = 1024
+    lost_log_size: int = 1024
+    rcvbuf: int = DEFAULT_RCVBUF
+    gro: bool = True
+    register: bool | None = None
+    name: str | None = None
+    weight: float = 1.0
+    min_factor: float = DEFAULT_MIN_FACTOR
+    max_factor: float = DEFAULT_MAX_FACTOR
+    pid: PIDGains | tuple | None = None
+    state_period: float = 0.1
+    zmq_hwm: int = 16
+
+    def __post_init__(self) -> None:
+        _check_int("threads", self.threads, 1, 1 << MAX_PORT_RANGE)
+        _check_int("port_range", self.ports_bits, 0, MAX_PORT_RANGE)
+        if self.threads > 1 << self.ports_bits:
+            raise ArgumentError("threads", self.threads, f"more than the 2^port_range={1 << self.ports_bits} ports")
+        timeout = self.event_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise ArgumentError("event_timeout", timeout, "seconds, > 0 and <= 3600")
+        _check_int("max_pending_bytes", self.max_pending_bytes, 1 << 16, 1 << 48)
+        _check_int("max_pending_events", self.max_pending_events, self.threads, 1 << 24)
+        _check_int("queue_size", self.queue_size, 1, 1 << 24)
+        _check_int("lost_log_size", self.lost_log_size, 0, 1 << 20)
+        _check_int("rcvbuf", self.rcvbuf, 1 << 12, 1 << 31)
+        for fname in ("weight", "min_factor", "max_factor"):
+            value = getattr(self, fname)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ArgumentError(fname, value, "must be a number >= 0")
+
+    @property
+    def ports_bits(self) -> int:
+        """port_range, resolved: the fewest ports that give every thread one when not given."""
+        return (self.threads - 1).bit_length() if self.port_range is None else self.port_range
+
+    def native_options(self):
+        """The ejlb_rx_options of csrc/recv.h."""
+        opt = ffi.new("ejlb_rx_options *")
+        opt.threads = self.threads
+        opt.with_lb_header = bool(self.with_lb_header or self.keep_lb_header)
+        opt.timeout_us = round(self.event_timeout * 1e6)
+        opt.max_pending_bytes = self.max_pending_bytes
+        opt.max_pending_events = self.max_pending_events
+        opt.queue_size = self.queue_size
+        opt.lost_log_size = self.lost_log_size
+        return opt
+
+
+class Receiver:
+    """Receives EJFAT events on `2^port_range` ports from `base_port` (see module doc).
+
+    uri: EjfatURI | str | None -- with a control plane and a token, the receiver registers
+        (config.register says when).
+    config: a ReceiverConfig; or its fields as keywords (Receiver(uri, ip, port, threads=2)), which
+        are applied on top of `config` when both are given.
+    zmq_push: endpoint string or zmq socket; events are then forwarded there (see zmq_bridge)
+        instead of being returned by recv().
     manager: an LBManager-like object to register with instead of one built from the URI.
     """
 
-    def __init__(
-        self,
-        uri=None,
-        ip: str = "127.0.0.1",
-        base_port: int = 0,
-        *,
-        threads: int = 1,
-        port_range: int | None = None,
-        with_lb_header: bool = False,
-        event_timeout: float = 0.5,
-        max_pending_bytes: int = 1 << 30,
-        max_pending_events: int = 16384,
-        queue_size: int = 1024,
-        register: bool | None = None,
-        name: str | None = None,
-        weight: float = 1.0,
-        min_factor: float = DEFAULT_MIN_FACTOR,
-        max_factor: float = DEFAULT_MAX_FACTOR,
-        keep_lb_header: bool = False,
-        pid: PIDGains | tuple | None = None,
-        state_period: float = 0.1,
-        zmq_push=None,
-        zmq_hwm: int = 16,
-        rcvbuf: int = DEFAULT_RCVBUF,
-        gro: bool = True,
-        lost_log_size: int = 1024,
-        manager=None,
-    ):
+    def __init__(self, uri=None, ip: str = "127.0.0.1", base_port: int = 0, config: ReceiverConfig | None = None,
+                 *, zmq_push=None, manager=None, **options):
         self._closed = True  # until fully constructed, close() has nothing to undo
         self._lock = threading.Lock()
-        _check_int("threads", threads, 1, 1 << MAX_PORT_RANGE)
-        if port_range is None:
-            port_range = (threads - 1).bit_length()
-        _check_int("port_range", port_range, 0, MAX_PORT_RANGE)
-        if threads > 1 << port_range:
-            raise ArgumentError("threads", threads, f"more than the 2^port_range={1 << port_range} ports")
-        if isinstance(event_timeout, bool) or not isinstance(event_timeout, (int, float)) or not 0 < event_timeout <= 3600:
-            raise ArgumentError("event_timeout", event_timeout, "seconds, > 0 and <= 3600")
-        _check_int("max_pending_bytes", max_pending_bytes, 1 << 16, 1 << 48)
-        _check_int("max_pending_events", max_pending_events, threads, 1 << 24)
-        _check_int("queue_size", queue_size, 1, 1 << 24)
-        _check_int("lost_log_size", lost_log_size, 0, 1 << 20)
-        _check_int("rcvbuf", rcvbuf, 1 << 12, 1 << 31)
-        for fname, value in (("weight", weight), ("min_factor", min_factor), ("max_factor", max_factor)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ArgumentError(fname, value, "must be a number >= 0")
+        config = config or ReceiverConfig()
+        if options:
+            unknown = set(options) - {f.name for f in fields(ReceiverConfig)}
+            if unknown:
+                raise TypeError(f"Receiver: unknown options {sorted(unknown)} (see ReceiverConfig)")
+            config = dataclasses.replace(config, **options)
+        self.config = config
         self.uri = _parse_uri(uri)
         self.ip = str(_check_ip(ip))
-        self.port_range = port_range
-        self.threads = threads
-        self.pid = PID(pid)
-        self._socks = bind_ports(self.ip, base_port, 1 << port_range, rcvbuf=rcvbuf, gro=gro)
+        self.port_range = config.ports_bits
+        self.threads = config.threads
+        self.pid = PID(config.pid)
+        self._socks = bind_ports(self.ip, base_port, 1 << self.port_range, rcvbuf=config.rcvbuf, gro=config.gro)
         self.base_port = self._socks[0].getsockname()[1]
         fds = ffi.new("int[]", [s.fileno() for s in self._socks])
         err = ffi.new("char[256]")
-        h = lib.ejlb_rx_new(
-            fds, len(self._socks), threads, bool(with_lb_header or keep_lb_header), round(event_timeout * 1e6),
-            max_pending_bytes, max_pending_events, queue_size, lost_log_size, err, 256,
-        )
+        h = lib.ejlb_rx_new(fds, len(self._socks), config.native_options(), err, 256)
         if h == ffi.NULL:
             self._close_sockets()
             raise ValueError(ffi.string(err).decode())
         self._h = ffi.gc(h, lib.ejlb_rx_free)
-        self._lost: deque[LostEvent] = deque(maxlen=lost_log_size)
+        self._lost: deque[LostEvent] = deque(maxlen=config.lost_log_size)
         self._lost_next = 0
         self._reporter = None
         self._forwarder = None
@@ -211,18 +243,20 @@ class Receiver:
             raise OSError(ffi.string(err).decode())
         self._closed = False
         try:
-            self._start_control(register, manager, name, weight, min_factor, max_factor, keep_lb_header, state_period)
+            self._start_control(manager)
             if zmq_push is not None:
                 from ejlb.shim.zmq_bridge import ZmqForwarder  # pyzmq is optional: imported when asked for
 
-                self._forwarder = ZmqForwarder(self, zmq_push, hwm=zmq_hwm)
+                self._forwarder = ZmqForwarder(self, zmq_push, hwm=config.zmq_hwm)
                 self._forwarder.start()
         except BaseException:
             self.close()
             raise
 
     # --- control plane ---------------------------------------------------------------------------
-    def _start_control(self, register, manager, name, weight, min_factor, max_factor, keep_lb_header, period):
+    def _start_control(self, manager):
+        c = self.config
+        register = c.register
         has_cp = manager is not None or (self.uri is not None and bool(self.uri.token))
         if register is None:
             register = has_cp
@@ -239,12 +273,12 @@ class Receiver:
 
             manager = LBManager(self.uri)
         spec = WorkerSpec(
-            name=name or f"{socket.gethostname()}-{os.getpid()}-{self.base_port}", ip=self.ip,
-            port=self.base_port, port_range=self.port_range, weight=weight, min_factor=min_factor,
-            max_factor=max_factor, keep_lb_header=keep_lb_header,
+            name=c.name or f"{socket.gethostname()}-{os.getpid()}-{self.base_port}", ip=self.ip,
+            port=self.base_port, port_range=self.port_range, weight=c.weight, min_factor=c.min_factor,
+            max_factor=c.max_factor, keep_lb_header=c.keep_lb_header,
         )
         self._reporter = StateReporter(
-            manager, spec, fill=self.fill, totals=self._control_totals, pid=self.pid, period=period,
+            manager, spec, fill=self.fill, totals=self._control_totals, pid=self.pid, period=c.state_period,
         )
         self._reporter.start()
 
