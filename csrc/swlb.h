@@ -1,4 +1,4 @@
-/* Software LB fast path: an L4 forwarder for EJFAT datagrams (spec/dataplane.md, stages 3-10 as an
+/* Software LB fast path: an L4 forwarder for EJFAT datagrams (docs/dataplane.md, stages 3-10 as an
  * L4 forwarder can see them). Worker threads without the GIL receive with recvmmsg + UDP GRO on the
  * LB instances' data sockets, decide per datagram with the compiled tables, and send with
  * sendmmsg + UDP GSO (consecutive datagrams of one size to one member become one GSO send).

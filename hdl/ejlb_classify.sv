@@ -1,4 +1,4 @@
-// Stages 1-10 of spec/dataplane.md for one frame header per cycle, fully pipelined (no stalls):
+// Stages 1-10 of docs/dataplane.md for one frame header per cycle, fully pipelined (no stalls):
 //   S1 parse (ejlb_parser)            S2 destination filter, LB header checks, allow-list and the
 //   epoch ranges, all against one snapshot of the active tables (+ the RAM bank)
 //   S3 slot -> calendar RAM read      S4 member id -> member RAM read

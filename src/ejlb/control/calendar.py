@@ -1,6 +1,6 @@
 """Calendar computation: worker weights → slot counts → the 512-slot layout of one epoch. Pure.
 
-Counts are proportional to weight within the deployed clamps (spec/control-api.md, "Slot counts":
+Counts are proportional to weight within the deployed clamps (docs/control-api.md, "Slot counts":
 [round(even·minFactor), round(even·maxFactor)], even = floor(512/n)), total exactly 512. Unlike the
 deployed rule, which hands leftovers out one slot per worker per round whatever the weights, slots
 that clamped workers cannot take are shared by weight (water-filling) and rounded by largest

@@ -1,6 +1,6 @@
 """Reference model of the LB pipeline: `process(tables, frame) -> Result`.
 
-The oracle that the software LB and the HDL are tested against (spec/dataplane.md). Pure and
+The oracle that the software LB and the HDL are tested against (docs/dataplane.md). Pure and
 readable, not fast: one Ethernet frame (no FCS) in, a verdict, the rewritten frame and the counter
 deltas out. Where the spec is silent this module *is* the definition, so every choice is written
 down here:

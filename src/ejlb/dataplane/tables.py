@@ -1,7 +1,7 @@
 """The data-plane table model: one definition shared by the control plane, the reference model,
 the software LB and the FPGA driver.
 
-Six tables (see spec/dataplane.md):
+Six tables (see docs/dataplane.md):
 
     lbs        destination filter: LB instance id -> its own MAC / IPv4 / IPv6 and slot parameters
     senders    allow-list: (lb id, source IP) pairs
