@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ejlb import wire
+from ejlb.errors import ArgumentError
 from ejlb.wire import LBHeader, REHeader, SyncHeader, WireError
 
 SPEC_EXAMPLE = bytes.fromhex(
@@ -34,7 +35,7 @@ def test_sizes_and_constants_match_spec():
 
 @pytest.mark.parametrize("mtu", [0, 64, 9001, 1500.0, "1500", True, None])
 def test_max_payload_rejects_bad_mtu(mtu):
-    with pytest.raises(WireError, match="mtu"):
+    with pytest.raises(ArgumentError, match="mtu"):
         wire.max_payload(mtu)
 
 
@@ -171,7 +172,7 @@ def test_parse_headers_batch_flags_bad_rows():
     re_only, ok2 = wire.parse_headers(rows[:, 16:], with_lb=False)
     assert ok2.tolist() == [True, True, True, False] + [True] * (len(rows) - 4)
     assert int(re_only["event_number"][0]) == 11
-    with pytest.raises(WireError, match="rows.shape"):
+    with pytest.raises(ArgumentError, match="rows.shape"):
         wire.parse_headers(rows[:, :20])
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ejlb.errors import FieldError
+from ejlb.errors import ArgumentError, FieldError
 
 # Validity, one rule for every reader (LBHeader/REHeader.decode, parse_headers, the C core's
 # ejlb_lb_ok/ejlb_re_ok in csrc/wire.h, the reassembler, the reference model): LB magic "LB",
@@ -244,7 +244,7 @@ def max_payload(mtu: int = DEFAULT_MTU, ipv6: bool = False) -> int:
     """Largest fragment (event bytes per datagram) at this MTU: MTU - 64 (IPv4) / - 84 (IPv6)."""
     over = header_overhead(ipv6)
     if isinstance(mtu, bool) or not isinstance(mtu, (int, np.integer)) or not over < mtu <= MAX_MTU:
-        raise WireError("mtu", mtu, f"must be an integer with {over} < mtu <= {MAX_MTU}")
+        raise ArgumentError("mtu", mtu, f"must be an integer with {over} < mtu <= {MAX_MTU}")
     return int(mtu) - over
 
 
@@ -252,7 +252,7 @@ def fragment_count(event_len: int, fragment_size: int) -> int:
     """Datagrams for one event. A zero-length event still sends one header-only datagram."""
     _uint("event.length", event_len, 32)
     if fragment_size <= 0:
-        raise WireError("fragment_size", fragment_size, "must be positive")
+        raise ArgumentError("fragment_size", fragment_size, "must be positive")
     return max(1, -(-event_len // fragment_size))
 
 
@@ -311,7 +311,7 @@ def parse_headers(rows: np.ndarray, with_lb: bool = True) -> tuple[np.ndarray, n
     need = HEADERS_LEN if with_lb else RE_HEADER_LEN
     rows = np.asarray(rows, dtype=np.uint8)
     if rows.ndim != 2 or rows.shape[1] < need:
-        raise WireError("rows.shape", rows.shape, f"need a 2-D uint8 array with at least {need} columns")
+        raise ArgumentError("rows.shape", rows.shape, f"need a 2-D uint8 array with at least {need} columns")
     heads = np.ascontiguousarray(rows[:, :need]).view(HEADERS_DTYPE if with_lb else RE_DTYPE)[:, 0]
     re = heads["re"] if with_lb else heads
     ok = (re["version"] == RE_BYTE0) & (re["reserved"] == 0)

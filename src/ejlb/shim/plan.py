@@ -53,7 +53,7 @@ class Layout:
 
     @classmethod
     def for_mtu(cls, mtu: int, ipv6: bool = False) -> "Layout":
-        fragment = max_payload(mtu, ipv6)  # raises WireError('mtu', ...) outside (overhead, 9000]
+        fragment = max_payload(mtu, ipv6)  # raises ArgumentError('mtu', ...) outside (overhead, 9000]
         segment = fragment + HEADERS_LEN
         # IPv4 counts its own header in the 16-bit total length, IPv6 does not.
         room = _MAX_IP_LEN - UDP_HEADER_LEN - (0 if ipv6 else IPV4_HEADER_LEN)
