@@ -52,6 +52,7 @@
 #define EJLB_LB_RX_COUNTERS 4
 #define EJLB_LB_COUNTERS 14
 #define EJLB_MEMBER_COUNTERS 2 /* tx_packets, tx_bytes */
+#define EJLB_UDP_MAX_SEGMENTS 64 /* per GSO send and GRO buffer (ejlb.sockopt) */
 /* receiver (ejlb.shim.reassembly) */
 #define EJLB_RX_EVENT_OVERHEAD 256 /* bytes charged to the pending-byte cap per event */
 /* the seven SendState totals, in the proto's order (ejlb.sendstate.SendStateTotals) */

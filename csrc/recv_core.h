@@ -28,7 +28,7 @@
 #define RXBUF 65536         /* one GRO buffer holds at most 64 KiB */
 #define CTRL_LEN 64
 #define DONE_SLOTS 4096     /* recently finished events, to recognise late fragments */
-#define SPEC_MAX_SEGS 64    /* speculative slots per message (UDP GSO sends at most 64 segments) */
+#define SPEC_MAX_SEGS EJLB_UDP_MAX_SEGMENTS /* speculative slots per message: a GRO buffer's segments */
 #define SPEC_IOV (2 * SPEC_MAX_SEGS + 1)
 /* Smaller fragments are cheaper to copy than to scatter: measured on loopback with GRO, 1436-byte
  * payload slots (MTU 1500) doubled the kernel's copy-out time (one short misaligned copy per slot)

@@ -53,7 +53,7 @@ ejlb_tx *ejlb_tx_new(int family, const uint8_t *addr, uint32_t scope_id, int lb_
                      uint32_t fragment, uint32_t segments, int gso, int copy)
 {
     if ((family != AF_INET && family != AF_INET6) || !addr || !ejlb_lb_version_ok(lb_version)
-        || fragment == 0 || segments == 0 || segments > EJLB_TX_MAX_SEGMENTS
+        || fragment == 0 || segments == 0 || segments > EJLB_UDP_MAX_SEGMENTS
         || (uint64_t)segments * (fragment + EJLB_HEADERS_LEN) > TX_MAX_MSG_BYTES)
         return NULL;
     ejlb_tx *tx = calloc(1, sizeof *tx);
@@ -247,7 +247,7 @@ static void add_dgram(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev, const
         flush(tx, fd);
     int m = tx->open;
     if (m >= 0 && (ev->dport != get_port(&tx->names[m]) || dlen > tx->msg_seg[m]
-                   || dgram_count(tx, m) == EJLB_TX_MAX_SEGMENTS
+                   || dgram_count(tx, m) == EJLB_UDP_MAX_SEGMENTS
                    || tx->msg_bytes[m] + dlen > tx->max_msg_bytes))
         m = -1;
     if (m < 0) {

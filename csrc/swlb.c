@@ -19,7 +19,6 @@
 #define RX_BATCH 32            /* datagrams (or GRO super-datagrams) per recvmmsg */
 #define RX_BUF 65536           /* one GRO super-datagram at most */
 #define TX_MAX 1024            /* datagrams per flush (>= GRO's 64 segments per buffer) */
-#define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65000    /* below the 65507-byte UDP payload limit of one super-datagram */
 #define RX_ROUNDS 8            /* recvmmsg batches per ready socket before polling again (fairness) */
 #define POLL_MS 50             /* bounds how long stop and socket removal wait */
@@ -173,7 +172,7 @@ static void tx_add(struct worker *w, int lb_id, int member_id, const struct ejlb
             total += mh->msg_iov[i].iov_len;
         uint32_t seg = w->txseg[w->ntx - 1];
         uint32_t last = (uint32_t)mh->msg_iov[mh->msg_iovlen - 1].iov_len;
-        if (!w->nogso[lb_id][member_id] && last == seg && len <= seg && len > 0 && mh->msg_iovlen < GSO_MAX_SEGS &&
+        if (!w->nogso[lb_id][member_id] && last == seg && len <= seg && len > 0 && mh->msg_iovlen < EJLB_UDP_MAX_SEGMENTS &&
             total + len <= GSO_MAX_BYTES && w->txttl[w->ntx - 1] == ttl && same_dest(&w->txname[w->ntx - 1], &dst)) {
             mh->msg_iovlen++;
             w->niov++;

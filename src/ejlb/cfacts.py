@@ -28,6 +28,7 @@ def _cdef_block() -> list[str]:
         f"#define EJLB_LB_RX_COUNTERS {len(LB_RX_COUNTERS)}",
         f"#define EJLB_LB_COUNTERS {len(LB_RX_COUNTERS) + len(Drop)}",
         f"#define EJLB_MEMBER_COUNTERS {len(MEMBER_COUNTERS)} /* {', '.join(MEMBER_COUNTERS)} */",
+        f"#define EJLB_UDP_MAX_SEGMENTS {sockopt.UDP_MAX_SEGMENTS} /* per GSO send and GRO buffer (ejlb.sockopt) */",
         "/* receiver (ejlb.shim.reassembly) */",
         f"#define EJLB_RX_EVENT_OVERHEAD {EVENT_OVERHEAD} /* bytes charged to the pending-byte cap per event */",
     ]

@@ -20,6 +20,10 @@ LINUX = {  # name -> value, for names the socket module may lack
     "IPV6_FREEBIND": 78,
 }
 
+# Segments per UDP GSO send and per GRO buffer: Linux's UDP_MAX_SEGMENTS was 64 until 6.x raised it to
+# 128; 64 works everywhere (sender plans, the send core, the software LB, speculative placement).
+UDP_MAX_SEGMENTS = 64
+
 SOL_UDP: int = getattr(socket, "SOL_UDP", LINUX["SOL_UDP"])
 UDP_SEGMENT: int = getattr(socket, "UDP_SEGMENT", LINUX["UDP_SEGMENT"])
 UDP_GRO: int = getattr(socket, "UDP_GRO", LINUX["UDP_GRO"])

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 
 from ejlb.errors import ArgumentError
+from ejlb.sockopt import UDP_MAX_SEGMENTS
 from ejlb.wire import (
     HEADERS_LEN,
     IPV4_HEADER_LEN,
@@ -21,8 +22,7 @@ from ejlb.wire import (
     max_payload,
 )
 
-# Linux UDP_MAX_SEGMENTS was 64 until 6.x raised it to 128; 64 works everywhere.
-MAX_GSO_SEGMENTS = 64
+MAX_GSO_SEGMENTS = UDP_MAX_SEGMENTS  # ejlb.sockopt: 64 works on every kernel
 _MAX_IP_LEN = 0xFFFF
 _U64 = (1 << 64) - 1
 
