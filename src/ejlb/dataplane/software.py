@@ -189,13 +189,15 @@ class SoftwareLB:
             out.member_counters(*key)
         return out
 
-    _STATS = ("recv_calls", "send_calls", "send_msgs", "send_errors", "gro_segments", "gso_fallbacks")
+    # name -> index of the fast-path statistics, read by name from csrc/swlb.h (EJLB_SWLB_STAT_*)
+    _STATS = dict(sorted(((n.removeprefix("EJLB_SWLB_STAT_").lower(), getattr(lib, n)) for n in dir(lib)
+                          if n.startswith("EJLB_SWLB_STAT_")), key=lambda item: item[1]))
 
     def stats(self) -> dict[str, int]:
         """Fast-path statistics summed over the threads: syscalls, GSO/GRO use and send errors."""
         out = np.zeros(lib.EJLB_SWLB_STATS, np.uint64)
         lib.ejlb_swlb_stats(self._h, ffi.from_buffer("uint64_t[]", out))
-        return dict(zip(self._STATS, (int(x) for x in out)))
+        return {name: int(out[i]) for name, i in self._STATS.items()}
 
     def thread_stats(self) -> list[dict[str, int]]:
         """The same per worker thread (how SO_REUSEPORT spread the load)."""
@@ -203,7 +205,7 @@ class SoftwareLB:
         result = []
         for thread in range(self.threads):
             self._check(lib.ejlb_swlb_thread_stats(self._h, thread, ffi.from_buffer("uint64_t[]", out)), "stats")
-            result.append(dict(zip(self._STATS, (int(x) for x in out))))
+            result.append({name: int(out[i]) for name, i in self._STATS.items()})
         return result
 
     def cpu_seconds(self) -> list[float]:
