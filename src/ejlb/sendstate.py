@@ -42,8 +42,8 @@ def _camel(snake: str) -> str:
 
 
 NAMES: tuple[str, ...] = tuple(f.name for f in fields(SendStateTotals))
-COLUMNS: tuple[str, ...] = tuple("total_" + n for n in NAMES)
-COLUMN_OF: dict[str, str] = dict(zip(NAMES, COLUMNS))
-PROTO: tuple[str, ...] = tuple(_camel(c) for c in COLUMNS)
-PROTO_OF: dict[str, str] = dict(zip(COLUMNS, PROTO))  # both derived above from NAMES: same order by construction
+COLUMN_OF: dict[str, str] = {name: "total_" + name for name in NAMES}
+COLUMNS: tuple[str, ...] = tuple(COLUMN_OF.values())
+PROTO_OF: dict[str, str] = {column: _camel(column) for column in COLUMNS}
+PROTO: tuple[str, ...] = tuple(PROTO_OF.values())
 DOCS: dict[str, str] = {f.name: f.metadata["doc"] for f in fields(SendStateTotals)}  # for the C header
