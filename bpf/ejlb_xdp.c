@@ -1,4 +1,4 @@
-/* ejlb XDP data plane: the EJFAT load-balancer pipeline (spec/dataplane.md) on each received frame,
+/* ejlb XDP data plane: the EJFAT load-balancer pipeline (docs/dataplane.md) on each received frame,
  * before the kernel allocates anything. Frame semantics are those of the FPGA and of the reference
  * model `ejlb.dataplane.model` (whose docstring settles every open choice); the oracle test runs the
  * 10 000-frame corpus through this program with BPF_PROG_TEST_RUN and compares bytes, verdicts and

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 HDL = REPO / "hdl"
 SOURCES = [
-    "ejlb_regmap_pkg.sv", "ejlb_fifo.sv", "ejlb_axil_slave.sv", "ejlb_tables.sv", "ejlb_counters.sv",
+    "ejlb_regmap_pkg.sv", "ejlb_pkg.sv", "ejlb_fifo.sv", "ejlb_axil_slave.sv", "ejlb_tables.sv", "ejlb_counters.sv",
     "ejlb_parser.sv", "ejlb_ingress.sv", "ejlb_classify.sv", "ejlb_egress.sv", "ejlb_lb.sv",
 ]
 TOP = "ejlb_lb"
@@ -50,15 +50,20 @@ def _runner():
     return _WheelVerilator()
 
 
-def build(data_width: int = 512, *, trace: bool = False) -> Path:
-    """Build (or reuse) the simulator for one DATA_WIDTH; returns the build directory."""
+def build(data_width: int = 512, *, trace: bool = False, top: str = TOP, parameters: dict | None = None) -> Path:
+    """Build (or reuse) the simulator of `top` (default the whole LB at one DATA_WIDTH) with its
+    `parameters`; returns the build directory."""
     verilator_env()
-    build_dir = REPO / "sim_build" / f"{TOP}_w{data_width}{'_trace' if trace else ''}"
+    if parameters is None:
+        parameters, tag = {"DATA_WIDTH": data_width}, f"w{data_width}"
+    else:
+        tag = "_".join(f"{k}{v}" for k, v in sorted(parameters.items()))
+    build_dir = REPO / "sim_build" / f"{top}_{tag}{'_trace' if trace else ''}"
     runner = _runner()
     runner.build(
         sources=[HDL / s for s in SOURCES],
-        hdl_toplevel=TOP,
-        parameters={"DATA_WIDTH": data_width},
+        hdl_toplevel=top,
+        parameters=parameters,
         build_dir=build_dir,
         build_args=["-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "0", "--x-initial", "0"],
         waves=trace,
@@ -68,13 +73,14 @@ def build(data_width: int = 512, *, trace: bool = False) -> Path:
 
 
 def run(data_width: int, test_module: str, testcase: str | list[str] | None = None,
-        extra_env: dict[str, str] | None = None, seed: int | None = None) -> Path:
-    """Run cocotb tests of `test_module` (in cocotb_tests/) on the build for `data_width`.
-    Raises if any test failed; returns the results.xml path."""
+        extra_env: dict[str, str] | None = None, seed: int | None = None, *, top: str = TOP,
+        parameters: dict | None = None) -> Path:
+    """Run cocotb tests of `test_module` (in cocotb_tests/) on the build for `data_width` (or of
+    `top` with `parameters`). Raises if any test failed; returns the results.xml path."""
     from cocotb_tools.runner import get_results
 
     waves = os.environ.get("WAVES") == "1"  # cocotb's switch: FST trace in the test directory
-    build_dir = build(data_width, trace=waves)
+    build_dir = build(data_width, trace=waves, top=top, parameters=parameters)
     runner = _runner()
     runner.build_dir = build_dir
     test_dir = build_dir / f"run_{test_module}_{'_'.join([testcase] if isinstance(testcase, str) else testcase or ['all'])}"
@@ -85,12 +91,13 @@ def run(data_width: int, test_module: str, testcase: str | list[str] | None = No
     env = {"EJLB_DATA_WIDTH": str(data_width)}
     env.update(extra_env or {})
     results = runner.test(
-        test_module=test_module, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", testcase=testcase, build_dir=build_dir,
+        test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog", testcase=testcase, build_dir=build_dir,
         test_dir=test_dir, extra_env=env, seed=seed, waves=waves,
     )
     total, failed = get_results(results)
     if failed:
-        raise AssertionError(f"{failed} of {total} cocotb tests failed (DATA_WIDTH={data_width}); see {results}")
+        raise AssertionError(f"{failed} of {total} cocotb tests failed ({top} {parameters or {'DATA_WIDTH': data_width}}); "
+                             f"see {results}")
     if total == 0:
         raise AssertionError(f"no cocotb test ran from {test_module} {testcase}")
     return results

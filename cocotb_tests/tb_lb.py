@@ -70,7 +70,7 @@ async def test_identity_registers(dut):
 
 @cocotb.test()
 async def test_deployed_lb_suite(dut):
-    """The deployed LB's own test list (spec/dataplane.md), each frame with its intended verdict."""
+    """The deployed LB's own test list (docs/dataplane.md), each frame with its intended verdict."""
     tb = TB(dut)
     await tb.reset()
     await tb.install(T)

@@ -9,11 +9,15 @@
  * counter); the pending-event cap is split evenly over the threads.
  *
  * For tests, ejlb_rx_feed/ejlb_rx_expire drive the reassembler of one thread directly with
- * datagram bytes and an explicit clock (only while the threads are not running). */
+ * datagram bytes and an explicit clock (only while the threads are not running).
+ *
+ * The parts (buffer pool, interval set, reassembler, speculative placement, threads) are listed in
+ * recv_core.h. */
 #ifndef EJLB_RECV_H
 #define EJLB_RECV_H
 #include <stddef.h>
 #include <stdint.h>
+#include "ejlb_facts.h"
 
 /* EJLB_CDEF_BEGIN */
 #define EJLB_RX_OK 1
@@ -21,19 +25,11 @@
 #define EJLB_RX_CLOSED 2
 #define EJLB_RX_LOST_TIMEOUT 1
 #define EJLB_RX_LOST_EVICTED 2
-#define EJLB_RX_EVENT_OVERHEAD 256 /* bytes charged to the cap per pending event */
 
 typedef struct ejlb_rx ejlb_rx;
 
 typedef struct {
-    /* the seven EJFAT SendState totals */
-    uint64_t events_recv;           /* events whose first fragment arrived */
-    uint64_t events_reassembled;    /* events completed */
-    uint64_t events_reassembly_err; /* lost + evicted */
-    uint64_t events_dequeued;       /* events taken by the application */
-    uint64_t event_enqueue_err;     /* completed but the queue was full */
-    uint64_t bytes_recv;            /* UDP payload bytes, headers included */
-    uint64_t packets_recv;          /* datagrams (GRO buffers counted per segment) */
+    ejlb_sendstate totals; /* the seven EJFAT SendState totals (generated: ejlb_facts.h) */
     /* ejlb's own */
     uint64_t bad_headers;   /* too short, or LB/RE header invalid */
     uint64_t bad_fragments; /* offset/length do not fit the event, length changed, event too big */
@@ -65,11 +61,19 @@ typedef struct {
     uint8_t *data; /* release with ejlb_buf_release (NULL when length is 0) */
 } ejlb_rx_event;
 
+typedef struct {
+    int threads;                 /* receive threads, 1..nfds */
+    int with_lb_header;          /* datagrams start with the LB header */
+    uint64_t timeout_us;         /* from an event's first fragment until it is given up as lost */
+    uint64_t max_pending_bytes;  /* bytes held by incomplete events (length + overhead), all threads */
+    uint32_t max_pending_events; /* incomplete events, split evenly over the threads (>= threads) */
+    uint32_t queue_size;         /* completed events waiting for the application (>= 1) */
+    uint32_t lost_log_size;      /* recent lost events kept for ejlb_rx_lost */
+} ejlb_rx_options;
+
 /* fds: nfds bound UDP sockets; socket i is served by thread i % threads. Returns NULL and writes a
  * message to err on failure. The threads start with ejlb_rx_start. */
-ejlb_rx *ejlb_rx_new(const int *fds, int nfds, int threads, int with_lb_header, uint64_t timeout_us,
-                     uint64_t max_pending_bytes, uint32_t max_pending_events, uint32_t queue_size,
-                     uint32_t lost_log_size, char *err, size_t errlen);
+ejlb_rx *ejlb_rx_new(const int *fds, int nfds, const ejlb_rx_options *opt, char *err, size_t errlen);
 int ejlb_rx_start(ejlb_rx *rx, char *err, size_t errlen);
 /* Stops and joins the threads, then wakes every ejlb_rx_next waiter with EJLB_RX_CLOSED. Idempotent. */
 void ejlb_rx_stop(ejlb_rx *rx);
@@ -91,10 +95,6 @@ int ejlb_rx_gro_enabled(int fd);
 /* test drive of thread 0's reassembler: one receive buffer (segment size seg, 0 = one datagram) */
 void ejlb_rx_feed(ejlb_rx *rx, const uint8_t *buf, size_t len, size_t seg, uint64_t now_us);
 void ejlb_rx_expire(ejlb_rx *rx, uint64_t now_us);
-
-/* Event buffers come from a process-wide pool and outlive the receiver that filled them. */
-void ejlb_buf_release(uint8_t *data);
-uint64_t ejlb_buf_pooled_bytes(void); /* bytes of released buffers kept for reuse */
-void ejlb_buf_pool_trim(void);        /* frees them all */
+/* event buffers: bufpool.h */
 /* EJLB_CDEF_END */
 #endif

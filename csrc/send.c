@@ -8,12 +8,11 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "ejlb_facts.h" /* UDP_SEGMENT where libc lacks it */
 #include "send.h"
 #include "wire.h"
+#include "counters.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
 
 /* One flush = one run of sendmmsg calls. 64 GSO messages of <= 64 KiB each bound a flush to
  * 4 MiB of payload; 1024 datagrams bound the header table (and UIO_MAXIOV per message). */
@@ -54,7 +53,7 @@ ejlb_tx *ejlb_tx_new(int family, const uint8_t *addr, uint32_t scope_id, int lb_
                      uint32_t fragment, uint32_t segments, int gso, int copy)
 {
     if ((family != AF_INET && family != AF_INET6) || !addr || !ejlb_lb_version_ok(lb_version)
-        || fragment == 0 || segments == 0 || segments > EJLB_TX_MAX_SEGMENTS
+        || fragment == 0 || segments == 0 || segments > EJLB_UDP_MAX_SEGMENTS
         || (uint64_t)segments * (fragment + EJLB_HEADERS_LEN) > TX_MAX_MSG_BYTES)
         return NULL;
     ejlb_tx *tx = calloc(1, sizeof *tx);
@@ -94,21 +93,18 @@ void ejlb_tx_free(ejlb_tx *tx)
 }
 
 /* Counters are written by the sending thread and read by any other (Sender.stats) while a send
- * runs: relaxed atomics, no lock on the data path. */
-#define ST_ADD(tx, field, v) __atomic_fetch_add(&(tx)->st.field, (v), __ATOMIC_RELAXED)
-#define ST_SET(tx, field, v) __atomic_store_n(&(tx)->st.field, (v), __ATOMIC_RELAXED)
-#define ST_GET(tx, field) __atomic_load_n(&(tx)->st.field, __ATOMIC_RELAXED)
+ * runs: counters.h. */
 
 void ejlb_tx_get_stats(const ejlb_tx *tx, ejlb_tx_stats *out)
 {
-    out->events = ST_GET(tx, events);
-    out->datagrams = ST_GET(tx, datagrams);
-    out->bytes = ST_GET(tx, bytes);
-    out->messages = ST_GET(tx, messages);
-    out->syscalls = ST_GET(tx, syscalls);
-    out->send_errors = ST_GET(tx, send_errors);
-    out->last_errno = ST_GET(tx, last_errno);
-    out->gso = ST_GET(tx, gso);
+    out->events = EJLB_LOAD(tx->st.events);
+    out->datagrams = EJLB_LOAD(tx->st.datagrams);
+    out->bytes = EJLB_LOAD(tx->st.bytes);
+    out->messages = EJLB_LOAD(tx->st.messages);
+    out->syscalls = EJLB_LOAD(tx->st.syscalls);
+    out->send_errors = EJLB_LOAD(tx->st.send_errors);
+    out->last_errno = EJLB_LOAD(tx->st.last_errno);
+    out->gso = EJLB_LOAD(tx->st.gso);
 }
 
 static void set_port(struct sockaddr_storage *ss, uint16_t port)
@@ -182,14 +178,14 @@ static void send_plain(struct ejlb_tx *tx, int fd, int m)
         do
             r = sendmsg(fd, &h, 0);
         while (r < 0 && errno == EINTR);
-        ST_ADD(tx, syscalls, 1);
+        EJLB_COUNT(tx->st.syscalls, 1);
         if (r < 0) {
-            ST_ADD(tx, send_errors, 1);
-            ST_SET(tx, last_errno, errno);
+            EJLB_COUNT(tx->st.send_errors, 1);
+            EJLB_STORE(tx->st.last_errno, errno);
         } else {
-            ST_ADD(tx, datagrams, 1);
-            ST_ADD(tx, bytes, (uint64_t)r);
-            ST_ADD(tx, messages, 1);
+            EJLB_COUNT(tx->st.datagrams, 1);
+            EJLB_COUNT(tx->st.bytes, (uint64_t)r);
+            EJLB_COUNT(tx->st.messages, 1);
         }
     }
 }
@@ -201,16 +197,16 @@ static void flush(struct ejlb_tx *tx, int fd)
         finish_msg(tx, i);
     while (m < tx->nmsg) {
         int r = sendmmsg(fd, &tx->msgs[m], (unsigned)(tx->nmsg - m), 0);
-        ST_ADD(tx, syscalls, 1);
+        EJLB_COUNT(tx->st.syscalls, 1);
         if (r > 0) {
             uint64_t dg = 0, by = 0;
             for (int i = m; i < m + r; i++) {
                 dg += (uint64_t)dgram_count(tx, i);
                 by += tx->msgs[i].msg_len;
             }
-            ST_ADD(tx, datagrams, dg);
-            ST_ADD(tx, bytes, by);
-            ST_ADD(tx, messages, (uint64_t)r);
+            EJLB_COUNT(tx->st.datagrams, dg);
+            EJLB_COUNT(tx->st.bytes, by);
+            EJLB_COUNT(tx->st.messages, (uint64_t)r);
             m += r;
             tries = 0;
             continue;
@@ -222,13 +218,13 @@ static void flush(struct ejlb_tx *tx, int fd)
             continue; /* transient: the queue drains */
         if (dgram_count(tx, m) > 1 && gso_refusal(e)) {
             /* stop using GSO for good and send the rest of the batch plainly */
-            ST_SET(tx, gso, 0);
+            EJLB_STORE(tx->st.gso, 0);
             for (; m < tx->nmsg; m++)
                 send_plain(tx, fd, m);
             break;
         }
-        ST_ADD(tx, send_errors, (uint64_t)dgram_count(tx, m));
-        ST_SET(tx, last_errno, e);
+        EJLB_COUNT(tx->st.send_errors, (uint64_t)dgram_count(tx, m));
+        EJLB_STORE(tx->st.last_errno, e);
         m++;
         tries = 0;
     }
@@ -251,7 +247,7 @@ static void add_dgram(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev, const
         flush(tx, fd);
     int m = tx->open;
     if (m >= 0 && (ev->dport != get_port(&tx->names[m]) || dlen > tx->msg_seg[m]
-                   || dgram_count(tx, m) == EJLB_TX_MAX_SEGMENTS
+                   || dgram_count(tx, m) == EJLB_UDP_MAX_SEGMENTS
                    || tx->msg_bytes[m] + dlen > tx->max_msg_bytes))
         m = -1;
     if (m < 0) {
@@ -294,19 +290,19 @@ static void add_event(struct ejlb_tx *tx, int fd, const ejlb_tx_event *ev)
 
 int64_t ejlb_tx_send(ejlb_tx *tx, int fd, const ejlb_tx_event *events, int n)
 {
-    uint64_t before = ST_GET(tx, datagrams);
+    uint64_t before = EJLB_LOAD(tx->st.datagrams);
     for (int i = 0; i < n; i++) {
         if (events[i].len > UINT32_MAX) { /* the RE length is 32 bits; Python checks first */
-            ST_ADD(tx, send_errors, 1);
-            ST_SET(tx, last_errno, EMSGSIZE);
+            EJLB_COUNT(tx->st.send_errors, 1);
+            EJLB_STORE(tx->st.last_errno, EMSGSIZE);
             continue;
         }
         add_event(tx, fd, &events[i]);
     }
     if (tx->nmsg)
         flush(tx, fd);
-    ST_ADD(tx, events, (uint64_t)(n > 0 ? n : 0));
-    return (int64_t)(ST_GET(tx, datagrams) - before);
+    EJLB_COUNT(tx->st.events, (uint64_t)(n > 0 ? n : 0));
+    return (int64_t)(EJLB_LOAD(tx->st.datagrams) - before);
 }
 
 int64_t ejlb_tx_send1(ejlb_tx *tx, int fd, const void *data, uint64_t len, uint64_t tick,

@@ -9,11 +9,11 @@
 #ifndef EJLB_SEND_H
 #define EJLB_SEND_H
 #include <stdint.h>
+#include "ejlb_facts.h" /* EJLB_UDP_MAX_SEGMENTS */
 
 /* EJLB_CDEF_BEGIN */
 #define EJLB_TX_GSO_OFF 0
 #define EJLB_TX_GSO_ON 1
-#define EJLB_TX_MAX_SEGMENTS 64
 
 typedef struct ejlb_tx ejlb_tx;
 

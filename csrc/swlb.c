@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "swlb.h"
 #include "wire.h"
+#include "counters.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -14,24 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 #define RX_BATCH 32            /* datagrams (or GRO super-datagrams) per recvmmsg */
 #define RX_BUF 65536           /* one GRO super-datagram at most */
 #define TX_MAX 1024            /* datagrams per flush (>= GRO's 64 segments per buffer) */
-#define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65000    /* below the 65507-byte UDP payload limit of one super-datagram */
 #define RX_ROUNDS 8            /* recvmmsg batches per ready socket before polling again (fairness) */
 #define POLL_MS 50             /* bounds how long stop and socket removal wait */
 
-static inline uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-/* Counters have one writer (their worker), so a relaxed load+store is an exact increment. */
-static inline void bump(uint64_t *p, uint64_t v) { __atomic_store_n(p, ld(p) + v, __ATOMIC_RELAXED); }
 
 struct worker {
     struct ejlb_swlb *h;
@@ -39,8 +30,8 @@ struct worker {
     pthread_t thread;
     uint64_t seq;                 /* odd while holding a tables snapshot */
     uint64_t loops;               /* advances once per poll round */
-    uint64_t lbc[EJLB_SWLB_NUM_LBS][EJLB_SWLB_LB_COUNTERS];
-    uint64_t mc[EJLB_SWLB_NUM_LBS][EJLB_SWLB_MAX_MEMBERS][EJLB_SWLB_MEMBER_COUNTERS];
+    uint64_t lbc[EJLB_NUM_LBS][EJLB_LB_COUNTERS];
+    uint64_t mc[EJLB_NUM_LBS][EJLB_MAX_MEMBERS][EJLB_MEMBER_COUNTERS];
     uint64_t glob[EJLB_DROP_CODES];
     uint64_t stats[EJLB_SWLB_STATS];
     /* receive */
@@ -57,7 +48,7 @@ struct worker {
     uint16_t txseg[TX_MAX];       /* segment size of each group */
     uint32_t txmember[TX_MAX];    /* lb << 16 | member id of each group */
     int16_t txttl[TX_MAX];        /* outgoing TTL / hop limit of each group, -1 = the kernel's default */
-    uint8_t nogso[EJLB_SWLB_NUM_LBS][EJLB_SWLB_MAX_MEMBERS];  /* the route refused GSO: send plainly */
+    uint8_t nogso[EJLB_NUM_LBS][EJLB_MAX_MEMBERS];  /* the route refused GSO: send plainly */
     const struct ejlb_swlb_tables *nogso_tables;               /* ...as long as these tables are current */
     int ntx, niov;
 };
@@ -73,7 +64,7 @@ struct ejlb_swlb {
 static int epoch_for(const struct ejlb_swlb_lb *lb, uint64_t tick)
 {
     int fallback = -1;  /* same order as Tables.epoch_for: first range holding tick, else catch-all */
-    for (int e = 0; e < EJLB_SWLB_NUM_EPOCHS; e++) {
+    for (int e = 0; e < EJLB_NUM_EPOCHS; e++) {
         const struct ejlb_swlb_epoch *r = &lb->epochs[e];
         if (!r->valid)
             continue;
@@ -105,7 +96,7 @@ int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, co
 {
     memset(v, 0, sizeof *v);
     v->epoch = v->slot = v->member_id = -1;
-    if (lb_id < 0 || lb_id >= EJLB_SWLB_NUM_LBS || !t->lb[lb_id].present)
+    if (lb_id < 0 || lb_id >= EJLB_NUM_LBS || !t->lb[lb_id].present)
         return v->verdict = EJLB_DROP_NOT_LB;
     const struct ejlb_swlb_lb *lb = &t->lb[lb_id];
     if (len < EJLB_LB_HEADER_LEN || p[EJLB_LB_OFF_MAGIC] != EJLB_LB_MAGIC0 || p[EJLB_LB_OFF_MAGIC + 1] != EJLB_LB_MAGIC1)
@@ -126,11 +117,11 @@ int ejlb_swlb_decide(const struct ejlb_swlb_tables *t, int lb_id, int family, co
     uint16_t key = version == EJLB_LB_V2 ? (uint16_t)tick : ejlb_rd16(p + EJLB_LB_OFF_SLOT_SELECT);
     int slot = (key ^ lb->slot_xor) & ((1u << lb->slot_bits) - 1);
     v->slot = slot;
-    uint16_t mid = slot < EJLB_SWLB_SLOTS ? t->calendar[lb_id][epoch][slot] : 0xFFFF;
-    if (mid == 0xFFFF)
+    uint16_t mid = slot < EJLB_CALENDAR_SLOTS ? t->calendar[lb_id][epoch][slot] : EJLB_UNASSIGNED;
+    if (mid == EJLB_UNASSIGNED)
         return v->verdict = EJLB_DROP_CALENDAR_MISS;
     v->member_id = mid;
-    const struct ejlb_swlb_member *m = mid < EJLB_SWLB_MAX_MEMBERS ? &t->member[lb_id][mid] : NULL;
+    const struct ejlb_swlb_member *m = mid < EJLB_MAX_MEMBERS ? &t->member[lb_id][mid] : NULL;
     if (!m || m->family != family || m->drop)
         return v->verdict = EJLB_DROP_MEMBER_MISS;
     uint16_t sel = ejlb_rd16(p + EJLB_LB_OFF_PORT_SELECT);
@@ -181,7 +172,7 @@ static void tx_add(struct worker *w, int lb_id, int member_id, const struct ejlb
             total += mh->msg_iov[i].iov_len;
         uint32_t seg = w->txseg[w->ntx - 1];
         uint32_t last = (uint32_t)mh->msg_iov[mh->msg_iovlen - 1].iov_len;
-        if (!w->nogso[lb_id][member_id] && last == seg && len <= seg && len > 0 && mh->msg_iovlen < GSO_MAX_SEGS &&
+        if (!w->nogso[lb_id][member_id] && last == seg && len <= seg && len > 0 && mh->msg_iovlen < EJLB_UDP_MAX_SEGMENTS &&
             total + len <= GSO_MAX_BYTES && w->txttl[w->ntx - 1] == ttl && same_dest(&w->txname[w->ntx - 1], &dst)) {
             mh->msg_iovlen++;
             w->niov++;
@@ -237,9 +228,9 @@ static void send_plain(struct worker *w, int fd, struct msghdr *mh, int ttl)
                              .msg_iov = &mh->msg_iov[i], .msg_iovlen = 1,
                              .msg_control = clen ? ctl : NULL, .msg_controllen = clen};
         if (sendmsg(fd, &one, 0) < 0)
-            bump(&w->stats[EJLB_SWLB_STAT_SEND_ERRORS], 1);
+            EJLB_COUNT(w->stats[EJLB_SWLB_STAT_SEND_ERRORS], 1);
     }
-    bump(&w->stats[EJLB_SWLB_STAT_GSO_FALLBACKS], 1);
+    EJLB_COUNT(w->stats[EJLB_SWLB_STAT_GSO_FALLBACKS], 1);
 }
 
 static void tx_flush(struct worker *w, int fd)
@@ -253,9 +244,9 @@ static void tx_flush(struct worker *w, int fd)
     int done = 0;
     while (done < w->ntx) {
         int n = sendmmsg(fd, w->tx + done, (unsigned)(w->ntx - done), 0);
-        bump(&w->stats[EJLB_SWLB_STAT_SEND_CALLS], 1);
+        EJLB_COUNT(w->stats[EJLB_SWLB_STAT_SEND_CALLS], 1);
         if (n > 0) {
-            bump(&w->stats[EJLB_SWLB_STAT_SEND_MSGS], (uint64_t)n);
+            EJLB_COUNT(w->stats[EJLB_SWLB_STAT_SEND_MSGS], (uint64_t)n);
             done += n;
             continue;
         }
@@ -269,7 +260,7 @@ static void tx_flush(struct worker *w, int fd)
             send_plain(w, fd, mh, w->txttl[done]);
         }
         else
-            bump(&w->stats[EJLB_SWLB_STAT_SEND_ERRORS], 1);
+            EJLB_COUNT(w->stats[EJLB_SWLB_STAT_SEND_ERRORS], 1);
         done++;
     }
     w->ntx = w->niov = 0;
@@ -322,24 +313,24 @@ static void handle_batch(struct worker *w, const struct ejlb_swlb_tables *t, int
             seg = total ? (int)total : 1;
         uint8_t *base = w->rxbuf + (size_t)i * RX_BUF;
         if (total > (uint32_t)seg)
-            bump(&w->stats[EJLB_SWLB_STAT_GRO_SEGMENTS], (total + seg - 1) / seg);
+            EJLB_COUNT(w->stats[EJLB_SWLB_STAT_GRO_SEGMENTS], (total + seg - 1) / seg);
         for (uint32_t off = 0; off < total || (total == 0 && off == 0); off += (uint32_t)seg) {
             uint32_t len = total - off < (uint32_t)seg ? total - off : (uint32_t)seg;
             int d = ejlb_swlb_decide(t, lb_id, family, src16, ttl, base + off, len, &v);
             if (d == EJLB_DROP_NOT_LB) {
-                bump(&w->glob[d], 1);
+                EJLB_COUNT(w->glob[d], 1);
             } else {
                 uint64_t *c = w->lbc[lb_id];
-                bump(&c[0], 1);
-                bump(&c[1], len);
+                EJLB_COUNT(c[0], 1);
+                EJLB_COUNT(c[1], len);
                 if (v.version)
-                    bump(&c[v.version == EJLB_LB_V2 ? 2 : 3], 1);
+                    EJLB_COUNT(c[v.version == EJLB_LB_V2 ? 2 : 3], 1);
                 if (d != EJLB_DROP_FORWARD) {
-                    bump(&c[4 + d], 1);
+                    EJLB_COUNT(c[EJLB_LB_RX_COUNTERS + d], 1);
                 } else {
                     uint64_t *mc = w->mc[lb_id][v.member_id];
-                    bump(&mc[0], 1);
-                    bump(&mc[1], len - v.strip);
+                    EJLB_COUNT(mc[0], 1);
+                    EJLB_COUNT(mc[1], len - v.strip);
                     if (w->niov == TX_MAX)
                         tx_flush(w, fd);
                     tx_add(w, lb_id, v.member_id, &t->member[lb_id][v.member_id], v.dport, ttl < 0 ? -1 : ttl - 1,
@@ -376,7 +367,7 @@ static void *worker_main(void *arg)
                     mh->msg_flags = 0;
                 }
                 int n = recvmmsg(fd, w->rx, RX_BATCH, MSG_DONTWAIT, NULL);
-                bump(&w->stats[EJLB_SWLB_STAT_RECV_CALLS], 1);
+                EJLB_COUNT(w->stats[EJLB_SWLB_STAT_RECV_CALLS], 1);
                 if (n <= 0)
                     break;
                 __atomic_add_fetch(&w->seq, 1, __ATOMIC_SEQ_CST);  /* odd: holding a snapshot */
@@ -454,7 +445,7 @@ int ejlb_swlb_install(struct ejlb_swlb *h, const struct ejlb_swlb_tables *t)
 
 int ejlb_swlb_add_socket(struct ejlb_swlb *h, int thread, int fd, int lb_id)
 {
-    if (thread < 0 || thread >= h->nthreads || lb_id < 0 || lb_id >= EJLB_SWLB_NUM_LBS)
+    if (thread < 0 || thread >= h->nthreads || lb_id < 0 || lb_id >= EJLB_NUM_LBS)
         return -EINVAL;
     int on = 1;
     setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);  /* best effort: without GRO, one datagram per buffer */
@@ -532,19 +523,19 @@ void ejlb_swlb_free(struct ejlb_swlb *h)
 
 void ejlb_swlb_counters(struct ejlb_swlb *h, uint64_t *lb_out, uint64_t *member_out, uint64_t *glob_out)
 {
-    const size_t nl = EJLB_SWLB_NUM_LBS * EJLB_SWLB_LB_COUNTERS;
-    const size_t nm = (size_t)EJLB_SWLB_NUM_LBS * EJLB_SWLB_MAX_MEMBERS * EJLB_SWLB_MEMBER_COUNTERS;
+    const size_t nl = EJLB_NUM_LBS * EJLB_LB_COUNTERS;
+    const size_t nm = (size_t)EJLB_NUM_LBS * EJLB_MAX_MEMBERS * EJLB_MEMBER_COUNTERS;
     memset(lb_out, 0, nl * sizeof *lb_out);
     memset(member_out, 0, nm * sizeof *member_out);
     memset(glob_out, 0, EJLB_DROP_CODES * sizeof *glob_out);
     for (int i = 0; i < h->nthreads; i++) {
         const uint64_t *l = &h->w[i]->lbc[0][0], *m = &h->w[i]->mc[0][0][0];
         for (size_t k = 0; k < nl; k++)
-            lb_out[k] += ld(&l[k]);
+            lb_out[k] += EJLB_LOAD(l[k]);
         for (size_t k = 0; k < nm; k++)
-            member_out[k] += ld(&m[k]);
+            member_out[k] += EJLB_LOAD(m[k]);
         for (size_t k = 0; k < EJLB_DROP_CODES; k++)
-            glob_out[k] += ld(&h->w[i]->glob[k]);
+            glob_out[k] += EJLB_LOAD(h->w[i]->glob[k]);
     }
 }
 
@@ -564,7 +555,7 @@ int ejlb_swlb_thread_stats(struct ejlb_swlb *h, int thread, uint64_t *out)
     if (thread < 0 || thread >= h->nthreads)
         return -EINVAL;
     for (int k = 0; k < EJLB_SWLB_STATS; k++)
-        out[k] = ld(&h->w[thread]->stats[k]);
+        out[k] = EJLB_LOAD(h->w[thread]->stats[k]);
     return 0;
 }
 

@@ -1,4 +1,4 @@
-/* Software LB fast path: an L4 forwarder for EJFAT datagrams (spec/dataplane.md, stages 3-10 as an
+/* Software LB fast path: an L4 forwarder for EJFAT datagrams (docs/dataplane.md, stages 3-10 as an
  * L4 forwarder can see them). Worker threads without the GIL receive with recvmmsg + UDP GRO on the
  * LB instances' data sockets, decide per datagram with the compiled tables, and send with
  * sendmmsg + UDP GSO (consecutive datagrams of one size to one member become one GSO send).
@@ -11,29 +11,13 @@
 #ifndef EJLB_SWLB_H
 #define EJLB_SWLB_H
 #include <stdint.h>
+#include "ejlb_facts.h"
+#include "ejlb_wire.h"
 
 /* EJLB_CDEF_BEGIN */
-#define EJLB_SWLB_NUM_LBS 8
-#define EJLB_SWLB_NUM_EPOCHS 4
-#define EJLB_SWLB_SLOTS 512
-#define EJLB_SWLB_MAX_MEMBERS 1024
-#define EJLB_SWLB_MAX_SENDERS 512
+/* NUM_LBS, NUM_EPOCHS, MAX_MEMBERS, the drop codes and the counter vectors: ejlb_facts.h */
+#define EJLB_SWLB_MAX_SENDERS 512 /* allow-list entries per LB instance: SoftwareLB.max_senders */
 #define EJLB_SWLB_MAX_THREADS 16
-/* verdict codes = ejlb.dataplane.tables.Drop (tests/test_dataplane_software.py compares them) */
-#define EJLB_DROP_FORWARD 0
-#define EJLB_DROP_PARSE_FAIL 1
-#define EJLB_DROP_NOT_LB 2
-#define EJLB_DROP_NO_LB_HDR 3
-#define EJLB_DROP_BAD_VERSION 4
-#define EJLB_DROP_BLOCKED_SRC 5
-#define EJLB_DROP_TTL 6
-#define EJLB_DROP_EPOCH_MISS 7
-#define EJLB_DROP_CALENDAR_MISS 8
-#define EJLB_DROP_MEMBER_MISS 9
-#define EJLB_DROP_CODES 10
-/* per-LB counter vector: rx_packets, rx_bytes, rx_v2, rx_v3, then the drop code d at 4 + d */
-#define EJLB_SWLB_LB_COUNTERS 14
-#define EJLB_SWLB_MEMBER_COUNTERS 2
 /* fast-path statistics (ejlb_swlb_stats) */
 #define EJLB_SWLB_STAT_RECV_CALLS 0
 #define EJLB_SWLB_STAT_SEND_CALLS 1
@@ -67,14 +51,14 @@ struct ejlb_swlb_lb {
     uint8_t slot_bits;
     uint16_t slot_xor;
     uint32_t n_senders;
-    struct ejlb_swlb_epoch epochs[4];
+    struct ejlb_swlb_epoch epochs[EJLB_NUM_EPOCHS];
 };
 
 struct ejlb_swlb_tables {
-    struct ejlb_swlb_lb lb[8];
-    uint16_t calendar[8][4][512];               /* 0xFFFF = unassigned (also: no calendar) */
-    struct ejlb_swlb_member member[8][1024];
-    uint8_t senders[8][512][16];                /* sorted; IPv4 as ::ffff:a.b.c.d */
+    struct ejlb_swlb_lb lb[EJLB_NUM_LBS];
+    uint16_t calendar[EJLB_NUM_LBS][EJLB_NUM_EPOCHS][EJLB_CALENDAR_SLOTS]; /* EJLB_UNASSIGNED (also: no calendar) */
+    struct ejlb_swlb_member member[EJLB_NUM_LBS][EJLB_MAX_MEMBERS];
+    uint8_t senders[EJLB_NUM_LBS][EJLB_SWLB_MAX_SENDERS][16];          /* sorted; IPv4 as ::ffff:a.b.c.d */
 };
 
 struct ejlb_swlb_verdict {
@@ -102,7 +86,8 @@ int ejlb_swlb_remove_socket(struct ejlb_swlb *h, int thread, int fd);
 int ejlb_swlb_start(struct ejlb_swlb *h);
 void ejlb_swlb_stop(struct ejlb_swlb *h);
 void ejlb_swlb_free(struct ejlb_swlb *h);
-/* Sums over threads into lb_out[8][14], member_out[8][1024][2], glob_out[10] (by drop code). */
+/* Sums over threads into lb_out[EJLB_NUM_LBS][EJLB_LB_COUNTERS],
+ * member_out[EJLB_NUM_LBS][EJLB_MAX_MEMBERS][EJLB_MEMBER_COUNTERS], glob_out[EJLB_DROP_CODES] (by drop code). */
 void ejlb_swlb_counters(struct ejlb_swlb *h, uint64_t *lb_out, uint64_t *member_out, uint64_t *glob_out);
 void ejlb_swlb_stats(struct ejlb_swlb *h, uint64_t *out);
 /* The same for one worker thread (-EINVAL for a bad index). */

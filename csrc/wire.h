@@ -13,8 +13,9 @@ static inline uint16_t ejlb_rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8
 static inline uint32_t ejlb_rd32(const uint8_t *p) { return (uint32_t)ejlb_rd16(p) << 16 | ejlb_rd16(p + 2); }
 static inline uint64_t ejlb_rd64(const uint8_t *p) { return (uint64_t)ejlb_rd32(p) << 32 | ejlb_rd32(p + 4); }
 
-/* Header validity as the receivers apply it (ejlb.wire's decode rules for magic, version, next
- * protocol and the RE version byte); the caller has checked that the bytes are there. */
+/* Header validity: the one rule written at the top of src/ejlb/wire.py (magic, version, next
+ * protocol, RE bytes 0 and 1; v2's reserved field is ignored); the caller has checked that the bytes
+ * are there. */
 static inline int ejlb_lb_version_ok(int v) { return v == EJLB_LB_V2 || v == EJLB_LB_V3; }
 static inline int ejlb_lb_ok(const uint8_t *p)
 {

@@ -2,6 +2,14 @@
 // Writes: `wr_en` is held until `wr_ready` (the tables stall writes while a commit drains).
 // Reads: `rd_en` for one cycle, `rd_data` is taken two cycles later (fixed latency of the
 // register file). Unaligned addresses are word-aligned; responses are always OKAY.
+//
+//   Bus side     Width        Meaning
+//   wr_en        1            a write is pending: wr_addr, wr_data; done when wr_ready
+//   rd_en        1            one-cycle read strobe for rd_addr; rd_data two cycles later
+//   addresses    ADDR_WIDTH   byte addresses of the register map (ejlb_regmap_pkg)
+`resetall
+`default_nettype none
+
 module ejlb_axil_slave #(
     parameter int ADDR_WIDTH = 19
 ) (
@@ -81,3 +89,5 @@ module ejlb_axil_slave #(
     end
   end
 endmodule
+
+`resetall

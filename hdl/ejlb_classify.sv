@@ -1,19 +1,42 @@
-// Stages 1-10 of spec/dataplane.md for one frame header per cycle, fully pipelined (no stalls):
+// Stages 1-10 of docs/dataplane.md for one frame header per cycle, fully pipelined (no stalls):
 //   S1 parse (ejlb_parser)            S2 destination filter, LB header checks, allow-list and the
 //   epoch ranges, all against one snapshot of the active tables (+ the RAM bank)
 //   S3 slot -> calendar RAM read      S4 member id -> member RAM read
 //   S5 member checks, new port, checksum sums    S6 header rewrite + 16-byte strip -> verdict
-import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+//
+// LB header fields (lbh from the parser, big-endian: byte 0 in bits 127:120), docs/wire.md:
+//
+//   Field                        Bits      Use
+//   magic "LB"                   127:112   else drop_no_lb_hdr (also: dport outside 16384-32767,
+//                                          UDP payload shorter than 16 bytes)
+//   version                      111:104   2 or 3, else drop_bad_version
+//   next protocol                103:96    not checked
+//   v3 slot_select (v2 reserved) 95:80     v3 slot key; ignored in v2
+//   port_select (v2 entropy)     79:64     member base port + (it AND (2^port bits - 1))
+//   tick                         63:0      epoch range; v2 slot key = tick[15:0]
+//
+// Rewritten in S6 (docs/dataplane.md, "Rewrite"):
+//
+//   Field                        Becomes
+//   destination / source MAC     member MAC / the LB's MAC
+//   IPv4 total length, TTL       - 16 when stripping, TTL - 1
+//   IPv4 checksum                incremental update (RFC 1624) over the changed words
+//   IPv6 payload length, hops    - 16 when stripping, hop limit - 1
+//   IP source / destination      the LB instance's address / the member's address
+//   UDP dest port, length        new port, - 16 when stripping
+//   UDP checksum                 incremental update; 0 stays 0, a result of 0 becomes 0xFFFF
+//   LB header (16 bytes)         removed unless the member keeps it
+`resetall
+`default_nettype none
 
-module ejlb_classify
-#(
-    parameter int HB = 104,
-    parameter int HO = HB - 16  // output header bytes produced here; the rest come from the stream
-) (
+import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+import ejlb_pkg::*;
+
+module ejlb_classify (
     input  logic                      clk,
     input  logic                      rst,
     input  logic                      in_valid,
-    input  logic [HB*8-1:0]           in_hdr,
+    input  logic [HEADER_BYTES*8-1:0] in_hdr,
     input  logic [15:0]               in_seen,
     input  logic                      in_ended,
     // tables
@@ -27,15 +50,7 @@ module ejlb_classify
     input  logic [32*7-1:0]           mem_data,
     // verdict
     output logic                      v_valid,
-    output logic [3:0]                v_reason,
-    output logic                      v_lb_known,
-    output logic [2:0]                v_lb,
-    output logic [MEMBER_ID_BITS-1:0] v_member,
-    output logic [1:0]                v_version,
-    output logic                      v_strip,
-    output logic [15:0]               v_len,       // output frame length (padded)
-    output logic [15:0]               v_need_len,  // parse fails if the frame is shorter
-    output logic [HO*8-1:0]           v_hdr        // first HO output bytes, zero past the packet
+    output ejlb_pkg::verdict_t        v
 );
   // ---------------- S1: parse
   logic p_ok, p_is6;
@@ -43,7 +58,7 @@ module ejlb_classify
   logic [6:0] p_l3, p_udp;
   logic [127:0] p_src, p_dst, p_lbh;
   logic [7:0] p_ttl;
-  ejlb_parser #(.HB(HB)) parser (
+  ejlb_parser #(.HEADER_BYTES(HEADER_BYTES)) parser (
       .hdr(in_hdr), .seen(in_seen), .ended(in_ended), .ok(p_ok), .need_len(p_need), .l3(p_l3),
       .is6(p_is6), .udp(p_udp), .ulen(p_ulen), .src(p_src), .dst(p_dst), .ttl(p_ttl),
       .dport(p_dport), .ucsum(p_ucsum), .lbh(p_lbh));
@@ -59,11 +74,22 @@ module ejlb_classify
 
   logic s1_v;
   parsed_t s1;
-  logic [HB*8-1:0] s1_hdr;
+  logic [HEADER_BYTES*8-1:0] s1_hdr;
   always_ff @(posedge clk) begin
     s1_v <= in_valid && !rst;
-    s1 <= {p_ok, p_is6, p_need, p_ulen, p_dport, p_ucsum, p_l3, p_udp, p_src, p_dst, p_lbh, p_ttl,
-            {in_hdr[8*(p_l3+10)+:8], in_hdr[8*(p_l3+11)+:8]}};
+    s1.ok <= p_ok;
+    s1.is6 <= p_is6;
+    s1.need <= p_need;
+    s1.ulen <= p_ulen;
+    s1.dport <= p_dport;
+    s1.ucsum <= p_ucsum;
+    s1.l3 <= p_l3;
+    s1.udp <= p_udp;
+    s1.src <= p_src;
+    s1.dst <= p_dst;
+    s1.lbh <= p_lbh;
+    s1.ttl <= p_ttl;
+    s1.ipcsum <= {in_hdr[8*(p_l3+10)+:8], in_hdr[8*(p_l3+11)+:8]};
     s1_hdr <= in_hdr;
   end
 
@@ -95,7 +121,7 @@ module ejlb_classify
 
   logic s2_v, s2_lb_hit, s2_allowed, s2_ep_hit, s2_bank;
   parsed_t s2;
-  logic [HB*8-1:0] s2_hdr;
+  logic [HEADER_BYTES*8-1:0] s2_hdr;
   logic [2:0] s2_lb;
   logic [1:0] s2_ep;
   logic [47:0] s2_lbmac;
@@ -154,7 +180,7 @@ module ejlb_classify
 
   logic s3_v, s3_bank, s3_odd;
   parsed_t s3;
-  logic [HB*8-1:0] s3_hdr;
+  logic [HEADER_BYTES*8-1:0] s3_hdr;
   logic [3:0] s3_reason;
   logic [2:0] s3_lb;
   logic [1:0] s3_ver;
@@ -186,7 +212,7 @@ module ejlb_classify
 
   logic s4_v;
   parsed_t s4;
-  logic [HB*8-1:0] s4_hdr;
+  logic [HEADER_BYTES*8-1:0] s4_hdr;
   logic [3:0] s4_reason;
   logic [2:0] s4_lb;
   logic [1:0] s4_ver;
@@ -252,7 +278,7 @@ module ejlb_classify
 
   logic s5_v, s5_strip;
   parsed_t s5;
-  logic [HB*8-1:0] s5_hdr;
+  logic [HEADER_BYTES*8-1:0] s5_hdr;
   logic [3:0] s5_reason;
   logic [2:0] s5_lb;
   logic [1:0] s5_ver;
@@ -282,8 +308,8 @@ module ejlb_classify
   end
 
   // ---------------- S6: rewrite the header bytes, strip the LB header, zero past the packet
-  logic [HB*8-1:0] nh;
-  logic [HO*8-1:0] oh;
+  logic [HEADER_BYTES*8-1:0] nh;
+  logic [OUT_HEADER_BYTES*8-1:0] oh;
   logic [15:0] plen6;  // output packet length before padding
   // IP header rewritten at constant offsets in an aligned copy (l3 is 14 or 18), the UDP header
   // at its variable offset, then both placed back into the captured bytes
@@ -324,7 +350,7 @@ module ejlb_classify
     if (s5.l3 == 7'd18) nh[8*18+:480] = nip;
     else nh[8*14+:480] = nip;
     nh[8*s5.udp+:64] = nul;
-    for (int j = 0; j < HO; j++) begin
+    for (int j = 0; j < OUT_HEADER_BYTES; j++) begin
       if (16'(j) >= plen6) oh[8*j+:8] = 8'd0;
       else if (s5_strip && 7'(j) >= pay) oh[8*j+:8] = nh[8*(j+16)+:8];
       else oh[8*j+:8] = nh[8*j+:8];
@@ -333,14 +359,16 @@ module ejlb_classify
 
   always_ff @(posedge clk) begin
     v_valid <= s5_v && !rst;
-    v_reason <= s5_reason;
-    v_lb_known <= s5_reason != DROP_PARSE_FAIL && s5_reason != DROP_NOT_LB;
-    v_lb <= s5_lb;
-    v_member <= s5_mid;
-    v_version <= s5_ver;
-    v_strip <= s5_strip && s5_reason == DROP_FORWARD;
-    v_len <= plen6 < 16'd60 ? 16'd60 : plen6;
-    v_need_len <= s5.need;
-    v_hdr <= oh;
+    v.reason <= s5_reason;
+    v.lb_known <= s5_reason != DROP_PARSE_FAIL && s5_reason != DROP_NOT_LB;
+    v.lb <= s5_lb;
+    v.member <= 16'(s5_mid);
+    v.version <= s5_ver;
+    v.strip <= s5_strip && s5_reason == DROP_FORWARD;
+    v.len <= plen6 < 16'd60 ? 16'd60 : plen6;
+    v.need_len <= s5.need;
+    v.hdr <= oh;
   end
 endmodule
+
+`resetall

@@ -1,3 +1,5 @@
+`resetall
+`default_nettype none
 import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
 
 // 64-bit counters, one update per cycle from the egress (one event per frame), read through the
@@ -7,6 +9,12 @@ import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
 //   - per-member tx counters live in RAM (8192 x 2 x 64 bit): read-modify-write over two cycles
 //     with forwarding of the previous result, so back-to-back frames to one member count right.
 //     After reset they are cleared one entry per cycle while `ready` holds off the data path.
+//
+//   Counter vector      Entries                         Order (ejlb.dataplane.tables, regmap)
+//   global              N_GLOBAL_COUNTERS               drop_parse_fail, drop_not_lb
+//   per LB              NUM_LBS x N_LB_COUNTERS         rx_packets, rx_bytes, rx_v2, rx_v3, then the
+//                                                       drops from drop_no_lb_hdr on (LBCNT_*)
+//   per member          NUM_LBS x 2^MEMBER_ID_BITS x 2  tx_packets, tx_bytes
 module ejlb_counters (
     input  logic                      clk,
     input  logic                      rst,
@@ -128,3 +136,5 @@ module ejlb_counters (
     end
   end
 endmodule
+
+`resetall

@@ -2,18 +2,34 @@
 // A window of NW consecutive input beats (the current one plus the beats the 16-byte strip pulls
 // bytes from) slides over the stream without regard to frame boundaries, so a new frame can start
 // in the cycle after the previous one ends. Output byte j of a frame is
-//   j <  HO : the rewritten header from the verdict (already stripped, zero past the packet)
-//   j >= HO : input byte j + 16 (stripped) or j (kept), taken from the window
+//   j <  OUT_HEADER_BYTES : the rewritten header from the verdict (already stripped, zero past the packet)
+//   j >= OUT_HEADER_BYTES : input byte j + 16 (stripped) or j (kept), taken from the window
 // and the frame ends at the verdict's length; input beats past it (Ethernet padding, the beat the
 // strip made vanish) are drained at one beat per cycle. A frame longer than the classifier could
 // see that turns out shorter than its IP header claims ends at once with tuser = 1 (abort, the
 // MAC discards it) and counts as a parse failure, like the reference model's drop.
+//
+// Verdict fields (ejlb_pkg::verdict_t) and what the egress does with them:
+//
+//   Field      Bits                 Use
+//   reason     4                    0 forwards the frame; else it is drained and only counted
+//   lb_known   1                    the counter event names an LB instance (else a global drop)
+//   lb         3                    that instance
+//   member     16                   its calendar entry: the member counted for a forwarded frame
+//   version    2                    {v3, v2}: which per-LB version counter the frame adds to
+//   strip      1                    output byte j >= OUT_HEADER_BYTES is input byte j + 16
+//   len        16                   output frame length (padded to 60); tkeep of the last beat
+//   need_len   16                   a shorter input frame is aborted (tuser) and a parse failure
+//   hdr        OUT_HEADER_BYTES*8   the first output bytes (byte k at bits 8k)
+`resetall
+`default_nettype none
+
 import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+import ejlb_pkg::*;
 
 module ejlb_egress
 #(
-    parameter int DATA_WIDTH = 512,
-    parameter int HO = 88
+    parameter int DATA_WIDTH = 512
 ) (
     input  logic                      clk,
     input  logic                      rst,
@@ -25,15 +41,7 @@ module ejlb_egress
     output logic                      f_rd,
     // verdict FIFO head
     input  logic                      v_valid,
-    input  logic [3:0]                v_reason,
-    input  logic                      v_lb_known,
-    input  logic [2:0]                v_lb,
-    input  logic [MEMBER_ID_BITS-1:0] v_member,
-    input  logic [1:0]                v_version,
-    input  logic                      v_strip,
-    input  logic [15:0]               v_len,
-    input  logic [15:0]               v_need_len,
-    input  logic [HO*8-1:0]           v_hdr,
+    input  ejlb_pkg::verdict_t        v,
     output logic                      v_rd,
     // output stream
     output logic [DATA_WIDTH-1:0]     m_axis_tdata,
@@ -54,7 +62,7 @@ module ejlb_egress
 );
   localparam int B = DATA_WIDTH / 8;
   localparam int NW = 1 + (16 + B - 1) / B;
-  localparam int HBEATS = (HO + B - 1) / B;
+  localparam int HEADER_BEATS = (OUT_HEADER_BYTES + B - 1) / B;  // beats the verdict's header covers
 
   // window
   logic [DATA_WIDTH-1:0] w_data[NW];
@@ -64,34 +72,28 @@ module ejlb_egress
   // current frame
   logic busy, in_done, out_done;
   logic [15:0] obeat, ibeat, lin;
-  logic [3:0] r_reason;
-  logic r_lb_known, r_strip;
-  logic [2:0] r_lb;
-  logic [MEMBER_ID_BITS-1:0] r_member;
-  logic [1:0] r_version;
-  logic [15:0] r_len, r_need;
-  logic [HO*8-1:0] r_hdr;
+  ejlb_pkg::verdict_t r;  // the current frame's verdict
 
   logic adv, fwd, vis, window_ok, trunc, emit, pop, out_last, finish, load;
   int lastpos;
   logic [15:0] lin_vis, lin_pop;
   logic [NW*DATA_WIDTH-1:0] wbytes;
-  logic [(HBEATS+1)*DATA_WIDTH-1:0] hwide;
+  logic [(HEADER_BEATS+1)*DATA_WIDTH-1:0] hwide;
   logic [DATA_WIDTH-1:0] hb, ob;
   logic [B-1:0] okeep;
 
   always_comb begin
     adv = !m_axis_tvalid || m_axis_tready;
-    fwd = r_reason == DROP_FORWARD;
+    fwd = r.reason == DROP_FORWARD;
     lastpos = NW;
     for (int k = NW - 1; k >= 0; k--) if (w_valid[k] && w_last[k]) lastpos = k;
     vis = !in_done && lastpos < NW;
     lin_vis = (ibeat + 16'(lastpos)) * 16'(B) + 16'($countones(w_keep[lastpos < NW ? lastpos : 0]));
     lin_pop = ibeat * 16'(B) + 16'($countones(w_keep[0]));
     window_ok = in_done || vis || &w_valid;
-    trunc = vis && lin_vis < r_need;
+    trunc = vis && lin_vis < r.need_len;
     emit = busy && adv && fwd && !out_done && window_ok;
-    out_last = (obeat + 1'b1) * 16'(B) >= r_len || trunc;
+    out_last = (obeat + 1'b1) * 16'(B) >= r.len || trunc;
     pop = busy && adv && !in_done && w_valid[0] && (emit || !fwd || out_done);
     finish = busy && adv && (in_done || (pop && w_last[0])) && (!fwd || out_done || (emit && out_last));
     load = v_valid && (!busy || finish);
@@ -100,16 +102,16 @@ module ejlb_egress
     // output bytes
     for (int k = 0; k < NW; k++) wbytes[k*DATA_WIDTH+:DATA_WIDTH] = w_data[k];
     hwide = '0;
-    hwide[HO*8-1:0] = r_hdr;
+    hwide[OUT_HEADER_BYTES*8-1:0] = r.hdr;
     hb = '0;
-    for (int i = 0; i < HBEATS; i++) if (obeat == 16'(i)) hb = hwide[i*DATA_WIDTH+:DATA_WIDTH];
+    for (int i = 0; i < HEADER_BEATS; i++) if (obeat == 16'(i)) hb = hwide[i*DATA_WIDTH+:DATA_WIDTH];
     for (int l = 0; l < B; l++) begin
       logic [15:0] j;
       j = obeat * 16'(B) + 16'(l);
-      okeep[l] = j < r_len;
+      okeep[l] = j < r.len;
       if (!okeep[l]) ob[8*l+:8] = 8'd0;
-      else if (j < 16'(HO)) ob[8*l+:8] = hb[8*l+:8];
-      else ob[8*l+:8] = r_strip ? wbytes[8*(l+16)+:8] : wbytes[8*l+:8];
+      else if (j < 16'(OUT_HEADER_BYTES)) ob[8*l+:8] = hb[8*l+:8];
+      else ob[8*l+:8] = r.strip ? wbytes[8*(l+16)+:8] : wbytes[8*l+:8];
     end
   end
 
@@ -161,15 +163,15 @@ module ejlb_egress
       logic [15:0] n;
       logic short;
       n = in_done ? lin : lin_pop;
-      short = n < r_need;
+      short = n < r.need_len;
       ev_valid <= 1'b1;
-      ev_reason <= short ? DROP_PARSE_FAIL : r_reason;
-      ev_lb_known <= short ? 1'b0 : r_lb_known;
-      ev_lb <= r_lb;
-      ev_member <= r_member;
-      ev_version <= r_version;
+      ev_reason <= short ? DROP_PARSE_FAIL : r.reason;
+      ev_lb_known <= short ? 1'b0 : r.lb_known;
+      ev_lb <= r.lb;
+      ev_member <= r.member[MEMBER_ID_BITS-1:0];
+      ev_version <= r.version;
       ev_rx_bytes <= n;
-      ev_tx_bytes <= r_len;
+      ev_tx_bytes <= r.len;
       busy <= 1'b0;
     end
     if (load) begin
@@ -178,15 +180,7 @@ module ejlb_egress
       out_done <= 1'b0;
       obeat <= '0;
       ibeat <= '0;
-      r_reason <= v_reason;
-      r_lb_known <= v_lb_known;
-      r_lb <= v_lb;
-      r_member <= v_member;
-      r_version <= v_version;
-      r_strip <= v_strip;
-      r_len <= v_len;
-      r_need <= v_need_len;
-      r_hdr <= v_hdr;
+      r <= v;
     end
     if (rst) begin
       busy <= 1'b0;
@@ -195,3 +189,5 @@ module ejlb_egress
     end
   end
 endmodule
+
+`resetall

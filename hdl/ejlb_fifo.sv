@@ -1,5 +1,13 @@
 // Synchronous first-word-fall-through FIFO: `rd_data` is the head whenever `rd_valid`.
 // Used for the frame beats and for the per-frame verdicts between classifier and egress.
+//
+//   Port           Width   Meaning
+//   wr_en/wr_data  WIDTH   push (ignored while full)
+//   rd_en/rd_data  WIDTH   pop the head (rd_data is valid whenever rd_valid)
+//   full           1       DEPTH entries held
+`resetall
+`default_nettype none
+
 module ejlb_fifo #(
     parameter int WIDTH = 8,
     parameter int DEPTH = 32  // power of two
@@ -32,3 +40,5 @@ module ejlb_fifo #(
     end
   end
 endmodule
+
+`resetall

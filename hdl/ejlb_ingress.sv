@@ -1,9 +1,18 @@
-// Accepts the input stream, passes every beat on to the frame FIFO and captures the first HB bytes
-// of each frame for the classifier: one header descriptor per frame, emitted as soon as HB bytes
+// Accepts the input stream, passes every beat on to the frame FIFO and captures the first HEADER_BYTES bytes
+// of each frame for the classifier: one header descriptor per frame, emitted as soon as HEADER_BYTES bytes
 // (or the whole frame) have arrived.
+//
+//   Output    Bits               Meaning
+//   d_hdr     HEADER_BYTES*8     frame byte k at bits 8k (tkeep-masked), zero past the frame
+//   d_seen    16                 frame bytes in d_hdr (== frame length when d_ended)
+//   d_ended   1                  the frame ended within the captured bytes
+`resetall
+`default_nettype none
+
+import ejlb_pkg::*;  // file scope: Yosys has no header imports
+
 module ejlb_ingress #(
-    parameter int DATA_WIDTH = 512,
-    parameter int HB = 104
+    parameter int DATA_WIDTH = 512
 ) (
     input  logic                    clk,
     input  logic                    rst,
@@ -15,31 +24,31 @@ module ejlb_ingress #(
     input  logic                    room,       // the frame FIFO can take a beat
     output logic                    beat_push,
     output logic                    d_valid,    // header descriptor
-    output logic [HB*8-1:0]         d_hdr,
+    output logic [HEADER_BYTES*8-1:0]         d_hdr,
     output logic [15:0]             d_seen,
     output logic                    d_ended
 );
   localparam int B = DATA_WIDTH / 8;
-  localparam int NB = (HB + B - 1) / B;  // beats that cover the header
+  localparam int NB = (HEADER_BYTES + B - 1) / B;  // beats that cover the header
 
   logic [15:0] nbeat;  // beat index within the frame (saturates)
   logic sent;          // descriptor already emitted for this frame
-  logic [HB*8-1:0] hdr;
+  logic [HEADER_BYTES*8-1:0] hdr;
   logic [15:0] seen;
 
   assign s_axis_tready = room;
   assign beat_push = s_axis_tvalid && s_axis_tready;
 
   logic [(NB*B)*8-1:0] wide;
-  logic [HB*8-1:0] next_hdr;
+  logic [HEADER_BYTES*8-1:0] next_hdr;
   logic [15:0] next_seen;
   logic [DATA_WIDTH-1:0] masked;
   always_comb begin
     for (int l = 0; l < B; l++) masked[8*l+:8] = s_axis_tkeep[l] ? s_axis_tdata[8*l+:8] : 8'd0;
     wide = '0;
-    wide[HB*8-1:0] = nbeat == 0 ? '0 : hdr;
+    wide[HEADER_BYTES*8-1:0] = nbeat == 0 ? '0 : hdr;
     for (int i = 0; i < NB; i++) if (nbeat == 16'(i)) wide[i*DATA_WIDTH+:DATA_WIDTH] = masked;
-    next_hdr = wide[HB*8-1:0];
+    next_hdr = wide[HEADER_BYTES*8-1:0];
     next_seen = (nbeat == 0 ? 16'd0 : seen) + 16'($countones(s_axis_tkeep));
   end
 
@@ -64,3 +73,5 @@ module ejlb_ingress #(
     end
   end
 endmodule
+
+`resetall

@@ -5,7 +5,17 @@
 //   s_axis -> ingress --beats--> frame FIFO ------------------------> egress -> m_axis
 //                     --header--> classify (S1..S6) -> verdict FIFO -->   |
 //                                     ^ tables (shadow/active)            v counters
+//
+//   Interface  Signals                      Carries
+//   s_axis     tdata, tkeep, tvalid/ready,  input frames, byte k of a beat at tdata[8k+:8]
+//              tlast
+//   m_axis     the same + tuser             output frames; tuser = 1 on the last beat: aborted
+//   s_axil     AXI4-Lite, 32-bit data       tables and counters (the register map, hdl/README.md)
+`resetall
+`default_nettype none
+
 import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
+import ejlb_pkg::*;
 
 module ejlb_lb
 #(
@@ -46,8 +56,6 @@ module ejlb_lb
     input  logic                    s_axil_rready
 );
   localparam int B = DATA_WIDTH / 8;
-  localparam int HB = 104;  // >= 14 + 4 + 60 + 8 + 16 header bytes, a multiple of 8
-  localparam int HO = HB - 16;
 
   // ---------------- register bus
   logic wr_en, wr_ready, rd_en, cnt_ready;
@@ -95,9 +103,9 @@ module ejlb_lb
   logic f_full, f_valid, f_rd, beat_push;
   logic [FW-1:0] f_out;
   logic d_valid, d_ended;
-  logic [HB*8-1:0] d_hdr;
+  logic [HEADER_BYTES*8-1:0] d_hdr;
   logic [15:0] d_seen;
-  ejlb_ingress #(.DATA_WIDTH(DATA_WIDTH), .HB(HB)) ingress (
+  ejlb_ingress #(.DATA_WIDTH(DATA_WIDTH)) ingress (
       .clk, .rst, .s_axis_tdata, .s_axis_tkeep, .s_axis_tvalid, .s_axis_tready, .s_axis_tlast,
       .room(!f_full && cnt_ready), .beat_push, .d_valid, .d_hdr, .d_seen, .d_ended);
 
@@ -105,29 +113,20 @@ module ejlb_lb
       .clk, .rst, .wr_en(beat_push), .wr_data({s_axis_tlast, s_axis_tkeep, s_axis_tdata}),
       .full(f_full), .rd_en(f_rd), .rd_data(f_out), .rd_valid(f_valid));
 
-  logic c_valid, c_lb_known, c_strip;
-  logic [3:0] c_reason;
-  logic [2:0] c_lb;
-  logic [MEMBER_ID_BITS-1:0] c_member;
-  logic [1:0] c_version;
-  logic [15:0] c_len, c_need;
-  logic [HO*8-1:0] c_hdr;
-  ejlb_classify #(.HB(HB)) classify (
+  logic c_valid;
+  ejlb_pkg::verdict_t c_verdict;
+  ejlb_classify classify (
       .clk, .rst, .in_valid(d_valid), .in_hdr(d_hdr), .in_seen(d_seen), .in_ended(d_ended),
       .lb_act, .ep_act, .snd_act, .bank, .cal_addr, .cal_data, .mem_addr, .mem_data,
-      .v_valid(c_valid), .v_reason(c_reason), .v_lb_known(c_lb_known), .v_lb(c_lb),
-      .v_member(c_member), .v_version(c_version), .v_strip(c_strip), .v_len(c_len),
-      .v_need_len(c_need), .v_hdr(c_hdr));
+      .v_valid(c_valid), .v(c_verdict));
 
   // every frame in the classifier or verdict FIFO still has beats in the frame FIFO or the
   // egress window, so 2 * FIFO_DEPTH verdict entries never overflow
-  localparam int VW = 4 + 1 + 3 + MEMBER_ID_BITS + 2 + 1 + 16 + 16 + HO * 8;
   logic v_valid, v_rd, v_full;
-  logic [VW-1:0] v_out;
-  ejlb_fifo #(.WIDTH(VW), .DEPTH(2 * FIFO_DEPTH)) verdict_fifo (
-      .clk, .rst, .wr_en(c_valid),
-      .wr_data({c_reason, c_lb_known, c_lb, c_member, c_version, c_strip, c_len, c_need, c_hdr}),
-      .full(v_full), .rd_en(v_rd), .rd_data(v_out), .rd_valid(v_valid));
+  ejlb_pkg::verdict_t v_out;
+  ejlb_fifo #(.WIDTH($bits(c_verdict)), .DEPTH(2 * FIFO_DEPTH)) verdict_fifo (
+      .clk, .rst, .wr_en(c_valid), .wr_data(c_verdict), .full(v_full), .rd_en(v_rd), .rd_data(v_out),
+      .rd_valid(v_valid));
 
   logic ev_valid, ev_lb_known;
   logic [3:0] ev_reason;
@@ -135,13 +134,9 @@ module ejlb_lb
   logic [MEMBER_ID_BITS-1:0] ev_member;
   logic [1:0] ev_version;
   logic [15:0] ev_rx_bytes, ev_tx_bytes;
-  ejlb_egress #(.DATA_WIDTH(DATA_WIDTH), .HO(HO)) egress (
+  ejlb_egress #(.DATA_WIDTH(DATA_WIDTH)) egress (
       .clk, .rst, .f_valid, .f_data(f_out[DATA_WIDTH-1:0]), .f_keep(f_out[DATA_WIDTH+:B]),
-      .f_last(f_out[FW-1]), .f_rd, .v_valid,
-      .v_reason(v_out[VW-1-:4]), .v_lb_known(v_out[VW-5]), .v_lb(v_out[VW-6-:3]),
-      .v_member(v_out[VW-9-:MEMBER_ID_BITS]), .v_version(v_out[VW-9-MEMBER_ID_BITS-:2]),
-      .v_strip(v_out[VW-11-MEMBER_ID_BITS]), .v_len(v_out[HO*8+16+:16]), .v_need_len(v_out[HO*8+:16]),
-      .v_hdr(v_out[HO*8-1:0]), .v_rd,
+      .f_last(f_out[FW-1]), .f_rd, .v_valid, .v(v_out), .v_rd,
       .m_axis_tdata, .m_axis_tkeep, .m_axis_tvalid, .m_axis_tready, .m_axis_tlast, .m_axis_tuser,
       .ev_valid, .ev_reason, .ev_lb_known, .ev_lb, .ev_member, .ev_version, .ev_rx_bytes, .ev_tx_bytes);
 
@@ -149,3 +144,5 @@ module ejlb_lb
       .clk, .rst, .ev_valid, .ev_reason, .ev_lb_known, .ev_lb, .ev_member, .ev_version, .ev_rx_bytes,
       .ev_tx_bytes, .ready(cnt_ready), .rd_en, .rd_addr, .rd_data(cnt_rd_data));
 endmodule
+
+`resetall

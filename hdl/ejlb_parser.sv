@@ -1,11 +1,35 @@
 // Stage 1 (combinational): Ethernet (+ one 802.1Q tag), IPv4 (options) / IPv6, UDP and the LB
-// header fields from the first HB bytes of a frame. Every check of the reference model's parse()
+// header fields from the first HEADER_BYTES bytes of a frame. Every check of the reference model's parse()
 // except "the frame holds the whole IP packet" when the frame is longer than what was captured:
 // `need_len` goes with the frame and the egress checks it against the real length at its end.
+//
+// Frame fields (l3 = 14, or 18 behind one 802.1Q tag; u = l3 + IHL*4 (IPv4) or l3 + 40 (IPv6)):
+//
+//   Field                   Offset      Bytes   Checked here                         Output
+//   destination, source MAC 0, 6        6, 6    -
+//   802.1Q TPID, TCI        12, 14      2, 2    TPID 0x8100: a tag is present         l3 = 18
+//   ethertype               12 (16)     2       0x0800 IPv4 or 0x86DD IPv6           is6
+//   IPv4 version, IHL       l3          1       version 4, IHL >= 5
+//   IPv4 total length       l3 + 2      2       >= IHL*4 + 8                         need_len
+//   IPv4 flags, fragment    l3 + 6      2       MF 0, offset 0 (no fragments)
+//   IPv4 TTL, protocol      l3 + 8, +9  1, 1    protocol 17 (UDP)                    ttl
+//   IPv4 header checksum    l3 + 10     2       verifies over IHL*4 bytes
+//   IPv4 source, dest       l3 + 12,+16 4, 4    -                                    src, dst (low 32 bits)
+//   IPv6 version            l3          4 bits  6
+//   IPv6 payload length     l3 + 4      2       >= 8                                 need_len
+//   IPv6 next header, hops  l3 + 6, +7  1, 1    next header 17 (no extension headers) ttl
+//   IPv6 source, dest       l3 + 8,+24  16, 16  -                                    src, dst
+//   UDP dest port           u + 2       2       -                                    dport
+//   UDP length              u + 4       2       == IP payload length                 ulen
+//   UDP checksum            u + 6       2       -                                    ucsum
+//   LB header               u + 8       16      - (the classifier checks it)         lbh
+`resetall
+`default_nettype none
+
 module ejlb_parser #(
-    parameter int HB = 104  // captured header bytes (>= 18 + 60 + 8 + 16)
+    parameter int HEADER_BYTES = 104  // captured header bytes (>= 18 + 60 + 8 + 16)
 ) (
-    input  logic [HB*8-1:0] hdr,      // frame byte k at hdr[8k+:8], zero past the frame
+    input  logic [HEADER_BYTES*8-1:0] hdr,      // frame byte k at hdr[8k+:8], zero past the frame
     input  logic [15:0]     seen,     // frame bytes captured (== frame length when `ended`)
     input  logic            ended,    // the whole frame is in `hdr`
     output logic            ok,
@@ -92,3 +116,5 @@ endmodule
 `undef EJLB_IB
 `undef EJLB_IW
 `undef EJLB_UW
+
+`resetall

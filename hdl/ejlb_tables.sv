@@ -7,6 +7,20 @@
 //     carries it to its RAM reads, so one packet never mixes two table versions. Because the new
 //     shadow bank holds the previous contents, the driver replays its writes after a commit; while
 //     packets that sampled the old bank may still read it (HOLD cycles), writes are stalled.
+//
+//   Table     Storage                    Entries                       Words (ejlb_regmap_pkg *_W_*)
+//   LB        registers, shadow+active   NUM_LBS                       CTRL (V4/V6_VALID, SLOT_BITS,
+//                                                                      SLOT_XOR), MAC_HI/LO, IPV4, IP0-3
+//   epoch     registers, shadow+active   NUM_LBS x NUM_EPOCHS          CTRL (VALID, CATCH_ALL, BOUNDED),
+//                                                                      START_LO/HI, END_LO/HI
+//   sender    registers, shadow+active   N_SENDERS for all LBs and     CTRL (VALID, V6, LB), IP0-3
+//                                        both families (a CAM)
+//   calendar  RAM, two banks             NUM_LBS x NUM_EPOCHS x 256    PAIR: slot 2k in 15:0, 2k+1 in 31:16
+//   member    RAM, two banks             NUM_LBS x 2^MEMBER_ID_BITS    CTRL (VALID, DROP, KEEP_LB, V6,
+//                                                                      PORT_BITS, BASE_PORT), MAC_HI/LO, IP0-3
+`resetall
+`default_nettype none
+
 import ejlb_regmap_pkg::*;  // file scope: Yosys has no header imports
 
 module ejlb_tables
@@ -118,3 +132,5 @@ module ejlb_tables
   end
 
 endmodule
+
+`resetall

@@ -45,8 +45,10 @@ class NativeReassembler:
                  max_pending_events=16384, queue_size=1 << 16, lost_log_size=1024):
         err = ffi.new("char[256]")
         fds = ffi.new("int[]", [-1])  # never started, so never read
-        h = lib.ejlb_rx_new(fds, 1, 1, with_lb_header, timeout_us, max_pending_bytes, max_pending_events,
-                            queue_size, lost_log_size, err, 256)
+        opt = ffi.new("ejlb_rx_options *", dict(
+            threads=1, with_lb_header=with_lb_header, timeout_us=timeout_us, max_pending_bytes=max_pending_bytes,
+            max_pending_events=max_pending_events, queue_size=queue_size, lost_log_size=lost_log_size))
+        h = lib.ejlb_rx_new(fds, 1, opt, err, 256)
         assert h != ffi.NULL, ffi.string(err)
         self.h = ffi.gc(h, lib.ejlb_rx_free)
 
@@ -68,7 +70,8 @@ class NativeReassembler:
     def counters(self) -> dict[str, int]:
         s = ffi.new("ejlb_rx_stats *")
         lib.ejlb_rx_get_stats(self.h, s)
-        return {name: getattr(s, name) for name in dir(s)}
+        own = {name: getattr(s, name) for name in dir(s) if name != "totals"}
+        return {**{name: getattr(s.totals, name) for name in dir(s.totals)}, **own}
 
     def lost(self) -> list[tuple]:
         buf, nxt = ffi.new("ejlb_rx_lost_event[]", 4096), ffi.new("uint64_t *")

@@ -8,6 +8,7 @@ import socket
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ejlb.sockopt import SO_RCVBUFFORCE
 from ejlb.wire import HEADERS_LEN, LB_HEADER_LEN, LBHeader, REHeader
 
 
@@ -25,7 +26,7 @@ class Capture:
                     s = socket.socket(self.family, socket.SOCK_DGRAM)
                     socks.append(s)
                     try:
-                        s.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE: past rmem_max (root)
+                        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)  # past rmem_max (root)
                     except PermissionError:
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
                     s.bind((host, p))

@@ -1,5 +1,5 @@
 """Wire compatibility of loadbalancer.proto: every message's field numbers and types, and the enum
-values, checked against a second transcription of spec/control-api.md (a typo in either fails)."""
+values, checked against a second transcription of docs/control-api.md (a typo in either fails)."""
 import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
 

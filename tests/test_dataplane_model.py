@@ -133,7 +133,7 @@ def test_counters_add_up(judged):
         assert c["rx_bytes"] == sum(len(f) for f, r in judged if r.lb_id == lb_id)
 
 
-# --- the deployed LB's own test list (spec/dataplane.md) ----------------------------------------
+# --- the deployed LB's own test list (docs/dataplane.md) ----------------------------------------
 S0, S1, LB0, LB1 = corpus.SENDERS[0][0], corpus.SENDERS[1][0], corpus.LB_IPV4[0], corpus.LB_IPV4[1]
 S0_6, LB1_6 = corpus.SENDERS[0][2], corpus.LB_IPV6[1]
 

@@ -15,10 +15,10 @@ from ejlb.dataplane import backends, corpus, model, software
 from ejlb.dataplane.model import parse
 from ejlb.dataplane.tables import Drop, EpochRange, LBInstance, Member, MemoryBackend, Tables, TableError, diff
 from ejlb.native import lib
+from ejlb.sockopt import SO_RCVBUFFORCE, UDP_SEGMENT
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, DEFAULT_DATA_PORT, LBHeader, REHeader
 
 IP = ipaddress.ip_address
-UDP_SEGMENT = 103
 IP_TTL, IP_RECVTTL, IPV6_HOPLIMIT = 2, 12, socket.IPV6_HOPLIMIT
 
 
@@ -67,7 +67,7 @@ def test_native_decision_agrees_with_model_on_the_whole_corpus():
 def _bind_udp(ip: str, port: int = 0, rcvbuf: int = 8 << 20) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root)
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)  # root
     except OSError:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.bind((ip, port))
@@ -419,6 +419,7 @@ _GSO_FALLBACK_SCRIPT = r"""
 import ipaddress, json, socket, sys, time
 from ejlb.dataplane import software
 from ejlb.dataplane.tables import EpochRange, LBInstance, Member, Tables, diff
+from ejlb.sockopt import SOL_UDP, UDP_SEGMENT
 from ejlb.wire import LBHeader, REHeader
 ip = ipaddress.ip_address
 lb_ip = sys.argv[2]  # a local address: packets to it travel over lo (MTU 64 KiB) inside the namespace
@@ -430,7 +431,7 @@ with software.SoftwareLB(ports={0: (47801, 47801)}) as lb:
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.bind((lb_ip, 0))
     seg = LBHeader(1, 0).encode() + REHeader(1, 0, 8000, 1).encode() + bytes(8000)
-    tx.setsockopt(socket.SOL_UDP, 103, len(seg))  # UDP_SEGMENT: 4 jumbo datagrams in one send
+    tx.setsockopt(SOL_UDP, UDP_SEGMENT, len(seg))  # 4 jumbo datagrams in one send
     for burst in (1, 2):
         tx.sendto(seg * 4, (lb_ip, 47801))
         deadline = time.monotonic() + 5

@@ -8,8 +8,10 @@ import pytest
 from ejlb.control.client import LBManager
 from ejlb.control.config import ControlConfig
 from ejlb.control.server import ControlPlane
+from ejlb import sendstate
+from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control.state import TOTALS
-from ejlb.shim.receiver import SENDSTATE_TOTALS, Receiver
+from ejlb.shim.receiver import Receiver
 from receiver_tools import datagrams, send_all
 
 
@@ -42,8 +44,12 @@ def workers(res):
         return {w.name: w for w in m.status().workers}
 
 
-def test_totals_names_match_the_client():
-    assert TOTALS == tuple("total_" + n for n in SENDSTATE_TOTALS)
+def test_totals_names_match_the_proto():
+    """ejlb.sendstate is the one definition; the proto's SendState and WorkerStatus must carry it."""
+    for message in (pb.SendStateRequest, pb.WorkerStatus):
+        names = [f.name for f in message.DESCRIPTOR.fields if f.name.startswith("total")]
+        assert tuple(names) == sendstate.PROTO
+    assert TOTALS == sendstate.COLUMNS
 
 
 def test_register_report_and_deregister(reservation):

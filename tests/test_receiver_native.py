@@ -1,16 +1,16 @@
 """The native reassembler (csrc/recv.c) against the pure reference (ejlb.shim.reassembly): the same
 datagrams, the same clock, the same completed events, counters and lost log."""
 import random
+from dataclasses import fields
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ejlb.native import lib
-from ejlb.shim.reassembly import EVENT_OVERHEAD, LOST_EVICTED, LOST_TIMEOUT, Reassembler
+from ejlb.shim.reassembly import EVENT_OVERHEAD, LOST_EVICTED, LOST_TIMEOUT, ReassemblyCounters, Reassembler
 from receiver_tools import NativeReassembler, datagrams, piece
 
-COUNTERS = ("events_recv", "events_reassembled", "bytes_recv", "packets_recv", "bad_headers",
-            "bad_fragments", "duplicates", "overlaps", "lost", "evicted")
+COUNTERS = tuple(f.name for f in fields(ReassemblyCounters))  # compared by name with the native core's
 REASON = {LOST_TIMEOUT: lib.EJLB_RX_LOST_TIMEOUT, LOST_EVICTED: lib.EJLB_RX_LOST_EVICTED}
 
 
@@ -61,7 +61,7 @@ def run(ops, gro=False, **kw):
 
 
 def test_overhead_constant_matches_native():
-    assert EVENT_OVERHEAD == lib.EJLB_RX_EVENT_OVERHEAD
+    assert EVENT_OVERHEAD == lib.EJLB_RX_EVENT_OVERHEAD  # generated (ejlb.cfacts): the build is current
 
 
 def test_in_order_event_with_and_without_lb_header():
@@ -253,3 +253,20 @@ def test_event_cap_eviction_is_counted_apart_and_spares_progressing_events():
     for op in ops:
         native.feed(op[1], op[2])
     assert (native.counters()["evicted_event_cap"], native.counters()["evicted_byte_cap"]) == (3, 0)
+
+
+def test_reassembly_counters_share_the_sendstate_names():
+    """The pure reassembler counts four of the SendState totals under the same names."""
+    from ejlb import sendstate
+
+    names = {f.name for f in fields(ReassemblyCounters)}
+    assert names & set(sendstate.NAMES) == {"events_recv", "events_reassembled", "bytes_recv", "packets_recv"}
+
+
+def test_v2_reserved_field_ignored_like_the_reference():
+    """The one validity rule (ejlb.wire): a v2 LB header's reserved bytes are not checked."""
+    payload = bytes(range(200))
+    good = datagrams(payload, event_number=4, fragment=100)
+    odd = [d[:4] + b"\x12\x34" + d[6:] for d in good]  # v2 with non-zero reserved bytes
+    events, c, _ = run([("d", d, 0) for d in odd], with_lb_header=True)
+    assert events == [(4, 0, payload)] and c.bad_headers == 0

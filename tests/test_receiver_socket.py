@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from ejlb.shim.receiver import Receiver, ReceiverClosed, ReceiverStats
+from ejlb import sendstate
+from ejlb.errors import ArgumentError
+from ejlb.shim.receiver import Receiver, ReceiverClosed, ReceiverConfig, ReceiverStats
 from receiver_tools import datagrams, piece, send_all
 
 
@@ -51,9 +53,8 @@ def test_events_arrive_byte_exact_with_totals(rx):
     s = rx.stats()
     assert s.events_recv == s.events_reassembled == s.events_dequeued == len(evs)
     assert s.events_reassembly_err == s.event_enqueue_err == s.bad_headers == 0
-    assert s.totals() == {k: getattr(s, k) for k in ("events_recv", "events_reassembled", "events_reassembly_err",
-                                                     "events_dequeued", "event_enqueue_err", "bytes_recv",
-                                                     "packets_recv")}
+    assert s.totals() == {k: getattr(s, k) for k in sendstate.NAMES}
+    assert s.columns() == {"total_" + k: getattr(s, k) for k in sendstate.NAMES}
 
 
 def test_ipv6_and_plain_recvmmsg_without_gro():
@@ -234,6 +235,19 @@ def test_bad_arguments_name_the_field(kw, field):
     args = dict(ip="127.0.0.1", base_port=0) | kw
     with pytest.raises(ValueError, match=field):
         Receiver(None, args.pop("ip"), args.pop("base_port"), **args)
+
+
+def test_config_object_and_keywords_are_the_same_options():
+    cfg = ReceiverConfig(threads=2, queue_size=8)
+    assert cfg.ports_bits == 1
+    with Receiver(None, "127.0.0.1", 0, cfg) as a, Receiver(None, "127.0.0.1", 0, threads=2, queue_size=8) as b:
+        assert a.config == b.config == cfg and a.ports == range(a.base_port, a.base_port + 2)
+    with Receiver(None, "127.0.0.1", 0, cfg, queue_size=4) as c:  # keywords on top of a config
+        assert c.config.queue_size == 4 and c.config.threads == 2
+    with pytest.raises(TypeError, match="nonsense"):
+        Receiver(None, "127.0.0.1", 0, nonsense=1)
+    with pytest.raises(ArgumentError, match="threads"):
+        ReceiverConfig(threads=3, port_range=1)  # refused before any socket exists
 
 
 def test_port_in_use_names_the_port():

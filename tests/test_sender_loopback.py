@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from ejlb.errors import ArgumentError, FieldError
 from ejlb.shim.sender import Sender, SenderClosed, SendQueueFull
 from ejlb.wire import HEADERS_LEN, MAX_EVENT_LEN, WireError, fragment_headers
 from sender_tools import Capture, events_of
@@ -227,9 +228,12 @@ def test_event_over_4gib_is_refused():
 def test_bad_options_name_the_field(kw, field):
     uri = "ejfat://lb.example:18347/lb/1?data=127.0.0.1:19522&sync=127.0.0.1:19523"
     threads = threading.active_count()
-    with pytest.raises(WireError) as e:
+    with pytest.raises(FieldError) as e:
         Sender(uri, **kw)
     assert e.value.field == field
+    # header fields are wire errors; options (rate, queue, socket buffer, ...) argument errors
+    wire_fields = {"lb_version", "data_id", "event_src_id"}
+    assert isinstance(e.value, WireError if field in wire_fields else ArgumentError), type(e.value)
     assert threading.active_count() == threads  # nothing left running
 
 

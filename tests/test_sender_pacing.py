@@ -6,7 +6,7 @@ import pytest
 
 from ejlb.shim.pacing import TokenBucket
 from ejlb.shim.sender import MIN_SLEEP_S, Sender
-from ejlb.wire import WireError
+from ejlb.errors import ArgumentError
 from sender_tools import Capture
 
 
@@ -68,7 +68,7 @@ def test_waits_follow_an_absolute_schedule():
 
 @pytest.mark.parametrize("rate", [0, -1, 1e9, "fast", None])
 def test_bad_rates_name_the_field(rate):
-    with pytest.raises(WireError) as e:
+    with pytest.raises(ArgumentError) as e:
         TokenBucket(rate)
     assert e.value.field == "rate_gbps"
 

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ejlb.shim.plan import Layout, Numbering, Rotation, SyncState, check_event_len
+from ejlb.errors import ArgumentError
 from ejlb.wire import HEADERS_LEN, MAX_EVENT_LEN, TICK_RATE_HZ, WireError, fragment_count, header_overhead
 
 
@@ -25,7 +26,7 @@ def test_layout_matches_spec_sizes(mtu, ipv6, fragment, segments):
 
 @pytest.mark.parametrize("mtu", [64, 84 - 1, 9001, 0, -1, "1500", 1500.0, True, None])
 def test_layout_rejects_bad_mtu(mtu):
-    with pytest.raises(WireError) as e:
+    with pytest.raises(ArgumentError) as e:
         Layout.for_mtu(mtu, ipv6=mtu == 84 - 1)
     assert e.value.field == "mtu"
 
@@ -96,7 +97,7 @@ def test_rotation_spreads_sockets_and_ports():
 
 @pytest.mark.parametrize("n, lo, hi", [(0, 1, 1), (65, 1, 1), (True, 1, 1), (1, 0, 1), (1, 5, 4), (1, 1, 70000)])
 def test_rotation_rejects_bad_arguments(n, lo, hi):
-    with pytest.raises(WireError):
+    with pytest.raises(ArgumentError):
         Rotation(n, lo, hi)
 
 
@@ -117,3 +118,22 @@ def test_sync_fields_caller_ticks_report_last_tick_and_event_rate():
     for t in range(50):
         num.stamp(0, tick=1000 + t)
     assert state.fields(num, 0, 11.5) == (1049, 100)
+
+
+def test_one_error_hierarchy():
+    """Every deliberate error derives from EjlbError; field errors are ValueErrors naming field and value."""
+    from ejlb.control.errors import LBError
+    from ejlb.dataplane.tables import TableError
+    from ejlb.errors import Closed, EjlbError, FieldError
+    from ejlb.shim.events import ReceiverClosed, SenderClosed
+    from ejlb.shim.sender import SendQueueFull
+    from ejlb.uri import URIError
+    from ejlb.wire import WireError
+
+    for cls in (WireError, ArgumentError, URIError, TableError, LBError, SendQueueFull, ReceiverClosed, SenderClosed):
+        assert issubclass(cls, EjlbError), cls
+    assert issubclass(WireError, FieldError) and issubclass(ArgumentError, FieldError)
+    assert issubclass(FieldError, ValueError) and not issubclass(ArgumentError, WireError)
+    assert issubclass(ReceiverClosed, Closed) and issubclass(SenderClosed, Closed)
+    e = ArgumentError("rate_gbps", 0, "must be within 0.001..1000")
+    assert (e.field, e.value, str(e)) == ("rate_gbps", 0, "rate_gbps=0: must be within 0.001..1000")

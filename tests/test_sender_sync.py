@@ -6,6 +6,7 @@ import pytest
 
 from ejlb.shim.sender import Sender
 from ejlb.shim.sync import SyncSchedule
+from ejlb.errors import ArgumentError
 from ejlb.wire import SYNC_HEADER_LEN, TICK_RATE_HZ, SyncHeader, WireError
 from sender_tools import Capture
 
@@ -23,7 +24,7 @@ def test_schedule_keeps_a_fixed_grid():
 
 @pytest.mark.parametrize("period", [0, -1, 10.5, "soon", None])
 def test_schedule_rejects_bad_periods(period):
-    with pytest.raises(WireError) as e:
+    with pytest.raises(ArgumentError) as e:
         SyncSchedule(period, 0.0)
     assert e.value.field == "sync_period"
 

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ejlb import wire
+from ejlb.errors import ArgumentError
 from ejlb.wire import LBHeader, REHeader, SyncHeader, WireError
 
 SPEC_EXAMPLE = bytes.fromhex(
@@ -34,7 +35,7 @@ def test_sizes_and_constants_match_spec():
 
 @pytest.mark.parametrize("mtu", [0, 64, 9001, 1500.0, "1500", True, None])
 def test_max_payload_rejects_bad_mtu(mtu):
-    with pytest.raises(WireError, match="mtu"):
+    with pytest.raises(ArgumentError, match="mtu"):
         wire.max_payload(mtu)
 
 
@@ -94,7 +95,6 @@ def test_decode_rejects_bad_bytes_naming_field():
         (LBHeader, b"XB" + good[2:16], "lb.magic"),
         (LBHeader, good[:2] + b"\x63" + good[3:16], "lb.version"),
         (LBHeader, good[:3] + b"\x02" + good[4:16], "lb.next_proto"),
-        (LBHeader, good[:4] + b"\x00\x07" + good[6:16], "lb.slot_select"),
         (REHeader, b"\x20" + good[17:36], "re.version"),
         (REHeader, b"\x11" + good[17:36], "re.version"),
         (REHeader, b"\x10\x01" + good[18:36], "re.reserved"),
@@ -172,7 +172,7 @@ def test_parse_headers_batch_flags_bad_rows():
     re_only, ok2 = wire.parse_headers(rows[:, 16:], with_lb=False)
     assert ok2.tolist() == [True, True, True, False] + [True] * (len(rows) - 4)
     assert int(re_only["event_number"][0]) == 11
-    with pytest.raises(WireError, match="rows.shape"):
+    with pytest.raises(ArgumentError, match="rows.shape"):
         wire.parse_headers(rows[:, :20])
 
 
@@ -181,3 +181,19 @@ def test_c_header_is_current():
 
     path = pathlib.Path(__file__).resolve().parents[1] / "csrc" / "ejlb_wire.h"
     assert path.read_text() == wire.c_header(), "regenerate: python -m ejlb.wire > csrc/ejlb_wire.h"
+
+
+def test_v2_reserved_field_is_ignored_on_receipt_everywhere():
+    """One rule: a v2 header's reserved bytes are written 0 and ignored by every reader."""
+    from ejlb.shim.reassembly import Reassembler
+
+    raw = bytearray(SPEC_EXAMPLE)
+    raw[4:6] = b"\x00\x07"
+    assert LBHeader.decode(raw).slot_select == 0
+    heads, ok = wire.parse_headers(np.frombuffer(bytes(raw), np.uint8)[None, :])
+    assert ok.tolist() == [True]
+    r = Reassembler(with_lb_header=True)
+    r.feed(bytes(raw) + bytes(1464), 0.0)
+    assert r.counters.bad_headers == 0 and r.counters.events_recv == 1
+    assert LBHeader(tick=1).encode()[4:6] == b"\0\0"  # and written as 0
+    # the C core's check: tests/test_receiver_native.py::test_v2_reserved_field_ignored_like_the_reference

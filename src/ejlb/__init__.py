@@ -10,9 +10,12 @@ _LAZY = {
     "EjfatURI": "ejlb.uri",
     "URIError": "ejlb.uri",
     "WireError": "ejlb.wire",
+    "EjlbError": "ejlb.errors",
+    "ArgumentError": "ejlb.errors",
     "Sender": "ejlb.shim.sender",
     "Receiver": "ejlb.shim.receiver",
-    "Event": "ejlb.shim.receiver",
+    "Event": "ejlb.shim.events",
+    "LostEvent": "ejlb.shim.events",
     "LBManager": "ejlb.control.client",
 }
 

@@ -14,19 +14,20 @@ CSRC = ROOT / "csrc"
 _CDEF = re.compile(r"EJLB_CDEF_BEGIN\s*\*/(.*?)/\*\s*EJLB_CDEF_END", re.S)
 
 
+def api_headers() -> list[pathlib.Path]:
+    """The headers with a cffi block, in name order (internal headers such as recv_core.h have none)."""
+    return [h for h in sorted(CSRC.glob("*.h")) if _CDEF.search(h.read_text())]
+
+
 def cdef_text() -> str:
-    parts = []
-    for header in sorted(CSRC.glob("*.h")):
-        for block in _CDEF.findall(header.read_text()):
-            parts.append(block)
-    return "\n".join(parts)
+    return "\n".join(block for header in api_headers() for block in _CDEF.findall(header.read_text()))
 
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_text())
 ffibuilder.set_source(
     "ejlb._native",
-    "\n".join(f'#include "{h.name}"' for h in sorted(CSRC.glob("*.h"))),
+    "\n".join(f'#include "{h.name}"' for h in api_headers()),
     sources=[str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.c"))],
     include_dirs=[str(CSRC.relative_to(ROOT))],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function", "-pthread"],

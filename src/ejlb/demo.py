@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ejlb.control.config import BALANCERS
+from ejlb.errors import EjlbError
 
 from ejlb.wire import CALENDAR_SLOTS, MAX_EVENT_LEN, MAX_MTU, header_overhead
 
@@ -41,7 +42,7 @@ WORKER_PORT_BITS = 2  # each worker listens on 4 ports: the sender's entropy spr
 DEFAULT_WORKERS = 3
 
 
-class DemoError(RuntimeError):
+class DemoError(EjlbError, RuntimeError):
     """The demo could not run (e.g. no loopback, workers never got slots); the message says which step."""
 
 
@@ -298,7 +299,7 @@ class _Drain(threading.Thread):
         self._stop_flag = threading.Event()
 
     def run(self) -> None:
-        from ejlb.shim.receiver import ReceiverClosed
+        from ejlb.shim.events import ReceiverClosed
 
         next_at = time.monotonic()
         while not self._stop_flag.is_set():

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
+from ejlb.errors import EjlbError
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -30,7 +31,7 @@ _ID = re.compile(r"^[0-9]+$")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
-class URIError(ValueError):
+class URIError(EjlbError, ValueError):
     """A malformed EJFAT URI; the message names the offending part."""
 
     def __init__(self, part: str, value: str, reason: str):

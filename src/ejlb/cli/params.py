@@ -90,15 +90,16 @@ def parse_permission(text: str) -> tuple[int, str, int]:
 
 def parse_mtu(text: str) -> int | str:
     """'auto' (the route's MTU) or a number of bytes that leaves room for a fragment (ejlb.wire)."""
-    from ejlb.wire import WireError, max_payload
+    from ejlb.errors import ArgumentError
+    from ejlb.wire import max_payload
 
     if text.strip().lower() == "auto":
         return "auto"
     try:
         mtu = int(text)
         max_payload(mtu)
-    except (ValueError, WireError) as e:
-        raise ValueError(f"{text!r} is not a usable MTU ({e})" if isinstance(e, WireError) else
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a usable MTU ({e})" if isinstance(e, ArgumentError) else
                          f"{text!r} is neither a number of bytes nor 'auto'") from None
     return mtu
 

@@ -1,6 +1,6 @@
 """Calendar computation: worker weights → slot counts → the 512-slot layout of one epoch. Pure.
 
-Counts are proportional to weight within the deployed clamps (spec/control-api.md, "Slot counts":
+Counts are proportional to weight within the deployed clamps (docs/control-api.md, "Slot counts":
 [round(even·minFactor), round(even·maxFactor)], even = floor(512/n)), total exactly 512. Unlike the
 deployed rule, which hands leftovers out one slot per worker per round whatever the weights, slots
 that clamped workers cannot take are shared by weight (water-filling) and rounded by largest
@@ -20,13 +20,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ejlb.dataplane.tables import UNASSIGNED
+from ejlb.errors import EjlbError
 from ejlb.wire import CALENDAR_SLOTS
 
 STRATEGIES = ("", "dynamic", "static", "explicit")
 
 
-class CalendarError(ValueError):
-    pass
+class CalendarError(EjlbError, ValueError):
+    """Calendar inputs no layout can satisfy (the message names field and value)."""
 
 
 def slot_counts(

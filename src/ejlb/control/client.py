@@ -17,10 +17,10 @@ from typing import Iterable, Mapping, Sequence
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ejlb import sendstate
 from ejlb.control import loadbalancer_pb2 as pb
 from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
 from ejlb.control.errors import InvalidArgument, from_rpc_error
-from ejlb.control.state import TOTALS, TOTALS_PROTO
 from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
 from ejlb.uri import DataAddress, EjfatURI, SyncAddress
 
@@ -217,12 +217,12 @@ class LBManager:
                    totals: Mapping[str, int] | None = None, timestamp: dt.datetime | float | None = None) -> None:
         sid, token = self._session()
         totals = totals or {}
-        unknown = set(totals) - set(TOTALS)
+        unknown = set(totals) - set(sendstate.COLUMNS)
         if unknown:
-            raise InvalidArgument(f"totals: unknown counters {sorted(unknown)} (known: {', '.join(TOTALS)})")
+            raise InvalidArgument(f"totals: unknown counters {sorted(unknown)} (known: {', '.join(sendstate.COLUMNS)})")
         req = pb.SendStateRequest(lbId=self._lb(None), sessionId=sid, fillPercent=fill_percent,
                                   controlSignal=control_signal, isReady=is_ready,
-                                  **{p: int(totals.get(k, 0)) for k, p in zip(TOTALS, TOTALS_PROTO)})
+                                  **{sendstate.PROTO_OF[k]: int(v) for k, v in totals.items()})
         req.timestamp.CopyFrom(_timestamp(timestamp if timestamp is not None else dt.datetime.now(dt.timezone.utc)))
         self._call("SendState", req, token)
 

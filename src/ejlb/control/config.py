@@ -33,13 +33,14 @@ from pathlib import Path
 import yaml
 
 from ejlb.dataplane.tables import NUM_LBS, LBInstance, parse_mac
+from ejlb.errors import EjlbError
 from ejlb.wire import DEFAULT_DATA_PORT
 
 
 BALANCERS = ("capacity", "signal")
 
 
-class ConfigError(ValueError):
+class ConfigError(EjlbError, ValueError):
     """A configuration value that cannot work; the message names the key and value."""
 
 

@@ -24,7 +24,7 @@ from ejlb.control import feedback
 from ejlb.control.liveness import FIRST_REPORT_S, READY_S, REMOVE_S
 from ejlb.control.service import ControlService
 from ejlb.control.state import Reservation
-from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS, Backend, Tables, diff
+from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS, Backend, SenderLimit, Tables, diff
 
 log = logging.getLogger("ejlb.control.controller")
 
@@ -62,6 +62,7 @@ class Controller:
     def __init__(self, service: ControlService, backend: Backend):
         self.service = service
         self.backend = backend
+        service.sender_limit = getattr(backend, "sender_limit", SenderLimit())  # enforced at reserve / addSenders
         self.stats: dict[int, LBStats] = {}
         self.last_tick_s = 0.0
         self.epochs_started = 0

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import grpc
 
+from ejlb.errors import EjlbError
 
-class LBError(Exception):
+
+class LBError(EjlbError):
     code = grpc.StatusCode.UNKNOWN
 
     def __init__(self, message: str, rpc: str | None = None):

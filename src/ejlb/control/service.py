@@ -29,17 +29,16 @@ from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, 
                                  ResourceExhausted, Unauthenticated)
 from ejlb.control.feedback import initial_weight
 from ejlb.control.liveness import FIRST_REPORT_S, REMOVE_S
-from ejlb.control.state import TOTALS, TOTALS_PROTO, Reservation, Session, Token
+from ejlb.control.state import TOTALS, Reservation, Session, Token
 from ejlb.control.store import Store
 from ejlb.control.tokens import Grant, Level, Resource
 from ejlb.control.validate import rfc3339 as _rfc3339
-from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS
+from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS, SenderLimit
 from ejlb.wire import MAX_PORT_RANGE
 
 log = logging.getLogger("ejlb.control")
 
 ROOT_TOKEN_ID = 1
-MAX_SENDERS = 256  # per reservation: the FPGA allow-list holds 256 per family
 MAX_GRANTS = 64
 MAX_CHILD_TOKENS = 4096  # per token: a token holder cannot grow the token table without bound
 SERIES_POINTS = 600  # per scalar timeseries: 10 minutes at the default period
@@ -66,6 +65,11 @@ class Series:
 
 
 class ControlService:
+    sender_limit = SenderLimit()  # the allow-list size of the data plane in use: the Controller sets it
+
+    def _sender_total(self) -> int:
+        return sum(len(r.senders) for r in self.reservations.values())
+
     def __init__(self, config: ControlConfig, store: Store, clock: Callable[[], float] = time.time):
         self.config = config
         self.store = store
@@ -268,8 +272,7 @@ class ControlService:
             now = self.clock()
             until = check.until(until, now)
             addrs = check.senders(senders)
-            if len(set(addrs)) > MAX_SENDERS:
-                raise InvalidArgument(f"senderAddresses: {len(set(addrs))} given, at most {MAX_SENDERS}")
+            check.sender_count(self.sender_limit, len(set(addrs)), self._sender_total() + len(set(addrs)))
             if ip_family not in IP_FAMILIES:
                 raise InvalidArgument(f"ipFamily={ip_family!r}: must be 0 (dual), 1 (IPv4) or 2 (IPv6)")
             if strategy not in STRATEGIES:
@@ -370,8 +373,7 @@ class ControlService:
             res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
             addrs = set(check.senders(addresses))
             if add:
-                if len(res.senders | addrs) > MAX_SENDERS:
-                    raise InvalidArgument(f"senderAddresses: would make {len(res.senders | addrs)}, at most {MAX_SENDERS}")
+                check.sender_count(self.sender_limit, len(res.senders | addrs), self._sender_total() + len(addrs - res.senders))
                 self.store.set_senders(res.id, add=sorted(addrs - res.senders))
                 res.senders |= addrs
             else:
@@ -454,7 +456,7 @@ class ControlService:
             _, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
             fill = check.finite("fillPercent", fill, 0.0, 1.0)  # all checked before any is applied
             control_signal = check.control_signal(control_signal)
-            counters = check.totals(totals, TOTALS, TOTALS_PROTO)
+            counters = check.totals(totals)
             if sess.fill < URGENT_FILL <= fill and self.config.balancer == "capacity":  # tick now
                 self.urgent = True
                 self.tables_changed.set()

@@ -23,8 +23,9 @@ from ejlb.control.config import ControlConfig, InstanceConfig
 from ejlb.control.controller import Controller
 from ejlb.control.server import MIN_TICK_GAP_S
 from ejlb.control.service import ControlService
-from ejlb.control.store import TOTALS, Store
+from ejlb.control.store import Store
 from ejlb.dataplane.tables import MemoryBackend
+from ejlb.sendstate import SendStateTotals
 from ejlb.shim.pid import PID
 from ejlb.wire import CALENDAR_SLOTS, TICK_RATE_HZ
 
@@ -148,8 +149,8 @@ def simulate(sc: Scenario) -> Trace:
                 if w.session and not w.gone:
                     fill = w.queue / w.spec.queue
                     signal = w.pid.update(fill, sc.report_period)
-                    totals = dict(zip(TOTALS, (int(w.offered), int(w.offered), 0, int(w.dequeued), int(w.lost),
-                                               0, 0)))
+                    totals = SendStateTotals(events_recv=int(w.offered), events_reassembled=int(w.offered),
+                                             events_dequeued=int(w.dequeued), event_enqueue_err=int(w.lost)).columns()
                     svc.send_state(w.token, lb, w.session, fill, signal, True, totals)
         urgent = svc.urgent and t - last_tick >= MIN_TICK_GAP_S - 1e-9  # as ControlPlane._run does
         if urgent or t >= next_tick - 1e-9:

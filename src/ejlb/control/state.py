@@ -5,6 +5,7 @@ import collections
 import ipaddress
 from dataclasses import dataclass, field
 
+from ejlb import sendstate
 from ejlb.control.capacity import Estimate, Meter
 from ejlb.control.config import InstanceConfig
 from ejlb.control.epochs import MAX_SAMPLES, Epoch, SyncSample
@@ -14,11 +15,7 @@ from ejlb.dataplane.tables import Member
 
 HISTORY_POINTS = 300  # per reservation: 5 minutes at the default 1 s period
 
-# SendState / WorkerStatus field names of the seven counters, in the same order
-TOTALS_PROTO = (
-    "totalEventsRecv", "totalEventsReassembled", "totalEventsReassemblyErr",
-    "totalEventsDequeued", "totalEventEnqueueErr", "totalBytesRecv", "totalPacketsRecv",
-)
+TOTALS_PROTO = sendstate.PROTO  # SendState / WorkerStatus field names of the seven counters
 
 
 @dataclass

@@ -16,7 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ejlb import sendstate
+
 SCHEMA_VERSION = 1
+
+TOTALS = sendstate.COLUMNS  # the seven SendState counters' columns, in the proto's order
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -42,10 +46,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     keep_lb_header INTEGER NOT NULL, demands TEXT NOT NULL, member_id INTEGER NOT NULL,
     token_id INTEGER, registered_at REAL NOT NULL, last_report REAL, is_ready INTEGER NOT NULL,
     fill REAL NOT NULL, control_signal REAL NOT NULL, dyn_weight REAL NOT NULL,
-    total_events_recv INTEGER NOT NULL DEFAULT 0, total_events_reassembled INTEGER NOT NULL DEFAULT 0,
-    total_events_reassembly_err INTEGER NOT NULL DEFAULT 0, total_events_dequeued INTEGER NOT NULL DEFAULT 0,
-    total_event_enqueue_err INTEGER NOT NULL DEFAULT 0, total_bytes_recv INTEGER NOT NULL DEFAULT 0,
-    total_packets_recv INTEGER NOT NULL DEFAULT 0, removed_at REAL);
+    {totals} removed_at REAL);
 CREATE TABLE IF NOT EXISTS epochs (
     reservation_id INTEGER NOT NULL REFERENCES reservations(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL, boundary TEXT NOT NULL, calendar BLOB NOT NULL,
@@ -53,12 +54,8 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE TABLE IF NOT EXISTS sync_samples (
     reservation_id INTEGER NOT NULL REFERENCES reservations(id) ON DELETE CASCADE,
     recv_time REAL NOT NULL, event_number TEXT NOT NULL, rate INTEGER NOT NULL, src_id INTEGER NOT NULL);
-"""
+""".replace("{totals}", "".join(f"{c} INTEGER NOT NULL DEFAULT 0, " for c in TOTALS))
 
-TOTALS = (  # the seven SendState counters (snake_case of the proto names, same order)
-    "total_events_recv", "total_events_reassembled", "total_events_reassembly_err",
-    "total_events_dequeued", "total_event_enqueue_err", "total_bytes_recv", "total_packets_recv",
-)
 SESSION_COLUMNS = (
     "id", "reservation_id", "name", "ip", "port", "port_bits", "weight", "min_factor", "max_factor",
     "keep_lb_header", "demands", "member_id", "token_id", "registered_at", "last_report", "is_ready",

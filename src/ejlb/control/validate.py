@@ -20,9 +20,11 @@ import datetime as dt
 import ipaddress
 import math
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
-from ejlb.control.errors import InvalidArgument
+from ejlb import sendstate
+from ejlb.control.errors import InvalidArgument, ResourceExhausted
+from ejlb.dataplane.tables import SenderLimit
 from ejlb.wire import CALENDAR_SLOTS
 
 MAX_NAME = 256
@@ -77,13 +79,14 @@ def control_signal(value: float) -> float:
     return finite("controlSignal", value, -MAX_CONTROL_SIGNAL, MAX_CONTROL_SIGNAL)
 
 
-def totals(values: Mapping[str, int], names: Sequence[str], wire_names: Sequence[str]) -> tuple[int, ...]:
-    """Counters in `names` order; each a non-negative int64 (named by its wire name)."""
+def totals(values: Mapping[str, int]) -> tuple[int, ...]:
+    """The SendState counters (keyed by ejlb.sendstate.COLUMNS) in that order; each a non-negative
+    int64 (named by its proto field)."""
     out = []
-    for k, wire in zip(names, wire_names):
+    for k in sendstate.COLUMNS:
         v = int(values.get(k, 0))
         if v < 0:
-            raise InvalidArgument(f"{wire}={v}: a counter, must be ≥ 0")
+            raise InvalidArgument(f"{sendstate.PROTO_OF[k]}={v}: a counter, must be ≥ 0")
         out.append(v)
     return tuple(out)
 
@@ -125,3 +128,15 @@ def demands(field: str, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, in
     if sum(n for _, n in out) > CALENDAR_SLOTS:
         raise InvalidArgument(f"{field}: demands {sum(n for _, n in out)} slots, more than {CALENDAR_SLOTS}")
     return out
+
+
+def sender_count(limit: SenderLimit, for_lb: int, total: int) -> None:
+    """Refuses a reservation's sender list that the data plane in use cannot hold: longer than its
+    per-instance limit (INVALID_ARGUMENT: no other reservation matters), or filling the table that
+    all instances share (RESOURCE_EXHAUSTED: others hold the rest)."""
+    if limit.per_lb is not None and for_lb > limit.per_lb:
+        raise InvalidArgument(f"senderAddresses={for_lb} addresses: this data plane holds at most {limit.per_lb} "
+                              "per load balancer")
+    if limit.total is not None and total > limit.total:
+        raise ResourceExhausted(f"senderAddresses={for_lb} addresses: would make {total} on this data plane, "
+                                f"which holds {limit.total} for all load balancers together")

@@ -17,7 +17,7 @@ from typing import Callable
 from ejlb.dataplane import regmap as rm
 from ejlb.dataplane.tables import (
     GLOBAL_COUNTERS, LB_COUNTERS, MEMBER_COUNTERS, NUM_EPOCHS, UNASSIGNED, Counters, EpochRange,
-    LBInstance, Member, TableDiff, TableError, Tables, apply,
+    LBInstance, Member, SenderLimit, TableDiff, TableError, Tables, apply,
 )
 
 Write = tuple[int, int]  # (byte address, 32-bit value)
@@ -243,6 +243,8 @@ def ip_description(device, base: int = 0) -> dict:
 
 class FpgaBackend:
     """Control-plane backend over an `EjlbLB` (board: `fpga`; simulation: `fpga-sim`)."""
+
+    sender_limit = SenderLimit(total=rm.N_SENDERS)  # the register map's CAM, shared by LBs and families
 
     def __init__(self, ip: EjlbLB, on_close: Callable[[], None] | None = None) -> None:
         self.ip = ip

@@ -15,6 +15,8 @@ import os
 
 from cffi import FFI
 
+from ejlb.errors import EjlbError
+
 log = logging.getLogger(__name__)
 
 CDEF = """
@@ -66,7 +68,7 @@ _libc = None
 _messages: list[str] = []  # libbpf's own messages of the current call (the verifier log is separate)
 
 
-class LibbpfError(OSError):
+class LibbpfError(EjlbError, OSError):
     """A libbpf call refused; the message names the call, the errno and what libbpf printed."""
 
 

@@ -1,6 +1,6 @@
 """Reference model of the LB pipeline: `process(tables, frame) -> Result`.
 
-The oracle that the software LB and the HDL are tested against (spec/dataplane.md). Pure and
+The oracle that the software LB and the HDL are tested against (docs/dataplane.md). Pure and
 readable, not fast: one Ethernet frame (no FCS) in, a verdict, the rewritten frame and the counter
 deltas out. Where the spec is silent this module *is* the definition, so every choice is written
 down here:
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ejlb.dataplane.tables import UNASSIGNED, Counters, Drop, Tables
+from ejlb.errors import EjlbError
 from ejlb.wire import (
     CALENDAR_SLOTS,
     DATA_PORT_MAX,
@@ -124,8 +125,8 @@ class Parsed:
         return self.udp + UDP_HEADER_LEN
 
 
-class ParseError(ValueError):
-    pass
+class ParseError(EjlbError, ValueError):
+    """A frame the reference model cannot parse."""
 
 
 # --- checksum arithmetic -----------------------------------------------------------------------

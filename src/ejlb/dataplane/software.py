@@ -35,24 +35,26 @@ import numpy as np
 
 from ejlb.dataplane.tables import (
     GLOBAL_COUNTERS,
+    LB_RX_COUNTERS,
+    MAX_MEMBERS,
+    MEMBER_COUNTERS,
     NUM_EPOCHS,
     NUM_LBS,
     Counters,
     Drop,
+    SenderLimit,
     TableDiff,
     TableError,
     Tables,
     apply,
 )
 from ejlb.native import ffi, lib
+from ejlb.sockopt import IP_FREEBIND, IPV6_FREEBIND, SO_RCVBUFFORCE
 from ejlb.wire import CALENDAR_SLOTS, DEFAULT_DATA_PORT
 
 log = logging.getLogger(__name__)
 
 MAX_PORTS_PER_INSTANCE = 256  # one socket per port and thread; wide ranges belong to the FPGA
-_IP_FREEBIND = 15  # bind LB addresses that are not (yet) configured on an interface
-_IPV6_FREEBIND = 78
-_SO_RCVBUFFORCE = 33
 DEFAULT_RCVBUF = 32 << 20  # absorbs bursts while the worker thread waits for a CPU
 
 
@@ -111,6 +113,8 @@ class SoftwareLB:
     threads: worker threads; each has its own SO_REUSEPORT socket per address and port.
     rcvbuf: receive buffer bytes per socket (forced past rmem_max when running as root)."""
 
+    sender_limit = SenderLimit(per_lb=lib.EJLB_SWLB_MAX_SENDERS)  # declared in csrc/swlb.h (array size)
+
     def __init__(self, ports: Mapping[int, tuple[int, int]] | None = None, threads: int = 1,
                  rcvbuf: int = DEFAULT_RCVBUF):
         if not isinstance(threads, int) or not 1 <= threads <= lib.EJLB_SWLB_MAX_THREADS:
@@ -159,8 +163,8 @@ class SoftwareLB:
             self.installed = new
 
     def counters(self) -> Counters:
-        lbc = np.zeros((NUM_LBS, lib.EJLB_SWLB_LB_COUNTERS), np.uint64)
-        mc = np.zeros((NUM_LBS, lib.EJLB_SWLB_MAX_MEMBERS, lib.EJLB_SWLB_MEMBER_COUNTERS), np.uint64)
+        lbc = np.zeros((NUM_LBS, lib.EJLB_LB_COUNTERS), np.uint64)
+        mc = np.zeros((NUM_LBS, MAX_MEMBERS, len(MEMBER_COUNTERS)), np.uint64)
         glob = np.zeros(lib.EJLB_DROP_CODES, np.uint64)
         with self._lock:
             if self._h == ffi.NULL:
@@ -174,24 +178,26 @@ class SoftwareLB:
             if lb_id not in self.installed.lbs and not lbc[lb_id].any():
                 continue
             c = out.lb_counters(lb_id)
-            c["rx_packets"], c["rx_bytes"], c["rx_v2"], c["rx_v3"] = (int(x) for x in lbc[lb_id, :4])
+            c.update(zip(LB_RX_COUNTERS, (int(x) for x in lbc[lb_id, :len(LB_RX_COUNTERS)])))
             for d in Drop:
                 if d > Drop.NOT_LB:
-                    c[d.counter] = int(lbc[lb_id, 4 + d])
+                    c[d.counter] = int(lbc[lb_id, len(LB_RX_COUNTERS) + d])
         for lb_id, member_id in zip(*np.nonzero(mc.any(axis=2))):
             m = out.member_counters(int(lb_id), int(member_id))
-            m["tx_packets"], m["tx_bytes"] = int(mc[lb_id, member_id, 0]), int(mc[lb_id, member_id, 1])
+            m.update(zip(MEMBER_COUNTERS, (int(x) for x in mc[lb_id, member_id])))
         for key in self.installed.members:
             out.member_counters(*key)
         return out
 
-    _STATS = ("recv_calls", "send_calls", "send_msgs", "send_errors", "gro_segments", "gso_fallbacks")
+    # name -> index of the fast-path statistics, read by name from csrc/swlb.h (EJLB_SWLB_STAT_*)
+    _STATS = dict(sorted(((n.removeprefix("EJLB_SWLB_STAT_").lower(), getattr(lib, n)) for n in dir(lib)
+                          if n.startswith("EJLB_SWLB_STAT_")), key=lambda item: item[1]))
 
     def stats(self) -> dict[str, int]:
         """Fast-path statistics summed over the threads: syscalls, GSO/GRO use and send errors."""
         out = np.zeros(lib.EJLB_SWLB_STATS, np.uint64)
         lib.ejlb_swlb_stats(self._h, ffi.from_buffer("uint64_t[]", out))
-        return dict(zip(self._STATS, (int(x) for x in out)))
+        return {name: int(out[i]) for name, i in self._STATS.items()}
 
     def thread_stats(self) -> list[dict[str, int]]:
         """The same per worker thread (how SO_REUSEPORT spread the load)."""
@@ -199,7 +205,7 @@ class SoftwareLB:
         result = []
         for thread in range(self.threads):
             self._check(lib.ejlb_swlb_thread_stats(self._h, thread, ffi.from_buffer("uint64_t[]", out)), "stats")
-            result.append(dict(zip(self._STATS, (int(x) for x in out))))
+            result.append({name: int(out[i]) for name, i in self._STATS.items()})
         return result
 
     def cpu_seconds(self) -> list[float]:
@@ -257,11 +263,11 @@ class SoftwareLB:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if v6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    s.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)  # LB addresses not (yet) configured
                 else:
-                    s.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+                    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
                 try:
-                    s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self.rcvbuf)
+                    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
                 except OSError:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
                 s.bind((ip, port))

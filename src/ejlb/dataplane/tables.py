@@ -1,7 +1,7 @@
 """The data-plane table model: one definition shared by the control plane, the reference model,
 the software LB and the FPGA driver.
 
-Six tables (see spec/dataplane.md):
+Six tables (see docs/dataplane.md):
 
     lbs        destination filter: LB instance id -> its own MAC / IPv4 / IPv6 and slot parameters
     senders    allow-list: (lb id, source IP) pairs
@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Union
 
+from ejlb.errors import EjlbError
 from ejlb.wire import CALENDAR_SLOTS, SLOT_BITS
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -32,7 +33,7 @@ UNASSIGNED = 0xFFFF
 TICK_MAX = (1 << 64) - 1
 
 
-class TableError(ValueError):
+class TableError(EjlbError, ValueError):
     """A table entry that no data plane could install; the message names the field and value."""
 
 
@@ -250,7 +251,8 @@ def apply(tables: Tables, d: TableDiff) -> Tables:
 
 # Counter names. Per LB: rx and every drop after the LB is known; global: drops before that.
 GLOBAL_COUNTERS = ("drop_parse_fail", "drop_not_lb")
-LB_COUNTERS = ("rx_packets", "rx_bytes", "rx_v2", "rx_v3") + tuple(
+LB_RX_COUNTERS = ("rx_packets", "rx_bytes", "rx_v2", "rx_v3")
+LB_COUNTERS = LB_RX_COUNTERS + tuple(
     d.counter for d in Drop if d > Drop.NOT_LB
 )
 MEMBER_COUNTERS = ("tx_packets", "tx_bytes")
@@ -271,10 +273,21 @@ class Counters:
         return self.member.setdefault((lb_id, member_id), dict.fromkeys(MEMBER_COUNTERS, 0))
 
 
+@dataclass(frozen=True)
+class SenderLimit:
+    """How many allow-list entries (IPv4 and IPv6 alike) a data plane holds: per LB instance and over
+    all instances together; None is no limit. Each backend declares its own (`sender_limit`), the
+    control plane refuses sender lists beyond it (ejlb.control.validate.sender_count)."""
+
+    per_lb: int | None = None
+    total: int | None = None
+
+
 class Backend(Protocol):
     """A data plane the control plane programs. `apply` installs a diff atomically."""
 
     installed: Tables
+    sender_limit: SenderLimit
 
     def apply(self, d: TableDiff) -> None: ...
 
@@ -285,6 +298,8 @@ class Backend(Protocol):
 
 class MemoryBackend:
     """Holds installed tables and nothing else: the base of in-process backends."""
+
+    sender_limit = SenderLimit()  # a Python set: no limit of its own
 
     def __init__(self) -> None:
         self.installed = Tables()

@@ -48,10 +48,12 @@ from ejlb.dataplane.tables import (
     NUM_EPOCHS,
     NUM_LBS,
     Counters,
+    SenderLimit,
     TableDiff,
     Tables,
     apply,
 )
+from ejlb.errors import EjlbError
 
 PROGRAM = "ejlb_xdp"
 PASS_PROGRAM = "ejlb_xdp_pass"
@@ -59,7 +61,7 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 MAPS = ("ctrl", "lbs", "dests", "senders", "calendars", "members", "stats", "fence", "fence_inner")
 
 
-class XDPError(OSError):
+class XDPError(EjlbError, OSError):
     """The XDP data plane cannot run here; the message names what is missing or refused."""
 
 
@@ -104,6 +106,8 @@ def _egress_function(egress: Mapping[str, str] | None):
 
 class XDPLB:
     """Backend: the XDP program. interface: attach there (None: load only, for `run`)."""
+
+    sender_limit = SenderLimit(total=L.MAX_SENDERS)  # one map shared by every LB instance
 
     def __init__(self, interface: str | None = None, *, egress: Mapping[str, str] | None = None,
                  pass_other: bool | None = None, resolve_macs: bool | None = None):

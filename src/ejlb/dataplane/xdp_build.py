@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ejlb.dataplane import xdp_layout
+from ejlb.errors import EjlbError
 
 ROOT = Path(__file__).resolve().parents[3]
 BPF = ROOT / "bpf"
@@ -29,7 +30,7 @@ OUT_DIR = ROOT / "build" / "bpf"
 CLANG_NAMES = ("clang",) + tuple(f"clang-{v}" for v in range(21, 13, -1))
 
 
-class BuildError(RuntimeError):
+class BuildError(EjlbError, RuntimeError):
     """The XDP program cannot be built here; the message names what is missing."""
 
 

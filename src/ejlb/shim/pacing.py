@@ -9,7 +9,7 @@ average holds from the first event on.
 """
 from __future__ import annotations
 
-from ejlb.wire import WireError
+from ejlb.errors import ArgumentError
 
 MIN_GBPS = 0.001
 MAX_GBPS = 400.0
@@ -26,11 +26,11 @@ class TokenBucket:
         try:
             gbps = float(rate_gbps)
         except (TypeError, ValueError):
-            raise WireError("rate_gbps", rate_gbps, "must be a number of Gb/s") from None
+            raise ArgumentError("rate_gbps", rate_gbps, "must be a number of Gb/s") from None
         if not MIN_GBPS <= gbps <= MAX_GBPS:
-            raise WireError("rate_gbps", rate_gbps, f"must be within {MIN_GBPS}..{MAX_GBPS}")
+            raise ArgumentError("rate_gbps", rate_gbps, f"must be within {MIN_GBPS}..{MAX_GBPS}")
         if not 0 <= burst_s <= 1:
-            raise WireError("burst_s", burst_s, "must be within 0..1 s")
+            raise ArgumentError("burst_s", burst_s, "must be within 0..1 s")
         self.rate = gbps * 1e9 / 8  # bytes per second
         self.burst_s = burst_s
         self.next: float | None = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ejlb.errors import ArgumentError
+from ejlb.sockopt import UDP_MAX_SEGMENTS
 from ejlb.wire import (
     HEADERS_LEN,
     IPV4_HEADER_LEN,
@@ -20,8 +22,7 @@ from ejlb.wire import (
     max_payload,
 )
 
-# Linux UDP_MAX_SEGMENTS was 64 until 6.x raised it to 128; 64 works everywhere.
-MAX_GSO_SEGMENTS = 64
+MAX_GSO_SEGMENTS = UDP_MAX_SEGMENTS  # ejlb.sockopt: 64 works on every kernel
 _MAX_IP_LEN = 0xFFFF
 _U64 = (1 << 64) - 1
 
@@ -52,7 +53,7 @@ class Layout:
 
     @classmethod
     def for_mtu(cls, mtu: int, ipv6: bool = False) -> "Layout":
-        fragment = max_payload(mtu, ipv6)  # raises WireError('mtu', ...) outside (overhead, 9000]
+        fragment = max_payload(mtu, ipv6)  # raises ArgumentError('mtu', ...) outside (overhead, 9000]
         segment = fragment + HEADERS_LEN
         # IPv4 counts its own header in the 16-bit total length, IPv6 does not.
         room = _MAX_IP_LEN - UDP_HEADER_LEN - (0 if ipv6 else IPV4_HEADER_LEN)
@@ -136,9 +137,9 @@ class Rotation:
 
     def __init__(self, nsockets: int, min_port: int, max_port: int):
         if isinstance(nsockets, bool) or not isinstance(nsockets, int) or not 1 <= nsockets <= 64:
-            raise WireError("sockets", nsockets, "must be an integer in 1..64")
+            raise ArgumentError("sockets", nsockets, "must be an integer in 1..64")
         if not 0 < min_port <= max_port <= 0xFFFF:
-            raise WireError("data.port", (min_port, max_port), "needs 0 < min <= max <= 65535")
+            raise ArgumentError("data.port", (min_port, max_port), "needs 0 < min <= max <= 65535")
         self.nsockets = nsockets
         self.min_port = min_port
         self.span = max_port - min_port + 1

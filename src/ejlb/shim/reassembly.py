@@ -6,7 +6,8 @@ the receiver never runs it on the data path.
 
 Rules, per datagram (UDP payload):
   * optional LB header (back-to-back use, or a worker registered with keep-LB-header), then the RE
-    header; a datagram too short for them, or with invalid magic/version bytes -> `bad_headers`;
+    header; a datagram too short for them, or that ejlb.wire.parse_headers finds invalid (the one
+    validity rule, also the C core's) -> `bad_headers`;
   * offset + fragment length beyond the event length, an empty fragment of a non-empty event, or a
     length different from the one the event started with -> `bad_fragments`;
   * events are keyed by (event_number, data_id); a fragment whose bytes were all received already,
@@ -23,15 +24,16 @@ Rules, per datagram (UDP payload):
 """
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from dataclasses import dataclass, field, fields
 
-from ejlb.wire import HEADERS_LEN, LB_HEADER_LEN, LB_MAGIC, LB_NEXT_PROTO_RE, LB_VERSIONS, RE_BYTE0, RE_HEADER_LEN
+import numpy as np
 
-EVENT_OVERHEAD = 256  # = EJLB_RX_EVENT_OVERHEAD in csrc/recv.h (a test keeps them equal)
-LOST_TIMEOUT = "timeout"
-LOST_EVICTED = "evicted"
+from ejlb.shim.events import LOST_EVICTED, LOST_TIMEOUT, LostEvent
+from ejlb.shim.rangeset import RangeSet
+from ejlb.wire import HEADERS_LEN, RE_HEADER_LEN, parse_headers
+
+EVENT_OVERHEAD = 256  # the C core's EJLB_RX_EVENT_OVERHEAD is generated from this (ejlb.cfacts)
 
 
 @dataclass
@@ -53,41 +55,14 @@ class ReassemblyCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass(frozen=True)
-class LostEvent:
-    """An event given up incomplete: what had arrived of it, and why (timeout or evicted)."""
-
-    event_number: int
-    data_id: int
-    fragments: int
-    bytes: int
-    length: int = 0
-    reason: str = LOST_TIMEOUT
-
-
 @dataclass
 class _Pending:
     length: int
     started: float
     buf: bytearray
-    spans: list[list[int]] = field(default_factory=list)  # sorted disjoint [start, end)
+    received: RangeSet = field(default_factory=RangeSet)
     got: int = 0
     fragments: int = 0
-
-    def add(self, start: int, end: int) -> int:
-        """Marks [start, end) received; returns how many of those bytes are new."""
-        spans = self.spans
-        i = bisect.bisect_left([s[1] for s in spans], start)  # first span ending at or after start
-        j = i
-        covered = 0
-        while j < len(spans) and spans[j][0] <= end:
-            covered += max(0, min(end, spans[j][1]) - max(start, spans[j][0]))
-            j += 1
-        if i == j:
-            spans.insert(i, [start, end])
-        else:
-            spans[i:j] = [[min(start, spans[i][0]), max(end, spans[j - 1][1])]]
-        return (end - start) - covered
 
 
 class Reassembler:
@@ -123,24 +98,19 @@ class Reassembler:
         c.packets_recv += 1
         c.bytes_recv += len(datagram)
         d = memoryview(datagram)
-        if self.with_lb_header:
-            if (
-                len(d) < HEADERS_LEN
-                or bytes(d[0:2]) != LB_MAGIC
-                or d[2] not in LB_VERSIONS
-                or d[3] != LB_NEXT_PROTO_RE
-            ):
-                c.bad_headers += 1
-                return []
-            d = d[LB_HEADER_LEN:]
-        if len(d) < RE_HEADER_LEN or d[0] != RE_BYTE0 or d[1] != 0:
+        head_len = HEADERS_LEN if self.with_lb_header else RE_HEADER_LEN
+        if len(d) < head_len:
             c.bad_headers += 1
             return []
-        data_id = int.from_bytes(d[2:4], "big")
-        offset = int.from_bytes(d[4:8], "big")
-        length = int.from_bytes(d[8:12], "big")
-        key = (int.from_bytes(d[12:20], "big"), data_id)
-        frag = d[RE_HEADER_LEN:]
+        # the layout is ejlb.wire's dtypes, the validity rule its parse_headers: the same as the C core's
+        heads, ok = parse_headers(np.frombuffer(d, np.uint8, head_len)[None, :], self.with_lb_header)
+        if not ok[0]:
+            c.bad_headers += 1
+            return []
+        re = heads["re"][0] if self.with_lb_header else heads[0]
+        data_id, offset, length = int(re["data_id"]), int(re["offset"]), int(re["length"])
+        key = (int(re["event_number"]), data_id)
+        frag = d[head_len:]
         if offset + len(frag) > length or (not frag and length):
             c.bad_fragments += 1
             return []
@@ -162,7 +132,7 @@ class Reassembler:
         elif ev.length != length:
             c.bad_fragments += 1
             return []
-        fresh = ev.add(offset, offset + len(frag))
+        fresh = ev.received.add(offset, offset + len(frag))
         if fresh == 0:
             c.duplicates += 1
             return []

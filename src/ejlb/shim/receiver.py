@@ -13,6 +13,7 @@ control-plane URI the receiver registers, reports its queue fill and a PID contr
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -24,63 +25,28 @@ from collections import deque
 from dataclasses import dataclass, fields
 from typing import Iterator
 
+from ejlb import sendstate
+from ejlb.errors import ArgumentError
 from ejlb.native import ffi, lib
+from ejlb.sendstate import SendStateTotals
+from ejlb.shim.events import LOST_EVICTED, LOST_TIMEOUT, Event, LostEvent, ReceiverClosed
 from ejlb.shim.pid import PID, PIDGains
-from ejlb.shim.reassembly import LOST_EVICTED, LOST_TIMEOUT, LostEvent
 from ejlb.shim.state import DEFAULT_MAX_FACTOR, DEFAULT_MIN_FACTOR
+from ejlb.sockopt import SO_RCVBUFFORCE, SOL_UDP, UDP_GRO
 from ejlb.wire import DATA_PORT_MAX, DATA_PORT_MIN, MAX_PORT_RANGE
 
-__all__ = ["Receiver", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", "trim_buffer_pool"]
+__all__ = ["Receiver", "ReceiverConfig", "Event", "ReceiverStats", "LostEvent", "ReceiverClosed", "trim_buffer_pool"]
 
-SOL_UDP = 17
-UDP_GRO = getattr(socket, "UDP_GRO", 104)
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the socket module lacks it
 DEFAULT_RCVBUF = 32 << 20
 _WAIT_SLICE_MS = 200  # recv() returns to Python this often so that Ctrl-C works
 _LOST_REASONS = {lib.EJLB_RX_LOST_TIMEOUT: LOST_TIMEOUT, lib.EJLB_RX_LOST_EVICTED: LOST_EVICTED}
-SENDSTATE_TOTALS = (
-    "events_recv", "events_reassembled", "events_reassembly_err", "events_dequeued",
-    "event_enqueue_err", "bytes_recv", "packets_recv",
-)
-
-
-class ReceiverClosed(Exception):
-    """recv() on a closed receiver whose queue is drained."""
-
-
-class Event:
-    """One reassembled event. `payload` is a writable memoryview over the event's own buffer (no
-    copy); the buffer returns to the pool when the last view of it (memoryview, numpy array, zmq
-    frame) is gone."""
-
-    __slots__ = ("event_number", "data_id", "payload")
-
-    def __init__(self, event_number: int, data_id: int, payload: memoryview):
-        self.event_number = event_number
-        self.data_id = data_id
-        self.payload = payload
-
-    def __len__(self) -> int:
-        return self.payload.nbytes
-
-    def tobytes(self) -> bytes:
-        return self.payload.tobytes()
-
-    def __repr__(self) -> str:
-        return f"Event(event_number={self.event_number}, data_id={self.data_id}, len={len(self)})"
 
 
 @dataclass(frozen=True)
-class ReceiverStats:
-    """The seven EJFAT SendState totals, then ejlb's own counters (see csrc/recv.h)."""
+class ReceiverStats(SendStateTotals):
+    """The seven EJFAT SendState totals (inherited: ejlb.sendstate), then ejlb's own counters (see
+    csrc/recv.h)."""
 
-    events_recv: int = 0
-    events_reassembled: int = 0
-    events_reassembly_err: int = 0
-    events_dequeued: int = 0
-    event_enqueue_err: int = 0
-    bytes_recv: int = 0
-    packets_recv: int = 0
     bad_headers: int = 0
     bad_fragments: int = 0
     duplicates: int = 0
@@ -93,16 +59,12 @@ class ReceiverStats:
     evicted_byte_cap: int = 0  # of evicted: to fit max_pending_bytes
     evicted_event_cap: int = 0  # of evicted: to fit max_pending_events
 
-    def totals(self) -> dict[str, int]:
-        """The SendState totals, by their snake_case names."""
-        return {name: getattr(self, name) for name in SENDSTATE_TOTALS}
-
 
 def _check_ip(ip) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(str(ip))
     except ValueError:
-        raise ValueError(f"ip={ip!r}: expected an IPv4 or IPv6 address literal") from None
+        raise ArgumentError("ip", ip, "expected an IPv4 or IPv6 address literal") from None
 
 
 def _open_socket(family: int, ip: str, port: int, rcvbuf: int, gro: bool) -> socket.socket:
@@ -133,7 +95,7 @@ def bind_ports(ip: str, base_port: int, count: int, *, rcvbuf: int = DEFAULT_RCV
     family = socket.AF_INET6 if _check_ip(ip).version == 6 else socket.AF_INET
     if base_port:
         if not 1 <= base_port <= 65536 - count:
-            raise ValueError(f"base_port={base_port!r}: {count} ports from it must fit below 65536")
+            raise ArgumentError("base_port", base_port, f"{count} ports from it must fit below 65536")
         bases = [base_port]
     else:
         bases = [random.randrange(DATA_PORT_MIN, DATA_PORT_MAX - count + 2) for _ in range(attempts)]
@@ -151,13 +113,13 @@ def bind_ports(ip: str, base_port: int, count: int, *, rcvbuf: int = DEFAULT_RCV
     raise OSError(errno.EADDRINUSE, f"no {count} consecutive free UDP ports on {ip} after {attempts} tries")
 
 
-class Receiver:
-    """Receives EJFAT events on `2^port_range` ports from `base_port` (see module doc).
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """How a Receiver receives and reports; validated when made (ArgumentError naming field and
+    value), so a bad option fails before any socket is opened.
 
-    uri: EjfatURI | str | None -- with a control plane and a token, the receiver registers
-        (`register=None` means exactly that; True insists, False never registers).
     threads: native receive threads; ports are spread over them (port i -> thread i % threads).
-    port_range: entropy bits (0..14); default the fewest ports that give every thread one.
+    port_range: entropy bits (0..14); None: the fewest ports that give every thread one.
     with_lb_header: datagrams start with the LB header (back-to-back, no load balancer).
     keep_lb_header: ask the LB to keep its header (implies with_lb_header).
     event_timeout: seconds from an event's first fragment until it is given up as lost.
@@ -169,79 +131,110 @@ class Receiver:
     max_pending_events: cap on incomplete events, split evenly over the threads (evicted likewise).
     queue_size: completed events waiting for the application; when full they are dropped and
         counted (event_enqueue_err). The reported fill is depth / queue_size.
-    pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
-    zmq_push: endpoint string or zmq socket; events are then forwarded there (see zmq_bridge)
-        instead of being returned by recv(); zmq_hwm is the send high-water mark of an endpoint.
+    lost_log_size: how many recent lost/evicted events lost_events() keeps.
     rcvbuf: SO_RCVBUF per socket (forced past rmem_max when root): the slack for scheduling hiccups.
     gro: enable UDP GRO when the kernel has it (False: plain recvmmsg; gro_enabled() tells).
-    lost_log_size: how many recent lost/evicted events lost_events() keeps.
+    register: None registers when the URI has a control plane and a token; True insists, False never.
+    name, weight, min_factor, max_factor: the worker's registration (name: host-pid-port).
+    pid: (kp, ki, kd) or PIDGains for the control signal; defaults in ejlb.shim.pid.
+    state_period: seconds between reports to the control plane.
+    zmq_hwm: send high-water mark of a zmq_push endpoint.
+    """
+
+    threads: int = 1
+    port_range: int | None = None
+    with_lb_header: bool = False
+    keep_lb_header: bool = False
+    event_timeout: float = 0.5
+    max_pending_bytes: int = 1 << 30
+    max_pending_events: int = 16384
+    queue_size: int = 1024
+    lost_log_size: int = 1024
+    rcvbuf: int = DEFAULT_RCVBUF
+    gro: bool = True
+    register: bool | None = None
+    name: str | None = None
+    weight: float = 1.0
+    min_factor: float = DEFAULT_MIN_FACTOR
+    max_factor: float = DEFAULT_MAX_FACTOR
+    pid: PIDGains | tuple | None = None
+    state_period: float = 0.1
+    zmq_hwm: int = 16
+
+    def __post_init__(self) -> None:
+        _check_int("threads", self.threads, 1, 1 << MAX_PORT_RANGE)
+        _check_int("port_range", self.ports_bits, 0, MAX_PORT_RANGE)
+        if self.threads > 1 << self.ports_bits:
+            raise ArgumentError("threads", self.threads, f"more than the 2^port_range={1 << self.ports_bits} ports")
+        timeout = self.event_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise ArgumentError("event_timeout", timeout, "seconds, > 0 and <= 3600")
+        _check_int("max_pending_bytes", self.max_pending_bytes, 1 << 16, 1 << 48)
+        _check_int("max_pending_events", self.max_pending_events, self.threads, 1 << 24)
+        _check_int("queue_size", self.queue_size, 1, 1 << 24)
+        _check_int("lost_log_size", self.lost_log_size, 0, 1 << 20)
+        _check_int("rcvbuf", self.rcvbuf, 1 << 12, 1 << 31)
+        for fname in ("weight", "min_factor", "max_factor"):
+            value = getattr(self, fname)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ArgumentError(fname, value, "must be a number >= 0")
+
+    @property
+    def ports_bits(self) -> int:
+        """port_range, resolved: the fewest ports that give every thread one when not given."""
+        return (self.threads - 1).bit_length() if self.port_range is None else self.port_range
+
+    def native_options(self):
+        """The ejlb_rx_options of csrc/recv.h."""
+        opt = ffi.new("ejlb_rx_options *")
+        opt.threads = self.threads
+        opt.with_lb_header = bool(self.with_lb_header or self.keep_lb_header)
+        opt.timeout_us = round(self.event_timeout * 1e6)
+        opt.max_pending_bytes = self.max_pending_bytes
+        opt.max_pending_events = self.max_pending_events
+        opt.queue_size = self.queue_size
+        opt.lost_log_size = self.lost_log_size
+        return opt
+
+
+class Receiver:
+    """Receives EJFAT events on `2^port_range` ports from `base_port` (see module doc).
+
+    uri: EjfatURI | str | None -- with a control plane and a token, the receiver registers
+        (config.register says when).
+    config: a ReceiverConfig; or its fields as keywords (Receiver(uri, ip, port, threads=2)), which
+        are applied on top of `config` when both are given.
+    zmq_push: endpoint string or zmq socket; events are then forwarded there (see zmq_bridge)
+        instead of being returned by recv().
     manager: an LBManager-like object to register with instead of one built from the URI.
     """
 
-    def __init__(
-        self,
-        uri=None,
-        ip: str = "127.0.0.1",
-        base_port: int = 0,
-        *,
-        threads: int = 1,
-        port_range: int | None = None,
-        with_lb_header: bool = False,
-        event_timeout: float = 0.5,
-        max_pending_bytes: int = 1 << 30,
-        max_pending_events: int = 16384,
-        queue_size: int = 1024,
-        register: bool | None = None,
-        name: str | None = None,
-        weight: float = 1.0,
-        min_factor: float = DEFAULT_MIN_FACTOR,
-        max_factor: float = DEFAULT_MAX_FACTOR,
-        keep_lb_header: bool = False,
-        pid: PIDGains | tuple | None = None,
-        state_period: float = 0.1,
-        zmq_push=None,
-        zmq_hwm: int = 16,
-        rcvbuf: int = DEFAULT_RCVBUF,
-        gro: bool = True,
-        lost_log_size: int = 1024,
-        manager=None,
-    ):
+    def __init__(self, uri=None, ip: str = "127.0.0.1", base_port: int = 0, config: ReceiverConfig | None = None,
+                 *, zmq_push=None, manager=None, **options):
         self._closed = True  # until fully constructed, close() has nothing to undo
         self._lock = threading.Lock()
-        _check_int("threads", threads, 1, 1 << MAX_PORT_RANGE)
-        if port_range is None:
-            port_range = (threads - 1).bit_length()
-        _check_int("port_range", port_range, 0, MAX_PORT_RANGE)
-        if threads > 1 << port_range:
-            raise ValueError(f"threads={threads}: more than the 2^port_range={1 << port_range} ports")
-        if isinstance(event_timeout, bool) or not isinstance(event_timeout, (int, float)) or not 0 < event_timeout <= 3600:
-            raise ValueError(f"event_timeout={event_timeout!r}: seconds, > 0 and <= 3600")
-        _check_int("max_pending_bytes", max_pending_bytes, 1 << 16, 1 << 48)
-        _check_int("max_pending_events", max_pending_events, threads, 1 << 24)
-        _check_int("queue_size", queue_size, 1, 1 << 24)
-        _check_int("lost_log_size", lost_log_size, 0, 1 << 20)
-        _check_int("rcvbuf", rcvbuf, 1 << 12, 1 << 31)
-        for fname, value in (("weight", weight), ("min_factor", min_factor), ("max_factor", max_factor)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{fname}={value!r}: must be a number >= 0")
+        config = config or ReceiverConfig()
+        if options:
+            unknown = set(options) - {f.name for f in fields(ReceiverConfig)}
+            if unknown:
+                raise TypeError(f"Receiver: unknown options {sorted(unknown)} (see ReceiverConfig)")
+            config = dataclasses.replace(config, **options)
+        self.config = config
         self.uri = _parse_uri(uri)
         self.ip = str(_check_ip(ip))
-        self.port_range = port_range
-        self.threads = threads
-        self.pid = PID(pid)
-        self._socks = bind_ports(self.ip, base_port, 1 << port_range, rcvbuf=rcvbuf, gro=gro)
+        self.port_range = config.ports_bits
+        self.threads = config.threads
+        self.pid = PID(config.pid)
+        self._socks = bind_ports(self.ip, base_port, 1 << self.port_range, rcvbuf=config.rcvbuf, gro=config.gro)
         self.base_port = self._socks[0].getsockname()[1]
         fds = ffi.new("int[]", [s.fileno() for s in self._socks])
         err = ffi.new("char[256]")
-        h = lib.ejlb_rx_new(
-            fds, len(self._socks), threads, bool(with_lb_header or keep_lb_header), round(event_timeout * 1e6),
-            max_pending_bytes, max_pending_events, queue_size, lost_log_size, err, 256,
-        )
+        h = lib.ejlb_rx_new(fds, len(self._socks), config.native_options(), err, 256)
         if h == ffi.NULL:
             self._close_sockets()
             raise ValueError(ffi.string(err).decode())
         self._h = ffi.gc(h, lib.ejlb_rx_free)
-        self._lost: deque[LostEvent] = deque(maxlen=lost_log_size)
+        self._lost: deque[LostEvent] = deque(maxlen=config.lost_log_size)
         self._lost_next = 0
         self._reporter = None
         self._forwarder = None
@@ -250,27 +243,29 @@ class Receiver:
             raise OSError(ffi.string(err).decode())
         self._closed = False
         try:
-            self._start_control(register, manager, name, weight, min_factor, max_factor, keep_lb_header, state_period)
+            self._start_control(manager)
             if zmq_push is not None:
-                from ejlb.shim.zmq_bridge import ZmqForwarder
+                from ejlb.shim.zmq_bridge import ZmqForwarder  # pyzmq is optional: imported when asked for
 
-                self._forwarder = ZmqForwarder(self, zmq_push, hwm=zmq_hwm)
+                self._forwarder = ZmqForwarder(self, zmq_push, hwm=config.zmq_hwm)
                 self._forwarder.start()
         except BaseException:
             self.close()
             raise
 
     # --- control plane ---------------------------------------------------------------------------
-    def _start_control(self, register, manager, name, weight, min_factor, max_factor, keep_lb_header, period):
+    def _start_control(self, manager):
+        c = self.config
+        register = c.register
         has_cp = manager is not None or (self.uri is not None and bool(self.uri.token))
         if register is None:
             register = has_cp
         if not register:
             return
         if not has_cp:
-            raise ValueError("register=True: needs a URI with a control plane and a token")
+            raise ArgumentError("register", True, "needs a URI with a control plane and a token")
         if self.ip in ("0.0.0.0", "::"):
-            raise ValueError(f"ip={self.ip!r}: registering needs the address senders reach, not a wildcard")
+            raise ArgumentError("ip", self.ip, "registering needs the address senders reach, not a wildcard")
         from ejlb.shim.state import StateReporter, WorkerSpec
 
         if manager is None:
@@ -278,19 +273,17 @@ class Receiver:
 
             manager = LBManager(self.uri)
         spec = WorkerSpec(
-            name=name or f"{socket.gethostname()}-{os.getpid()}-{self.base_port}", ip=self.ip,
-            port=self.base_port, port_range=self.port_range, weight=weight, min_factor=min_factor,
-            max_factor=max_factor, keep_lb_header=keep_lb_header,
+            name=c.name or f"{socket.gethostname()}-{os.getpid()}-{self.base_port}", ip=self.ip,
+            port=self.base_port, port_range=self.port_range, weight=c.weight, min_factor=c.min_factor,
+            max_factor=c.max_factor, keep_lb_header=c.keep_lb_header,
         )
         self._reporter = StateReporter(
-            manager, spec, fill=self.fill, totals=self._control_totals, pid=self.pid, period=period,
+            manager, spec, fill=self.fill, totals=self._control_totals, pid=self.pid, period=c.state_period,
         )
         self._reporter.start()
 
     def _control_totals(self) -> dict[str, int]:
-        from ejlb.control.state import TOTALS  # the client's names, same order as SENDSTATE_TOTALS
-
-        return dict(zip(TOTALS, self.stats().totals().values()))
+        return self.stats().columns()
 
     def fill(self) -> float:
         """Queue depth / capacity: the fill this receiver reports to the control plane."""
@@ -361,7 +354,8 @@ class Receiver:
     def stats(self) -> ReceiverStats:
         s = ffi.new("ejlb_rx_stats *")
         lib.ejlb_rx_get_stats(self._h, s)
-        return ReceiverStats(**{f.name: getattr(s, f.name) for f in fields(ReceiverStats)})
+        own = {f.name: getattr(s, f.name) for f in fields(ReceiverStats) if f.name not in sendstate.NAMES}
+        return ReceiverStats(**{name: getattr(s.totals, name) for name in sendstate.NAMES}, **own)
 
     def lost_events(self) -> list[LostEvent]:
         """The most recent lost or evicted events (at most lost_log_size), oldest first."""
@@ -430,7 +424,7 @@ def trim_buffer_pool() -> int:
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name}={value!r}: must be an integer in {lo}..{hi}")
+        raise ArgumentError(name, value, f"must be an integer in {lo}..{hi}")
 
 
 def _parse_uri(uri):

@@ -19,18 +19,16 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+from ejlb.errors import ArgumentError, EjlbError
 from ejlb.native import buffer_address, ffi, lib
+from ejlb.shim.events import SenderClosed
 from ejlb.shim.pacing import TokenBucket
 from ejlb.shim.plan import Layout, Numbering, Rotation, SyncState, check_event_len, check_lb_version, check_uint
 from ejlb.shim.sync import SyncSchedule, SyncThread
+from ejlb.sockopt import IP_MTU, IPV6_MTU, SO_SNDBUFFORCE, UDP_SEGMENT
 from ejlb.uri import EjfatURI, URIError
-from ejlb.wire import DEFAULT_MTU, MAX_MTU, WireError
+from ejlb.wire import DEFAULT_MTU, MAX_MTU
 
-# Linux socket option numbers the socket module does not export everywhere.
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-IP_MTU = getattr(socket, "IP_MTU", 14)
-IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
-SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 MIN_SLEEP_S = 200e-6  # shorter pacing waits are taken from burst credit instead of sleeping
 DEFAULT_QUEUE_SIZE = 1024
@@ -42,12 +40,8 @@ SEND_BATCH = 512
 BATCH_BYTES = 4 << 20
 
 
-class SendQueueFull(queue.Full):
+class SendQueueFull(queue.Full, EjlbError):
     """`submit` found the queue full (immediately with block=False, or after `timeout`)."""
-
-
-class SenderClosed(RuntimeError):
-    """The Sender was closed; it sends nothing more."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ def route_mtu(family: int, ip: str, port: int) -> int:
 def _gso_mode(gso) -> str:
     mode = ("on" if gso else "off") if isinstance(gso, bool) else gso
     if mode not in ("auto", "on", "off"):
-        raise WireError("gso", gso, "must be 'auto', 'on', 'off' or a bool")
+        raise ArgumentError("gso", gso, "must be 'auto', 'on', 'off' or a bool")
     return mode
 
 
@@ -165,9 +159,9 @@ class Sender:
         SyncSchedule(sync_period, 0.0)  # validates the period even when no sync is sent
         mode = _gso_mode(gso)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise WireError("queue_size", queue_size, "must be a positive integer")
+            raise ArgumentError("queue_size", queue_size, "must be a positive integer")
         if sndbuf is not None and (isinstance(sndbuf, bool) or not isinstance(sndbuf, int) or sndbuf <= 0):
-            raise WireError("sndbuf", sndbuf, "must be a positive integer of bytes")
+            raise ArgumentError("sndbuf", sndbuf, "must be a positive integer of bytes")
 
         try:
             for _ in range(sockets):

@@ -10,7 +10,8 @@ import threading
 import time
 from typing import Callable
 
-from ejlb.wire import MAX_SYNC_PERIOD_S, SyncHeader, WireError
+from ejlb.errors import ArgumentError
+from ejlb.wire import MAX_SYNC_PERIOD_S, SyncHeader
 
 
 class SyncSchedule:
@@ -23,9 +24,9 @@ class SyncSchedule:
         try:
             period = float(period)
         except (TypeError, ValueError):
-            raise WireError("sync_period", period, "must be a number of seconds") from None
+            raise ArgumentError("sync_period", period, "must be a number of seconds") from None
         if not 0 < period <= MAX_SYNC_PERIOD_S:
-            raise WireError("sync_period", period, f"must be within (0, {MAX_SYNC_PERIOD_S}] s")
+            raise ArgumentError("sync_period", period, f"must be within (0, {MAX_SYNC_PERIOD_S}] s")
         self.period = period
         self.next = start
 

@@ -14,6 +14,8 @@ import threading
 
 import zmq
 
+from ejlb.shim.events import ReceiverClosed
+
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct(">QHI")
@@ -52,8 +54,6 @@ class ZmqForwarder:
         self._thread.start()
 
     def _run(self) -> None:
-        from ejlb.shim.receiver import ReceiverClosed
-
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLOUT)
         while not self._stop.is_set():
