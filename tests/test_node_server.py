@@ -388,3 +388,19 @@ def test_more_member_ids_than_the_data_plane_holds_are_refused_by_name(node):
     (resp,), md = batch(node, rule_request(pb.BOP_INSERT, rules))
     assert resp.table_rule.error_code == pb.EC_FAILED_INSERT_TABLE_RULE
     assert f"more than {t.MAX_MEMBERS} member ids" in md[ERROR_METADATA] and not node.device.rules[R.MEMBER_INFO]
+
+
+def test_a_node_holds_only_the_senders_its_data_plane_can():
+    """A node over a data plane with a small allow-list (the FPGA's CAM holds 64 over all LBs)
+    refuses a set beyond it by name and says so in its pipeline info."""
+    backend = ReferenceBackend()
+    backend.sender_limit = t.SenderLimit(total=3)
+    with LBNode(NodeConfig(port=0, token=TOKEN), backend, "reference") as n:
+        (info,) = stub(n).GetPipelineInfo(pb.PipelineInfoRequest(dev_id=-1), metadata=MD)
+        assert {x.name: x.num_entries for x in info.info.tables}[R.IPV4_SRC] == 3
+        three = R.sender_rules({(0, ipaddress.ip_address(f"10.0.0.{i}")) for i in range(1, 4)})
+        (resp,), md = batch(n, rule_request(pb.BOP_INSERT, three))
+        assert resp.table_rule.error_code == pb.EC_OK
+        (resp,), md = batch(n, rule_request(pb.BOP_INSERT, [R.sender_rules({(1, ipaddress.ip_address("fd00::1"))})[0]]))
+        assert resp.table_rule.error_code == pb.EC_FAILED_INSERT_TABLE_RULE and "holds 3" in md[ERROR_METADATA]
+        assert len(n.backend.installed.senders) == 3

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from ejlb.dataplane.tables import Counters, TableDiff, Tables, apply
+from ejlb.dataplane.tables import Counters, SenderLimit, TableDiff, Tables, apply
+from ejlb.errors import EjlbError
 from ejlb.node import rules as R
 from ejlb.node import sn_p4_v2_pb2 as pb
 from ejlb.node import sn_p4_v2_pb2_grpc as pb_grpc
@@ -33,7 +34,7 @@ DEFAULT_PORT = 50051
 TIMEOUT_S = 10.0
 
 
-class NodeError(Exception):
+class NodeError(EjlbError):
     """A node refused or failed a call; names the node, the call and the reason."""
 
 
@@ -161,6 +162,10 @@ def _rules_request(op: int, rules: list[R.Rule], replace: bool = False) -> pb.Ba
 
 class NodesBackend:
     """Backend: identical tables on every node, reloaded in full wherever they may have diverged."""
+
+    # the P4 source-filter tables hold 256 addresses per family over all LBs; a node whose own data
+    # plane holds fewer refuses the rules beyond, naming its limit (and shows as down until fixed)
+    sender_limit = SenderLimit(total=R.SCHEMA[R.IPV4_SRC].size)
 
     def __init__(self, url: str | DataplaneURL, ca_file: str | None = None, timeout: float = TIMEOUT_S):
         self.url = parse_url(url) if isinstance(url, str) else url

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ejlb.dataplane.tables import Counters, Tables
+from ejlb.dataplane.tables import NUM_LBS, Counters, SenderLimit, Tables
 from ejlb.node import rules as R
 from ejlb.node import sn_p4_v2_pb2 as pb
 from ejlb.node import stats as S
@@ -31,8 +31,11 @@ class Outcome:
 
 
 class Device:
-    def __init__(self, sizes: dict[str, int] | None = None):
-        self.sizes = {name: t.size for name, t in R.SCHEMA.items()} | dict(sizes or {})
+    def __init__(self, sender_limit: SenderLimit = SenderLimit()):
+        self.sender_limit = sender_limit  # what the node's data plane holds, beyond the P4 sizes
+        src = min(x for x in (R.SCHEMA[R.IPV4_SRC].size, sender_limit.total,
+                              sender_limit.per_lb and sender_limit.per_lb * NUM_LBS) if x)
+        self.sizes = {name: t.size for name, t in R.SCHEMA.items()} | {R.IPV4_SRC: src, R.IPV6_SRC: src}
         self.rules: dict[str, dict[tuple, R.Rule]] = {name: {} for name in R.SCHEMA}
         self.tables = Tables()
         self._memo: dict = {}  # decoded parts of unchanged tables (rules.decode)
@@ -83,6 +86,7 @@ class Device:
         candidate = self.rules | staged
         try:
             tables = R.decode(candidate, self._memo, self.ids)
+            self._check_senders(tables)
         except R.RuleSetError as e:
             return Outcome(pb.EC_FAILED_INSERT_TABLE_RULE, f"refused whole, tables unchanged: {e}")
         self.ids.commit()
@@ -90,6 +94,18 @@ class Device:
         out.changed = tables != self.tables
         self.tables = tables
         return out
+
+    def _check_senders(self, tables: Tables) -> None:
+        lim = self.sender_limit
+        if lim.total is not None and len(tables.senders) > lim.total:
+            raise R.RuleSetError(f"senders={len(tables.senders)}: this node's data plane holds {lim.total} over all LBs")
+        if lim.per_lb is not None:
+            per: dict[int, int] = {}
+            for lb, _ in tables.senders:
+                per[lb] = per.get(lb, 0) + 1
+            for lb, n in per.items():
+                if n > lim.per_lb:
+                    raise R.RuleSetError(f"lb_id={lb} senders={n}: this node's data plane holds {lim.per_lb} per LB")
 
     def clear(self, table_name: str) -> Outcome:
         """Empty one table, or every table for ""."""

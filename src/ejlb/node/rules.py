@@ -29,6 +29,7 @@ from typing import Iterable, Mapping
 from ejlb.dataplane.tables import (
     MAX_MEMBERS, NUM_EPOCHS, NUM_LBS, TICK_MAX, UNASSIGNED, EpochRange, LBInstance, Member, TableDiff, Tables,
 )
+from ejlb.errors import EjlbError
 from ejlb.node import sn_p4_v2_pb2 as pb
 from ejlb.wire import CALENDAR_SLOTS, SLOT_BITS
 
@@ -102,7 +103,7 @@ SCHEMA: dict[str, Table] = {t.name: t for t in (
 TABLE_ORDER = (MAC_DST, IP_DST, IPV4_SRC, IPV6_SRC, MEMBER_INFO, CALENDAR, EPOCH)
 
 
-class RuleError(ValueError):
+class RuleError(EjlbError, ValueError):
     """One rule the API refuses: `code` is its ErrorCode, the message names table, field and value."""
 
     def __init__(self, code: int, message: str):
@@ -110,7 +111,7 @@ class RuleError(ValueError):
         self.code = code
 
 
-class RuleSetError(ValueError):
+class RuleSetError(EjlbError, ValueError):
     """A set of individually valid rules that no ejlb data plane can hold (names what and why)."""
 
 

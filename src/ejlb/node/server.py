@@ -22,7 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ejlb.control.tokens import bearer_token
-from ejlb.dataplane.tables import Backend, diff
+from ejlb.dataplane.tables import Backend, SenderLimit, diff
 from ejlb.node import rules as R
 from ejlb.node import sn_p4_v2_pb2 as pb
 from ejlb.node import sn_p4_v2_pb2_grpc as pb_grpc
@@ -151,7 +151,7 @@ class LBNode:
         self.config = config
         self.backend = backend
         self.backend_name = backend_name
-        self.device = Device()
+        self.device = Device(getattr(backend, "sender_limit", SenderLimit()))
         self.lock = threading.RLock()
         self.started = time.time()
         self.debug: set[int] = set()
