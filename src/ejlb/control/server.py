@@ -1,5 +1,8 @@
 """The embeddable control plane: gRPC service + sync listeners + controller thread (+ /metrics).
 
+gRPC is served by grpc.aio on the process's shared event loop (`aio.py`): state reports run on the
+loop, the other RPCs in a pool of `rpc_threads` threads.
+
     with ControlPlane(ControlConfig(port=0)) as cp:
         LBManager(cp.admin_uri).reserve("demo")
 """
@@ -14,7 +17,7 @@ from typing import Callable
 
 import grpc
 
-from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
+from ejlb.control import aio
 from ejlb.control.config import ControlConfig
 from ejlb.control.controller import Controller
 from ejlb.control.metrics import Metrics
@@ -57,7 +60,7 @@ class ControlPlane:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.metrics.sync_malformed.set_function(lambda: self.sync.malformed)
-        self._grpc: grpc.Server | None = None
+        self._grpc: grpc.aio.Server | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._stopped = False
@@ -77,20 +80,12 @@ class ControlPlane:
     def _start(self, run_controller: bool) -> "ControlPlane":
         cfg = self.config
         self._executor = futures.ThreadPoolExecutor(max_workers=cfg.rpc_threads, thread_name_prefix="ejlb-rpc")
-        self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_LoadBalancerServicer_to_server(LoadBalancerServicer(self.service, self.metrics), self._grpc)
         addr = f"{_bracket(cfg.host)}:{cfg.port}"
-        try:
-            if cfg.tls:
-                creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(),
-                                                      Path(cfg.tls_cert).read_bytes())])
-                self.port = self._grpc.add_secure_port(addr, creds)
-            else:
-                self.port = self._grpc.add_insecure_port(addr)
-        except RuntimeError as e:  # grpcio reports a failed bind this way
-            raise OSError(f"listen={addr}: cannot bind the gRPC port ({e})") from None
-        if not self.port:
-            raise OSError(f"listen={addr}: cannot bind the gRPC port")
+        creds = None
+        if cfg.tls:
+            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
+        servicer = LoadBalancerServicer(self.service, self.metrics)
+        self._grpc, self.port = aio.run(aio.bind_server(servicer, self._executor, addr, creds))
         self.service.public_port = self.port
         self.service.resume()
         for res in list(self.service.reservations.values()):  # restart: resume sync listeners
@@ -101,7 +96,7 @@ class ControlPlane:
         self.controller.sync_tables()  # re-apply what was installed before a restart
         self.controller.start_writer()
         self.sync.start()
-        self._grpc.start()
+        aio.run(self._grpc.start())
         if cfg.metrics_port is not None:
             from prometheus_client import start_http_server
 
@@ -122,8 +117,11 @@ class ControlPlane:
         self._stop.set()
         self.service.tables_changed.set()
         if self._grpc is not None:
-            self._grpc.stop(grace=0.5).wait(5)
-        if self._executor is not None:  # grpc.server does not own the pool: its threads outlive stop()
+            try:
+                aio.run(self._grpc.stop(grace=0.5), timeout=5)
+            except Exception:  # noqa: BLE001 - stopping must go on whatever the loop says
+                log.exception("stopping the gRPC server")
+        if self._executor is not None:  # the server does not own the pool: its threads outlive stop()
             self._executor.shutdown(wait=True, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(5)
