@@ -42,26 +42,39 @@ from ejlb.control.server import ControlPlane  # noqa: E402
 ADMIN = "bench-admin-token-0000"
 
 
-def bench_sendstate(lbs: int, workers: int, clients: int, seconds: float) -> dict:
-    """SendState and the Version floor on one server process, interleaved runs (the load from other
-    work drifts), best of two each by server CPU; the counters checked after the runs."""
-    runs = {"SendState": [], "Version": []}
-    with Server(lbs, workers) as srv:
+def bench_sendstate(lbs: int, workers: int, clients: int, seconds: float, cpu: int | None = None,
+                    compare: str | None = None) -> dict:
+    """SendState and the Version floor, interleaved runs (the load from other work drifts), best of
+    two each by server CPU; the counters checked after the runs. With `compare` (another ejlb source
+    tree), a second server from that tree runs alongside and the runs alternate between the two."""
+    trees = {"this": None, **({"compare": compare} if compare else {})}
+    servers = {name: Server(lbs, workers, cpu=cpu, src=src) for name, src in trees.items()}
+    out = {}
+    try:
+        for srv in servers.values():
+            srv.__enter__()
+        runs = {(name, rpc): [] for name in servers for rpc in ("SendState", "Version")}
         for rpc in ("Version", "SendState", "SendState", "Version"):
-            runs[rpc].append(load(srv, rpc, clients, seconds / 2))
-        mismatched = check(srv, [r.counts for r in runs["SendState"]])
-        tick_s, sessions = srv.last_tick()
-    send = max(runs["SendState"], key=lambda r: r.per_cpu_s)
-    version = max(runs["Version"], key=lambda r: r.per_cpu_s)
-    assert sessions == workers, f"{sessions} sessions left of {workers}"
-    return {"send": send, "version": version, "mismatched": mismatched, "tick_s": tick_s,
-            "errors": sum(r.errors for rs in runs.values() for r in rs)}
+            for name, srv in servers.items():
+                runs[(name, rpc)].append(load(srv, rpc, clients, seconds / 2))
+        for name, srv in servers.items():
+            best = {rpc: max(runs[(name, rpc)], key=lambda r: r.per_cpu_s) for rpc in ("SendState", "Version")}
+            tick_s, sessions = srv.last_tick()
+            assert sessions == workers, f"{name}: {sessions} sessions left of {workers}"
+            out[name] = {"send": best["SendState"], "version": best["Version"], "tick_s": tick_s,
+                         "mismatched": check(srv, [r.counts for r in runs[(name, "SendState")]]),
+                         "errors": sum(r.errors for rpc in ("SendState", "Version") for r in runs[(name, rpc)])}
+    finally:
+        for srv in servers.values():
+            srv.__exit__(None, None, None)
+    return out
 
 
-def soak(lbs: int, workers: int, clients: int, seconds: float, rate: float, every: float = 5.0) -> dict:
+def soak(lbs: int, workers: int, clients: int, seconds: float, rate: float, every: float = 5.0,
+         cpu: int | None = None) -> dict:
     """SendState paced at `rate` calls/s for `seconds`, the server's RSS sampled every `every` s;
     the slope is fitted after the first 10 % (warm-up: pools, histories and series filling)."""
-    with Server(lbs, workers) as srv:
+    with Server(lbs, workers, cpu=cpu) as srv:
         procs, q, start_at = start_clients(srv, "SendState", clients, seconds, rate=rate)
         time.sleep(max(0.0, start_at - time.time()))
         t0, cpu0 = time.monotonic(), srv.cpu_s()
@@ -189,11 +202,17 @@ def main() -> None:
     ap.add_argument("--soak", type=float, metavar="SECONDS",
                     help="only the soak: SendState paced at --rate for SECONDS, server RSS sampled")
     ap.add_argument("--rate", type=float, default=10000.0, help="soak: SendState/s in total (10 Hz x 1000)")
+    ap.add_argument("--server-cpu", type=int, default=0,
+                    help="pin the control-plane process to this core (-1: not pinned; default 0)")
+    ap.add_argument("--compare", metavar="SRC", help="also measure the ejlb in this source tree (its src/ "
+                    "folder, e.g. from `git archive main src`), runs alternating with this one")
     a = ap.parse_args()
+    cpu = None if a.server_cpu < 0 else a.server_cpu
     if a.soak:
-        r = soak(a.lbs, a.workers, a.clients, a.soak, a.rate)
+        r = soak(a.lbs, a.workers, a.clients, a.soak, a.rate, cpu=cpu)
         print(markdown_table(["soak", "value"], [
-            ["duration, workers, LBs", f"{a.soak:.0f} s, {a.workers}, {a.lbs}"],
+            ["duration, workers, LBs, server core", f"{a.soak:.0f} s, {a.workers}, {a.lbs}, "
+             f"{'any' if cpu is None else cpu}"],
             ["SendState/s asked / done", f"{a.rate:.0f} / {r['rate']:.0f} ({r['errors']} errors)"],
             ["server CPU (cores busy), SendState per server CPU-s", f"{r['server_busy']:.2f}, {r['per_cpu_s']:.0f}"],
             ["server RSS after warm-up / at the end / max", f"{r['rss_first'] / 2**20:.1f} / "
@@ -209,21 +228,25 @@ def main() -> None:
 
     probe = Probes(seconds=1.0 if a.quick else 2.0).sendmmsg(1472)
     pps = probe.mpps * 1e6
-    s = bench_sendstate(a.lbs, a.workers, a.clients, a.seconds)
+    s = bench_sendstate(a.lbs, a.workers, a.clients, a.seconds, cpu=cpu, compare=a.compare)
     ticks_by = {b: bench_tick(lbs, per_lb, ticks, b) for b in ("capacity", "signal")}
     c = bench_calendar(1024, 5 if a.quick else 50)
 
-    send, version = s["send"], s["version"]
     print(f"probe udp_limit sendmmsg 1472 B: {probe}")
-    print(markdown_table(["RPC (grpc.aio clients in other processes)", "rate (RPC/s)", "server RPC per CPU-s",
-                          "per CPU-s / Version's", "ratio to probe datagrams/s"], [
-        [f"SendState ({a.workers} workers on {a.lbs} LBs, {a.clients} clients)", f"{send.rate:.0f}",
-         f"{send.per_cpu_s:.0f}", f"{send.per_cpu_s / version.per_cpu_s:.2f}", f"{ratio(send.rate, pps):.4f}"],
-        ["Version (auth only: the grpcio floor)", f"{version.rate:.0f}", f"{version.per_cpu_s:.0f}", "1.00",
-         f"{ratio(version.rate, pps):.4f}"],
-    ]))
-    print(f"RPC errors: {s['errors']}; sessions whose last counter differs from the client's: {s['mismatched']}; "
-          f"last controller tick in the server: {s['tick_s'] * 1e3:.1f} ms")
+    rows, notes = [], []
+    for name, r in s.items():
+        send, version = r["send"], r["version"]
+        tag = "" if name == "this" else f" [{a.compare}]"
+        rows += [[f"SendState ({a.workers} workers on {a.lbs} LBs){tag}", f"{send.rate:.0f}", f"{send.per_cpu_s:.0f}",
+                  f"{send.per_cpu_s / version.per_cpu_s:.2f}", f"{ratio(send.rate, pps):.4f}"],
+                 [f"Version (auth only: the grpcio floor){tag}", f"{version.rate:.0f}", f"{version.per_cpu_s:.0f}",
+                  "1.00", f"{ratio(version.rate, pps):.4f}"]]
+        notes.append(f"{name}: RPC errors {r['errors']}; sessions whose last counter differs from the client's: "
+                     f"{r['mismatched']}; last controller tick in the server: {r['tick_s'] * 1e3:.1f} ms")
+    where = "not pinned" if cpu is None else f"pinned to core {cpu}"
+    print(markdown_table([f"RPC ({a.clients} grpc.aio client processes; server {where})", "rate (RPC/s)",
+                          "server RPC per CPU-s", "per CPU-s / Version's", "ratio to probe datagrams/s"], rows))
+    print("\n".join(notes))
     print(markdown_table(["controller tick", "median wall (ms)", "max wall (ms)", "median CPU (ms)",
                           f"epochs started in {ticks - 1} ticks"], [
         [f"{lbs} LBs x {per_lb} workers, {b} balancer, {mode}", f"{t[mode][0] * 1e3:.1f}",

@@ -23,14 +23,26 @@ ADMIN = "bench-admin-token-0000"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _serve(lbs: int, workers: int, period: float, conn) -> None:
+def _serve(lbs: int, workers: int, period: float, cpu: int | None, src: str | None, conn) -> None:
+    if src:  # another ejlb source tree (before/after comparisons)
+        import sys
+
+        sys.path.insert(0, src)
+    import dataclasses
+
     from ejlb.control.config import ControlConfig, InstanceConfig
     from ejlb.control.server import ControlPlane
 
     instances = tuple(InstanceConfig(lb_id=i, ipv4=f"127.0.0.{i + 1}", ipv6=None, mac=f"02:00:00:00:00:{i:02x}")
                       for i in range(lbs))
+    pin = {}
+    if cpu is not None:
+        if "cpu" in {f.name for f in dataclasses.fields(ControlConfig)}:
+            pin = {"cpu": cpu}  # the control plane's own option
+        else:  # a tree without it: the whole process, as `taskset -c CPU` would
+            os.sched_setaffinity(0, {cpu})
     cfg = ControlConfig(port=0, admin_token=ADMIN, backend="memory", instances=instances, sync_ipv6=None,
-                        controller_period=period)
+                        controller_period=period, **pin)
     with ControlPlane(cfg) as cp:
         svc = cp.service
         sessions = []
@@ -54,10 +66,14 @@ def _serve(lbs: int, workers: int, period: float, conn) -> None:
 
 
 class Server:
-    def __init__(self, lbs: int = 8, workers: int = 1000, period: float = 1.0):
+    """A control plane in a child process: `cpu` pins its threads to that core (its `cpu` option;
+    the whole process for a tree without it); `src` imports ejlb from another source tree."""
+
+    def __init__(self, lbs: int = 8, workers: int = 1000, period: float = 1.0, cpu: int | None = None,
+                 src: str | None = None):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(lbs, workers, period, child), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(lbs, workers, period, cpu, src, child), daemon=True)
 
     def __enter__(self) -> "Server":
         self.proc.start()

@@ -1,14 +1,20 @@
 """The embeddable control plane: gRPC service + sync listeners + controller thread (+ /metrics).
 
-gRPC is served by grpc.aio on the process's shared event loop (`aio.py`): state reports run on the
-loop, the other RPCs in a pool of `rpc_threads` threads.
+With `cpu` configured, every thread the control plane starts (grpcio's server and handler pool,
+controller, report writer, sync listener, /metrics) runs on that one core. grpcio's synchronous
+server hands each call from its polling thread to a pool thread and back; across cores every
+hand-off is a cross-core wake-up and GIL transfer, on one core a plain switch: measured here, about
+twice the calls per CPU-second (benchmarks/bench_control.py). A data-plane backend's own threads
+are started before and keep their affinity.
 
     with ControlPlane(ControlConfig(port=0)) as cp:
         LBManager(cp.admin_uri).reserve("demo")
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent import futures
@@ -17,7 +23,7 @@ from typing import Callable
 
 import grpc
 
-from ejlb.control import aio
+from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
 from ejlb.control.config import ControlConfig
 from ejlb.control.controller import Controller
 from ejlb.control.metrics import Metrics
@@ -44,6 +50,24 @@ def make_backend(name: str, config: ControlConfig) -> Backend:
     return create_backend(name, config)
 
 
+@contextlib.contextmanager
+def pinned(cpu: int | None):
+    """Run the block with the calling thread on core `cpu` (threads started meanwhile inherit it),
+    then restore its affinity. No-op for None."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)  # 0: the calling thread (Linux)
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as e:
+        raise OSError(f"cpu={cpu}: cannot pin the control plane to it ({e}); usable: {sorted(before)}") from None
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 class ControlPlane:
     def __init__(self, config: ControlConfig, backend: Backend | None = None):
         self.config = config
@@ -60,7 +84,7 @@ class ControlPlane:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.metrics.sync_malformed.set_function(lambda: self.sync.malformed)
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: grpc.Server | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._stopped = False
@@ -72,7 +96,8 @@ class ControlPlane:
         """Bind and serve. `run_controller=False` leaves ticking to `tick()` (deterministic tests).
         A failure part-way (port in use, bad TLS files) releases what was started and re-raises."""
         try:
-            return self._start(run_controller)
+            with pinned(self.config.cpu):
+                return self._start(run_controller)
         except BaseException:
             self.stop()
             raise
@@ -80,12 +105,20 @@ class ControlPlane:
     def _start(self, run_controller: bool) -> "ControlPlane":
         cfg = self.config
         self._executor = futures.ThreadPoolExecutor(max_workers=cfg.rpc_threads, thread_name_prefix="ejlb-rpc")
+        self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_LoadBalancerServicer_to_server(LoadBalancerServicer(self.service, self.metrics), self._grpc)
         addr = f"{_bracket(cfg.host)}:{cfg.port}"
-        creds = None
-        if cfg.tls:
-            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
-        servicer = LoadBalancerServicer(self.service, self.metrics)
-        self._grpc, self.port = aio.run(aio.bind_server(servicer, self._executor, addr, creds))
+        try:
+            if cfg.tls:
+                creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(),
+                                                      Path(cfg.tls_cert).read_bytes())])
+                self.port = self._grpc.add_secure_port(addr, creds)
+            else:
+                self.port = self._grpc.add_insecure_port(addr)
+        except RuntimeError as e:  # grpcio reports a failed bind this way
+            raise OSError(f"listen={addr}: cannot bind the gRPC port ({e})") from None
+        if not self.port:
+            raise OSError(f"listen={addr}: cannot bind the gRPC port")
         self.service.public_port = self.port
         self.service.resume()
         for res in list(self.service.reservations.values()):  # restart: resume sync listeners
@@ -96,7 +129,7 @@ class ControlPlane:
         self.controller.sync_tables()  # re-apply what was installed before a restart
         self.controller.start_writer()
         self.sync.start()
-        aio.run(self._grpc.start())
+        self._grpc.start()
         if cfg.metrics_port is not None:
             from prometheus_client import start_http_server
 
@@ -117,11 +150,8 @@ class ControlPlane:
         self._stop.set()
         self.service.tables_changed.set()
         if self._grpc is not None:
-            try:
-                aio.run(self._grpc.stop(grace=0.5), timeout=5)
-            except Exception:  # noqa: BLE001 - stopping must go on whatever the loop says
-                log.exception("stopping the gRPC server")
-        if self._executor is not None:  # the server does not own the pool: its threads outlive stop()
+            self._grpc.stop(grace=0.5).wait(5)
+        if self._executor is not None:  # grpc.server does not own the pool: its threads outlive stop()
             self._executor.shutdown(wait=True, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(5)

@@ -235,7 +235,7 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     def SendState(self, secret, r):
         from_ts(r, "timestamp")  # validated, not used: liveness runs on the control plane's clock
         self.svc.send_state(secret, r.lbId, r.sessionId, r.fillPercent, r.controlSignal, r.isReady,
-                            {k: getattr(r, p) for k, p in zip(TOTALS, TOTALS_PROTO)})
+                            tuple(getattr(r, p) for p in TOTALS_PROTO))  # in TOTALS order
         return pb.SendStateReply()
 
     @_rpc

@@ -20,7 +20,7 @@ import datetime as dt
 import ipaddress
 import math
 import re
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ejlb.control.errors import InvalidArgument
 from ejlb.wire import CALENDAR_SLOTS
@@ -77,15 +77,16 @@ def control_signal(value: float) -> float:
     return finite("controlSignal", value, -MAX_CONTROL_SIGNAL, MAX_CONTROL_SIGNAL)
 
 
-def totals(values: Mapping[str, int], names: Sequence[str], wire_names: Sequence[str]) -> tuple[int, ...]:
-    """Counters in `names` order; each a non-negative int64 (named by its wire name)."""
-    out = []
-    for k, wire in zip(names, wire_names):
-        v = int(values.get(k, 0))
-        if v < 0:
-            raise InvalidArgument(f"{wire}={v}: a counter, must be ≥ 0")
-        out.append(v)
-    return tuple(out)
+def totals(values: Mapping[str, int] | Sequence[int], names: Sequence[str], wire_names: Sequence[str]) -> tuple[int, ...]:
+    """Counters in `names` order (given by name, or as a sequence in that order); each a
+    non-negative int64 (named by its wire name)."""
+    out = tuple(map(int, (values.get(k, 0) for k in names) if isinstance(values, Mapping) else values))
+    if len(out) != len(names):
+        raise InvalidArgument(f"totals: {len(out)} counters given, expected {len(names)}")
+    if out and min(out) < 0:
+        v, wire = next((v, w) for v, w in zip(out, wire_names) if v < 0)
+        raise InvalidArgument(f"{wire}={v}: a counter, must be ≥ 0")
+    return out
 
 
 def senders(addresses: Iterable[str]) -> list[str]:
