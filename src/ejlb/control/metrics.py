@@ -66,7 +66,7 @@ class Metrics:
             if res.prediction_error is not None:
                 self.prediction_error.labels(lb).set(res.prediction_error)
             for kind in WORKER_HEALTH:
-                self.health.labels(lb, kind).set(sum(1 for s in res.live_sessions for t, _ in s.health if t == kind))
+                self.health.labels(lb, kind).set(st.health[kind])
             for k, v in spread(st.slots).items():
                 self.slots.labels(lb, k).set(v)
             for k, v in spread(st.fills).items():
