@@ -49,6 +49,7 @@ IP_FAMILIES = {0: (4, 6), 1: (4,), 2: (6,)}  # IpFamily -> address families hand
 # the counters the capacity meter reads, as indexes into TOTALS: dequeued, offered, lost
 METER_TOTALS = tuple(TOTALS.index(k) for k in
                      ("total_events_dequeued", "total_events_reassembled", "total_event_enqueue_err"))
+_DEQUEUED, _OFFERED, _LOST = METER_TOTALS
 
 SESSION_SERIES = (  # (name, column of a history snapshot, unit, float?)
     ("fillPercent", 2, "fraction", True),
@@ -463,7 +464,7 @@ class ControlService:
             sess.fill, sess.control_signal, sess.totals = fill, control_signal, counters
             sess.is_ready = bool(is_ready)
             sess.last_report = now = self.clock()  # our clock: liveness never trusts the worker's
-            sess.meter.observe(now, sess.fill, *(sess.totals[i] for i in METER_TOTALS))
+            sess.meter.observe(now, fill, counters[_DEQUEUED], counters[_OFFERED], counters[_LOST])
             sess.dirty = True
 
     def set_slot_demands(self, secret: str, lb_id: str, constraints: Iterable[tuple[str, Iterable[tuple[int, int]]]]) -> None:
