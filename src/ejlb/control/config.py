@@ -117,7 +117,7 @@ class ControlConfig:
     metrics_port: int | None = None
     rpc_threads: int = 8  # gRPC handler threads (the GIL makes more rarely faster)
     # Pin the control plane's threads to one core: grpcio's server hands each call between threads,
-    # and on one core that hand-off costs about half of what it costs across cores (server.py)
+    # which costs far less on one core than across cores (server.py)
     cpu: int | None = None
 
     def __post_init__(self) -> None:

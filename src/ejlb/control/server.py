@@ -3,9 +3,10 @@
 With `cpu` configured, every thread the control plane starts (grpcio's server and handler pool,
 controller, report writer, sync listener, /metrics) runs on that one core. grpcio's synchronous
 server hands each call from its polling thread to a pool thread and back; across cores every
-hand-off is a cross-core wake-up and GIL transfer, on one core a plain switch: measured here, about
-twice the calls per CPU-second (benchmarks/bench_control.py). A data-plane backend's own threads
-are started before and keep their affinity.
+hand-off is a cross-core wake-up and GIL transfer, on one core a plain switch: measured here,
+1.2–1.5x the calls per CPU-second of the whole control plane, 2–3x for a bare grpcio server
+(src/ejlb/control/README.md, Benchmarks). A data-plane backend's own threads are started before
+and keep their affinity.
 
     with ControlPlane(ControlConfig(port=0)) as cp:
         LBManager(cp.admin_uri).reserve("demo")
