@@ -163,6 +163,7 @@ def test_concurrent_reports_and_ticks_lose_no_counter(tmp_path):
     with control_plane(config(db=db)) as cp:
         _, _, ws = _workers(cp, per_thread * threads)
         errors, stop = [], threading.Event()
+        cleanup = ws
 
         def report(mine):
             try:
@@ -194,6 +195,8 @@ def test_concurrent_reports_and_ticks_lose_no_counter(tmp_path):
         for w in ws:
             s = cp.service.sessions[int(w.session_id)]
             assert s.totals[:4] == (rounds, 2 * rounds, 0, 3 * rounds)
+        for w in cleanup:
+            w.close()
     stored = _stored(db)  # stop() flushed the last tick's and the reports after it
     for w in ws:
         assert stored[w.session_id][1:5] == (rounds, 2 * rounds, 0, 3 * rounds)
