@@ -1,24 +1,30 @@
 """Control-plane benchmarks: SendState throughput, controller tick time, calendar computation.
 
-    python benchmarks/bench_control.py [--quick] [--seconds 5] [--clients 4] [--workers 1000]
+    python benchmarks/bench_control.py [--quick] [--seconds 8] [--clients 2] [--workers 1000] [--lbs 8]
+    python benchmarks/bench_control.py --soak 600 [--rate 10000]      # memory over a long run
 
-1. SendState RPC/s: one LB with `--workers` registered sessions on a real gRPC server (loopback,
-   in this process), `--clients` client processes each cycling through its share of sessions with
-   up to 64 calls in flight. Also the Version RPC (auth only) with the same load, as the in-run
-   gRPC baseline: SendState/Version says what our handling costs on top of grpcio.
-2. Controller tick: 8 LBs x 512 ready workers, in-process, with each balancer. "steady": reports
-   unchanged (no new epoch); "churn": every worker's control signal (signal balancer) or measured
-   service rate (capacity balancer) changes every tick (new calendar + epoch on every
-   LB, tables diffed and applied to a memory backend).
+1. SendState RPC/s: `--workers` sessions registered on `--lbs` reservations of a control plane in
+   its own process (controller ticking every second), `--clients` grpc.aio client processes, 64
+   coroutines each, every coroutine reporting for its own sessions one call at a time
+   (`control_load.py`). Also the Version RPC (auth only) on the same server, interleaved
+   (Version, SendState, SendState, Version): the in-run grpcio floor. "per CPU-s" is calls per
+   CPU-second of the server process (/proc), so neither the clients nor this process count; the
+   server's last counters are checked against the calls the clients saw succeed.
+2. Controller tick: 8 LBs x `--tick-workers` ready workers, in-process, with each balancer.
+   "steady": reports unchanged (no new epoch); "churn": every worker's control signal (signal
+   balancer) or measured service rate (capacity balancer) changes every tick (new calendar + epoch
+   on every LB, tables diffed and applied to a memory backend).
 3. Calendar: slot counts + layout for 1024 workers, from scratch and sticky (previous calendar
    given), with the slot moves of the sticky layout vs the deployed interleave+shuffle.
+`--soak SECONDS`: only SendState, paced at `--rate` in total, the server's RSS sampled every 5 s;
+prints the least-squares slope of each half (the per-tick histories are bounded but take 300-600
+ticks to fill); a benchmark, not a test: nothing asserted.
 Machine reference: the `udp_limit` sendmmsg probe (1472 B) measured in the same run; RPC rates are
 also printed as a ratio to its datagram rate (a machine-speed normaliser, not a like-for-like limit).
 """
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import random
 import statistics
@@ -28,6 +34,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from probes import Probes, markdown_table, ratio  # noqa: E402
 
+from control_load import Server, check, collect, load, slope, start_clients  # noqa: E402
+
 from ejlb.control import calendar as cal  # noqa: E402
 from ejlb.control.config import ControlConfig, InstanceConfig  # noqa: E402
 from ejlb.control.server import ControlPlane  # noqa: E402
@@ -35,91 +43,59 @@ from ejlb.control.server import ControlPlane  # noqa: E402
 ADMIN = "bench-admin-token-0000"
 
 
-def _client(port: int, sessions: list, rpc: str, seconds: float, window: int, q) -> None:
-    import grpc
-
-    from ejlb.control import loadbalancer_pb2 as pb
-    from ejlb.control import loadbalancer_pb2_grpc as pb_grpc
-
-    ch = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.LoadBalancerStub(ch)
-    reqs = []
-    for lb, sid, token in sessions:
-        md = (("authorization", f"Bearer {token}"),)
-        if rpc == "SendState":
-            reqs.append((stub.SendState, pb.SendStateRequest(lbId=lb, sessionId=sid, fillPercent=0.5, isReady=True,
-                                                             totalEventsRecv=1), md))
-        else:
-            reqs.append((stub.Version, pb.VersionRequest(), md))
-    done = errors = 0
-    inflight = []
-    i = 0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        while len(inflight) < window:
-            call, req, md = reqs[i % len(reqs)]
-            inflight.append(call.future(req, metadata=md, timeout=10))
-            i += 1
-        f = inflight.pop(0)
-        try:
-            f.result()
-            done += 1
-        except grpc.RpcError:
-            errors += 1
-    for f in inflight:
-        try:
-            f.result()
-        except grpc.RpcError:
-            pass
-    ch.close()
-    q.put((done, errors))
-
-
-def rpc_rate(port: int, sessions: list, rpc: str, clients: int, seconds: float) -> tuple[float, int, float]:
-    """(RPC/s, errors, RPCs per CPU-second of this process = the server's capacity on one core)."""
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    share = [sessions[i::clients] for i in range(clients)]
-    procs = [ctx.Process(target=_client, args=(port, share[i], rpc, seconds, 64, q)) for i in range(clients)]
-    for p in procs:
-        p.start()
-    time.sleep(1.0)  # let the clients import and connect before the server's CPU clock starts
-    cpu0 = time.process_time()
-    results = []
-    deadline = time.monotonic() + seconds + 60
-    while len(results) < clients:
-        try:
-            results.append(q.get(timeout=1.0))
-        except Exception:
-            if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in procs):
-                raise RuntimeError(f"{rpc} load clients failed: exit codes {[p.exitcode for p in procs]}")
-    cpu = time.process_time() - cpu0
-    for p in procs:
-        p.join()
-    done = sum(r[0] for r in results)
-    return done / seconds, sum(r[1] for r in results), done / cpu if cpu else float("nan")
-
-
-def bench_sendstate(workers: int, clients: int, seconds: float, threads: int = 8) -> dict:
-    from ejlb.control.client import LBManager
-
-    cfg = ControlConfig(port=0, admin_token=ADMIN, backend="memory", controller_period=1.0, rpc_threads=threads)
-    with ControlPlane(cfg) as cp:
-        m = LBManager(cp.admin_uri)
-        r = m.reserve("bench")
-        sessions = []
-        for i in range(workers):
-            reg = m.register(f"w{i}", "127.0.0.1", 20000 + i, lb_id=r.lb_id)
-            sessions.append((r.lb_id, reg.session_id, reg.token))
-        # interleaved runs, best of two each: the machine's load from others drifts between runs
-        runs = {"SendState": [], "Version": []}
+def bench_sendstate(lbs: int, workers: int, clients: int, seconds: float, cpu: int | None = None,
+                    compare: str | None = None) -> dict:
+    """SendState and the Version floor, interleaved runs (the load from other work drifts), best of
+    two each by server CPU; the counters checked after the runs. With `compare` (another ejlb source
+    tree), a second server from that tree runs alongside and the runs alternate between the two."""
+    trees = {"this": None, **({"compare": compare} if compare else {})}
+    servers = {name: Server(lbs, workers, cpu=cpu, src=src) for name, src in trees.items()}
+    out = {}
+    try:
+        for srv in servers.values():
+            srv.__enter__()
+        runs = {(name, rpc): [] for name in servers for rpc in ("SendState", "Version")}
         for rpc in ("Version", "SendState", "SendState", "Version"):
-            runs[rpc].append(rpc_rate(cp.port, sessions, rpc, clients, seconds / 2))
-        send, send_err, send_cap = max(runs["SendState"])
-        version, _, version_cap = max(runs["Version"])
-        assert sum(1 for s in cp.service.sessions.values() if s.last_report) == workers
-        return {"sendstate": send, "errors": send_err, "version": version,
-                "sendstate_cap": send_cap, "version_cap": version_cap}
+            for name, srv in servers.items():
+                runs[(name, rpc)].append(load(srv, rpc, clients, seconds / 2))
+        for name, srv in servers.items():
+            best = {rpc: max(runs[(name, rpc)], key=lambda r: r.per_cpu_s) for rpc in ("SendState", "Version")}
+            tick_s, sessions = srv.last_tick()
+            assert sessions == workers, f"{name}: {sessions} sessions left of {workers}"
+            out[name] = {"send": best["SendState"], "version": best["Version"], "tick_s": tick_s,
+                         "mismatched": check(srv, [r.counts for r in runs[(name, "SendState")]]),
+                         "errors": sum(r.errors for rpc in ("SendState", "Version") for r in runs[(name, rpc)])}
+    finally:
+        for srv in servers.values():
+            srv.__exit__(None, None, None)
+    return out
+
+
+def soak(lbs: int, workers: int, clients: int, seconds: float, rate: float, every: float = 5.0,
+         cpu: int | None = None) -> dict:
+    """SendState paced at `rate` calls/s for `seconds`, the server's RSS sampled every `every` s;
+    slopes fitted over each half (the first 10 % left out: start-up)."""
+    with Server(lbs, workers, cpu=cpu) as srv:
+        procs, q, start_at = start_clients(srv, "SendState", clients, seconds, rate=rate)
+        time.sleep(max(0.0, start_at - time.time()))
+        t0, cpu0 = time.monotonic(), srv.cpu_s()
+        samples = []
+        while (t := time.monotonic() - t0) < seconds:
+            samples.append((t, srv.rss()))
+            print(f"soak {t:6.0f} s: RSS {samples[-1][1] / 2**20:7.1f} MiB", file=sys.stderr, flush=True)
+            time.sleep(min(every, max(0.0, seconds - t)))
+        cpu = srv.cpu_s() - cpu0
+        samples.append((time.monotonic() - t0, srv.rss()))
+        calls, errors, counts = collect(procs, q, seconds)
+        mismatched = check(srv, [counts])
+    # the bounded buffers fill at one point per tick: per-LB history (300 ticks) and scalar series
+    # (600): the first half shows them filling, the second half whether anything else grows
+    first = [x for x in samples if seconds / 10 <= x[0] < seconds / 2]
+    second = [x for x in samples if x[0] >= seconds / 2]
+    return {"calls": calls, "errors": errors, "rate": calls / seconds, "per_cpu_s": calls / cpu if cpu else 0.0,
+            "server_busy": cpu / seconds, "rss_first": (first or second)[0][1], "rss_half": second[0][1],
+            "rss_last": samples[-1][1], "rss_max": max(v for _, v in samples), "slope_first": slope(first),
+            "slope": slope(second), "mismatched": mismatched, "samples": len(samples)}
 
 
 def bench_tick(lbs: int, workers: int, ticks: int, balancer: str) -> dict:
@@ -222,28 +198,60 @@ def simulate_fill_feedback(gain: float, ticks: int = 400) -> tuple[float, float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=8.0, help="RPC runs: total per RPC (two runs each)")
+    ap.add_argument("--clients", type=int, default=2, help="load-generating processes")
+    ap.add_argument("--workers", type=int, default=1000, help="registered sessions (SendState, soak)")
+    ap.add_argument("--lbs", type=int, default=8, help="reservations the workers are spread over")
+    ap.add_argument("--tick-workers", type=int, default=1000, help="workers per LB in the tick benchmark")
+    ap.add_argument("--soak", type=float, metavar="SECONDS",
+                    help="only the soak: SendState paced at --rate for SECONDS, server RSS sampled")
+    ap.add_argument("--rate", type=float, default=10000.0, help="soak: SendState/s in total (10 Hz x 1000)")
+    ap.add_argument("--server-cpu", type=int, default=0,
+                    help="pin the control-plane process to this core (-1: not pinned; default 0)")
+    ap.add_argument("--compare", metavar="SRC", help="also measure the ejlb in this source tree (its src/ "
+                    "folder, e.g. from `git archive main src`), runs alternating with this one")
     a = ap.parse_args()
+    cpu = None if a.server_cpu < 0 else a.server_cpu
+    if a.soak:
+        r = soak(a.lbs, a.workers, a.clients, a.soak, a.rate, cpu=cpu)
+        print(markdown_table(["soak", "value"], [
+            ["duration, workers, LBs, server core", f"{a.soak:.0f} s, {a.workers}, {a.lbs}, "
+             f"{'any' if cpu is None else cpu}"],
+            ["SendState/s asked / done", f"{a.rate:.0f} / {r['rate']:.0f} ({r['errors']} errors)"],
+            ["server CPU (cores busy), SendState per server CPU-s", f"{r['server_busy']:.2f}, {r['per_cpu_s']:.0f}"],
+            ["server RSS after warm-up / at half time / at the end / max", f"{r['rss_first'] / 2**20:.1f} / "
+             f"{r['rss_half'] / 2**20:.1f} / {r['rss_last'] / 2**20:.1f} / {r['rss_max'] / 2**20:.1f} MiB"],
+            ["RSS slope, first half (bounded histories filling) / second half (least squares)",
+             f"{r['slope_first'] * 60 / 2**10:+.1f} / {r['slope'] * 60 / 2**10:+.1f} KiB/min "
+             f"({r['samples']} samples)"],
+            ["sessions whose last counter differs from the client's", str(r["mismatched"])],
+        ]))
+        return
     if a.quick:
-        a.seconds, a.workers, a.clients = 1.0, 50, 2
-    lbs, per_lb, ticks = (2, 32, 4) if a.quick else (8, 512, 12)
+        a.seconds, a.workers, a.lbs = 2.0, 50, 2
+    lbs, per_lb, ticks = (2, 32, 4) if a.quick else (a.lbs, a.tick_workers, 12)
 
     probe = Probes(seconds=1.0 if a.quick else 2.0).sendmmsg(1472)
     pps = probe.mpps * 1e6
-    s = bench_sendstate(a.workers, a.clients, a.seconds)
+    s = bench_sendstate(a.lbs, a.workers, a.clients, a.seconds, cpu=cpu, compare=a.compare)
     ticks_by = {b: bench_tick(lbs, per_lb, ticks, b) for b in ("capacity", "signal")}
     c = bench_calendar(1024, 5 if a.quick else 50)
 
     print(f"probe udp_limit sendmmsg 1472 B: {probe}")
-    print(markdown_table(["RPC", "rate (RPC/s)", "server RPC per CPU-s", "ratio to Version",
-                          "ratio to probe datagrams/s"], [
-        [f"SendState ({a.workers} workers, {a.clients} clients)", f"{s['sendstate']:.0f}", f"{s['sendstate_cap']:.0f}",
-         f"{s['sendstate'] / s['version']:.2f}", f"{ratio(s['sendstate'], pps):.4f}"],
-        ["Version (auth only)", f"{s['version']:.0f}", f"{s['version_cap']:.0f}", "1.00", f"{ratio(s['version'], pps):.4f}"],
-    ]))
-    print(f"SendState errors: {s['errors']}")
+    rows, notes = [], []
+    for name, r in s.items():
+        send, version = r["send"], r["version"]
+        tag = "" if name == "this" else f" [{a.compare}]"
+        rows += [[f"SendState ({a.workers} workers on {a.lbs} LBs){tag}", f"{send.rate:.0f}", f"{send.per_cpu_s:.0f}",
+                  f"{send.per_cpu_s / version.per_cpu_s:.2f}", f"{ratio(send.rate, pps):.4f}"],
+                 [f"Version (auth only: the grpcio floor){tag}", f"{version.rate:.0f}", f"{version.per_cpu_s:.0f}",
+                  "1.00", f"{ratio(version.rate, pps):.4f}"]]
+        notes.append(f"{name}: RPC errors {r['errors']}; sessions whose last counter differs from the client's: "
+                     f"{r['mismatched']}; last controller tick in the server: {r['tick_s'] * 1e3:.1f} ms")
+    where = "not pinned" if cpu is None else f"pinned to core {cpu}"
+    print(markdown_table([f"RPC ({a.clients} grpc.aio client processes; server {where})", "rate (RPC/s)",
+                          "server RPC per CPU-s", "per CPU-s / Version's", "ratio to probe datagrams/s"], rows))
+    print("\n".join(notes))
     print(markdown_table(["controller tick", "median wall (ms)", "max wall (ms)", "median CPU (ms)",
                           f"epochs started in {ticks - 1} ticks"], [
         [f"{lbs} LBs x {per_lb} workers, {b} balancer, {mode}", f"{t[mode][0] * 1e3:.1f}",

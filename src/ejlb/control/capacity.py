@@ -50,7 +50,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
+
+import numpy as np
 
 from ejlb.wire import CALENDAR_SLOTS
 
@@ -78,9 +80,9 @@ class Params:
     overflow_fill: float = 0.9  # fill at which a worker counts as overflowing (health)
 
 
-@dataclass(frozen=True)
-class Window:
-    """What one worker's reports say about the time since the previous tick."""
+class Window(NamedTuple):
+    """What one worker's reports say about the time since the previous tick (a NamedTuple, not a
+    frozen dataclass: the controller makes one per worker per tick)."""
 
     start: float
     end: float
@@ -88,7 +90,7 @@ class Window:
     busy_dequeued: int = 0  # events the application took during them
     offered: int = 0  # events reassembled (offered to the queue) over the whole window
     lost: int = 0  # events dropped because the queue was full
-    fill: float = 0.0  # the last reported fill
+    fill: float = 0.0  # the last reported
 
     @property
     def seconds(self) -> float:
@@ -174,7 +176,8 @@ def observe(est: Estimate, w: Window | None, now: float, clean: bool, p: Params)
         return est
     est.overflowing = w.lost > 0 or w.fill >= p.overflow_fill
     est.fill = w.fill
-    est.offered = w.offered_rate
+    seconds = w.end - w.start
+    est.offered = w.offered / seconds if seconds > 0 else 0.0  # w.offered_rate, without two property calls
     rate = measured_rate(w, p)
     if rate is not None:
         if est.exact and est.capacity and abs(rate - est.capacity) <= p.noise * est.capacity:
@@ -196,8 +199,7 @@ def observed(est: Estimate) -> float:
     return (est.capacity or 0.0) if est.exact or est.offered > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class Worker:
+class Worker(NamedTuple):
     """A ready worker as the planner sees it."""
 
     key: int
@@ -303,9 +305,12 @@ def desired(workers: Sequence[Worker], estimates: Mapping[int, Estimate], offere
             if e.exact and not e.target and load[k] > most:
                 excess += load[k] - most
                 load[k] = most
-        base = sum(load[k] for k in open_) or 1.0
+        open_load = sum(load[k] for k in open_)  # kept current as loads grow (non-negative: no cancellation)
+        base = open_load or 1.0
         for k in open_:
-            load[k] += excess * (load[k] / base if sum(load[j] for j in open_) else 1 / len(open_))
+            add = excess * (load[k] / base if open_load else 1 / len(open_))
+            load[k] += add
+            open_load += add
     return {k: max(v, 1e-9 * (cap[k] or 1.0)) for k, v in load.items()}
 
 
@@ -327,5 +332,7 @@ def significant(old: Sequence[int], new: Sequence[int], overflowing: Sequence[bo
                 p: Params) -> bool:
     """Hysteresis: is the new slot vector worth a new epoch? So is any slot an overflowing worker
     loses, or gains a worker under discovery or probe (its step must be taken to be judged)."""
-    return any((n < o and hot) or (n > o and up) or abs(n - o) >= max(p.min_move, math.ceil(p.tolerance * max(o, 1)))
-               for o, n, hot, up in zip(old, new, overflowing, stepping))
+    o, n = np.asarray(old, dtype=np.int64), np.asarray(new, dtype=np.int64)
+    hot, up = np.asarray(overflowing, dtype=bool), np.asarray(stepping, dtype=bool)
+    moved = np.abs(n - o) >= np.maximum(p.min_move, np.ceil(p.tolerance * np.maximum(o, 1)))
+    return bool(((n < o) & hot).any() or ((n > o) & up).any() or moved.any())

@@ -8,6 +8,7 @@ Worker reports are persisted by a writer thread in batches, off the tick's criti
 """
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import threading
@@ -56,6 +57,7 @@ class LBStats:
     slots: np.ndarray = field(default_factory=lambda: np.zeros(0))
     fills: np.ndarray = field(default_factory=lambda: np.zeros(0))
     moves: int = 0
+    health: collections.Counter = field(default_factory=collections.Counter)  # live workers by issue type
 
 
 class Controller:
@@ -123,22 +125,24 @@ class Controller:
     def _step(self, res: Reservation, now: float) -> None:
         svc = self.service
         cfg = svc.config
-        ready = []
+        live, ready = [], []
         for s in list(res.sessions.values()):  # liveness, inlined (liveness.classify) for 1000s of workers
             if s.removed_at is not None:
                 continue
-            if (now - s.last_report > REMOVE_S) if s.last_report is not None else (now - s.registered_at > FIRST_REPORT_S):
+            last = s.last_report
+            if (now - last > REMOVE_S) if last is not None else (now - s.registered_at > FIRST_REPORT_S):
                 log.info("session %s of lb %s removed: no state report", s.id, res.id)
                 svc._remove_session(res, s, now)
-            elif s.last_report is not None and s.is_ready and now - s.last_report <= READY_S:
+                continue
+            live.append(s)
+            if last is not None and s.is_ready and now - last <= READY_S:
                 ready.append(s)
-        live = res.live_sessions
         stats = self.stats.setdefault(res.id, LBStats())
         stats.active_sessions, stats.ready_sessions = len(live), len(ready)
         if ready:
             previous = res.calendar
             if cfg.balancer == "capacity":
-                counts = self._capacity_counts(res, ready, now)
+                counts = self._capacity_counts(res, live, ready, now)
             else:
                 counts = self._signal_counts(ready)
             new = cal.layout({s.member_id: c for s, c in zip(ready, counts)}, previous, strategy=res.strategy,
@@ -148,19 +152,19 @@ class Controller:
                 stats.moves = cal.moves(previous, new) if previous else 0
                 self.slots_moved += stats.moves
                 self._start_epoch(res, now, new)
-        current = np.asarray(res.calendar or (), dtype=np.int64)
-        owned = np.bincount(current[current < MAX_MEMBERS], minlength=MAX_MEMBERS)
-        ids = np.array([s.id for s in live], dtype=np.int64)
-        member_ids = np.array([s.member_id for s in live], dtype=np.int64)
-        fills = np.array([s.fill for s in live], dtype=np.float32)
-        signals = np.array([s.control_signal for s in live], dtype=np.float32)
-        slots = owned[member_ids].astype(np.int32) if live else np.zeros(0, np.int32)
+        # one pass over the live workers for history, stats and metrics (no per-field list each)
+        rows = np.array([(s.id, s.member_id, s.fill, s.control_signal, capacity.observed(s.estimate),
+                          s.last_report is not None) for s in live], dtype=np.float64).reshape(-1, 6)
+        member_ids = rows[:, 1].astype(np.int64)
+        owned = _owned(res.calendar)
         stats.slots = owned[[s.member_id for s in ready]] if ready else np.zeros(0)
-        stats.fills = np.array([s.fill for s in live if s.last_report is not None])
+        stats.fills = rows[rows[:, 5] > 0, 2]
+        stats.health = collections.Counter(kind for s in live for kind, _ in s.health)
         stats.epoch = res.epochs[-1].seq if res.epochs else 0
         stats.boundary = res.epochs[-1].boundary if res.epochs else 0
-        caps = np.array([capacity.observed(s.estimate) for s in live], dtype=np.float32)
-        res.history.append((int(now * 1000), ids, fills, signals, slots, caps))
+        res.history.append((int(now * 1000), rows[:, 0].astype(np.int64), rows[:, 2].astype(np.float32),
+                            rows[:, 3].astype(np.float32), owned[member_ids].astype(np.int32),
+                            rows[:, 4].astype(np.float32)))
         svc.record(f"/lb/{res.id}/epoch", now, stats.epoch, "count", False)
         svc.record(f"/lb/{res.id}/predictedEventNumber", now, min(svc.predicted_event(res, now), (1 << 63) - 1),
                    "tick", False)
@@ -175,34 +179,36 @@ class Controller:
                 s.dirty = True
         return cal.slot_counts(weights, [s.min_factor for s in ready], [s.max_factor for s in ready])
 
-    def _capacity_counts(self, res: Reservation, ready: list, now: float) -> list[int]:
+    def _capacity_counts(self, res: Reservation, live: list, ready: list, now: float) -> list[int]:
         """Slots in proportion to measured capacity (capacity.py), with hysteresis."""
         p = self.params
         offered = 0.0
         ready_ids = {s.id for s in ready}
-        for s in res.live_sessions:  # every meter restarts each tick, ready or not
+        for s in live:  # every meter restarts each tick, ready or not
             w = s.meter.take()
-            if s.id in ready_ids:
-                capacity.observe(s.estimate, w, now, w is not None and w.start >= res.effective_at, p)
-                offered += w.offered_rate if w is not None else 0.0
+            if w is not None and s.id in ready_ids:
+                capacity.observe(s.estimate, w, now, w.start >= res.effective_at, p)
+                offered += s.estimate.offered  # observe set it: the window's offered rate
+            elif s.id in ready_ids:
+                capacity.observe(s.estimate, None, now, False, p)
         workers = [capacity.Worker(s.member_id, s.weight) for s in ready]
         estimates = {s.member_id: s.estimate for s in ready}
         capacity.seed(workers, estimates)
         capacity.discover(workers, estimates, offered, now, p)
         capacity.start_probe(workers, estimates, now, res.changed_at, offered, p)
         shares = capacity.desired(workers, estimates, offered, p)
-        mins, maxs = [s.min_factor for s in ready], [s.max_factor for s in ready]
-        counts = cal.slot_counts([shares[s.member_id] for s in ready], mins, maxs, min_slots=1)
-        current = np.asarray(res.calendar or (), dtype=np.int64)
-        owned = np.bincount(current[current < MAX_MEMBERS], minlength=MAX_MEMBERS)
-        old = owned[[s.member_id for s in ready]].tolist()
-        if current.size and not capacity.significant(old, counts, [s.estimate.overflowing for s in ready],
-                                                     [bool(s.estimate.target) for s in ready], p):
-            counts = old
-        floored = any(s.estimate.overflowing and s.min_factor > 0 for s in ready)
-        free = cal.slot_counts([shares[s.member_id] for s in ready], min_slots=1) if floored else counts
-        for s, c, f in zip(ready, counts, free):  # `free`: the counts without floors, needed only then
-            s.health = capacity.health(s.estimate, c, f, s.min_factor)
+        weights = [shares[s.member_id] for s in ready]
+        counts = cal.slot_counts(weights, [s.min_factor for s in ready], [s.max_factor for s in ready], min_slots=1)
+        ests = estimates.values()
+        hot = [e.overflowing for e in ests]
+        if res.calendar:
+            old = _owned(res.calendar)[list(estimates)].tolist()
+            if not capacity.significant(old, counts, hot, [bool(e.target) for e in ests], p):
+                counts = old
+        floored = any(h and s.min_factor > 0 for h, s in zip(hot, ready))
+        free = cal.slot_counts(weights, min_slots=1) if floored else counts
+        for s, h, c, f in zip(ready, hot, counts, free):  # `free`: the counts without floors, needed only then
+            s.health = capacity.health(s.estimate, c, f, s.min_factor) if h else ()
         return counts
 
     def _start_epoch(self, res: Reservation, now: float, calendar: tuple[int, ...]) -> None:
@@ -269,6 +275,12 @@ class Controller:
         with self.service.lock:
             self._collect_reports()
         self.flush()
+
+
+def _owned(calendar) -> np.ndarray:
+    """Slots per member id (0..MAX_MEMBERS-1) in a calendar (drop entries not counted)."""
+    current = np.asarray(calendar or (), dtype=np.int64)
+    return np.bincount(current[current < MAX_MEMBERS], minlength=MAX_MEMBERS)
 
 
 def spread(values) -> dict[str, float]:

@@ -2,13 +2,19 @@
 live in one process, e.g. in tests)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import bisect
+import threading
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from ejlb.control.capacity import WORKER_HEALTH
 from ejlb.control.controller import Controller, spread
 from ejlb.control.epochs import OUTCOMES
 
 STATS = ("min", "avg", "max", "stddev")
+RPC_BUCKETS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 SYNC_OUTCOMES = ("rejected_source", *OUTCOMES)
 
 
@@ -31,21 +37,14 @@ class Metrics:
                                       "prediction from the samples before it (ticks)", ["lb"], registry=r)
         self.sync_malformed = Gauge("ejlb_sync_malformed", "Sync datagrams that did not decode (all LBs)",
                                     registry=r)
-        self.rpcs = Counter("ejlb_rpc", "RPCs by method and status code", ["method", "code"], registry=r)
-        self.rpc_seconds = Histogram("ejlb_rpc_seconds", "RPC handling time", ["method"], registry=r,
-                                     buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0))
+        self.rpcs = RpcStats(RPC_BUCKETS)  # ejlb_rpc_total{method,code}, ejlb_rpc_seconds{method}
+        r.register(self.rpcs)
         self.tick_seconds = Histogram("ejlb_controller_tick_seconds", "Controller tick duration", registry=r,
                                       buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0))
         self._lbs: set[str] = set()
-        self._rpc_children: dict = {}
 
     def rpc(self, method: str, code, seconds: float) -> None:
-        key = (method, code)
-        children = self._rpc_children.get(key)
-        if children is None:  # labels() costs more than the RPC's own logic: look it up once
-            children = self._rpc_children[key] = (self.rpcs.labels(method, code.name), self.rpc_seconds.labels(method))
-        children[0].inc()
-        children[1].observe(seconds)
+        self.rpcs.observe(method, code, seconds)
 
     def observe_tick(self, controller: Controller) -> None:
         self.tick_seconds.observe(controller.last_tick_s)
@@ -66,7 +65,7 @@ class Metrics:
             if res.prediction_error is not None:
                 self.prediction_error.labels(lb).set(res.prediction_error)
             for kind in WORKER_HEALTH:
-                self.health.labels(lb, kind).set(sum(1 for s in res.live_sessions for t, _ in s.health if t == kind))
+                self.health.labels(lb, kind).set(st.health[kind])
             for k, v in spread(st.slots).items():
                 self.slots.labels(lb, k).set(v)
             for k, v in spread(st.fills).items():
@@ -85,3 +84,44 @@ class Metrics:
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RpcStats:
+    """Every RPC's outcome and handling time as plain numbers under one lock, exposed at scrape time
+    as the `ejlb_rpc` counter and `ejlb_rpc_seconds` histogram. prometheus_client's own counter and
+    histogram take three locks and ~1.7 µs per call: a sixth of a state report's handling."""
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.bounds = tuple(buckets)  # ascending; +Inf is implied
+        self._lock = threading.Lock()
+        self._counts: dict[tuple, int] = {}  # (method, status code) -> calls
+        self._hist: dict[str, list] = {}  # method -> [count per bucket (last: +Inf), sum of seconds]
+
+    def observe(self, method: str, code, seconds: float) -> None:
+        """`code`: a grpc.StatusCode (named at scrape time: an enum's .name costs more than the rest)."""
+        i = bisect.bisect_left(self.bounds, seconds)  # first bucket with seconds <= le
+        with self._lock:
+            key = (method, code)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            h = self._hist.get(method)
+            if h is None:
+                h = self._hist[method] = [[0] * (len(self.bounds) + 1), 0.0]
+            h[0][i] += 1
+            h[1] += seconds
+
+    def collect(self):
+        with self._lock:
+            counts = dict(self._counts)
+            hist = {m: (list(b), total) for m, (b, total) in self._hist.items()}
+        calls = CounterMetricFamily("ejlb_rpc", "RPCs by method and status code", labels=["method", "code"])
+        for (method, code), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
+            calls.add_metric([method, code.name], n)
+        yield calls
+        seconds = HistogramMetricFamily("ejlb_rpc_seconds", "RPC handling time", labels=["method"])
+        for method, (per_bucket, total) in sorted(hist.items()):
+            cumulative, buckets = 0, []
+            for le, n in zip([*map(floatToGoString, self.bounds), "+Inf"], per_bucket):
+                cumulative += n
+                buckets.append((le, cumulative))
+            seconds.add_metric([method], buckets, total)
+        yield seconds

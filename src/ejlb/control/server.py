@@ -1,11 +1,21 @@
 """The embeddable control plane: gRPC service + sync listeners + controller thread (+ /metrics).
 
+With `cpu` configured, every thread the control plane starts (grpcio's server and handler pool,
+controller, report writer, sync listener, /metrics) runs on that one core. grpcio's synchronous
+server hands each call from its polling thread to a pool thread and back; across cores every
+hand-off is a cross-core wake-up and GIL transfer, on one core a plain switch: measured here,
+1.2–1.5x the calls per CPU-second of the whole control plane, 2–3x for a bare grpcio server
+(src/ejlb/control/README.md, Benchmarks). A data-plane backend's own threads are started before
+and keep their affinity.
+
     with ControlPlane(ControlConfig(port=0)) as cp:
         LBManager(cp.admin_uri).reserve("demo")
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent import futures
@@ -41,6 +51,24 @@ def make_backend(name: str, config: ControlConfig) -> Backend:
     return create_backend(name, config)
 
 
+@contextlib.contextmanager
+def pinned(cpu: int | None):
+    """Run the block with the calling thread on core `cpu` (threads started meanwhile inherit it),
+    then restore its affinity. No-op for None."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)  # 0: the calling thread (Linux)
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as e:
+        raise OSError(f"cpu={cpu}: cannot pin the control plane to it ({e}); usable: {sorted(before)}") from None
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 class ControlPlane:
     def __init__(self, config: ControlConfig, backend: Backend | None = None):
         self.config = config
@@ -69,7 +97,8 @@ class ControlPlane:
         """Bind and serve. `run_controller=False` leaves ticking to `tick()` (deterministic tests).
         A failure part-way (port in use, bad TLS files) releases what was started and re-raises."""
         try:
-            return self._start(run_controller)
+            with pinned(self.config.cpu):
+                return self._start(run_controller)
         except BaseException:
             self.stop()
             raise

@@ -48,6 +48,7 @@ IP_FAMILIES = {0: (4, 6), 1: (4,), 2: (6,)}  # IpFamily -> address families hand
 # the counters the capacity meter reads, as indexes into TOTALS: dequeued, offered, lost
 METER_TOTALS = tuple(TOTALS.index(k) for k in
                      ("total_events_dequeued", "total_events_reassembled", "total_event_enqueue_err"))
+_DEQUEUED, _OFFERED, _LOST = METER_TOTALS
 
 SESSION_SERIES = (  # (name, column of a history snapshot, unit, float?)
     ("fillPercent", 2, "fraction", True),
@@ -207,11 +208,11 @@ class ControlService:
 
     def token_id(self, secret: str) -> int | None:
         """Id of a token, None if unknown (for the audit log of refused calls)."""
-        t = self.token_by_hash.get(tk.token_hash(secret))
+        t = self.token_by_hash.get(tk.presented_hash(secret))
         return None if t is None else t.id
 
     def authenticate(self, secret: str) -> Token:
-        t = self.token_by_hash.get(tk.token_hash(secret))
+        t = self.token_by_hash.get(tk.presented_hash(secret))
         if t is None:
             raise Unauthenticated("token not recognised (unknown or revoked)")
         return t
@@ -244,7 +245,8 @@ class ControlService:
             self._require(caller, tk.lineage(session=sid), level, f"session {sid}")
             raise NotFound(f"sessionId={session_id!r}: no such session" + (f" in lbId={lb_id!r}" if lb_id else ""))
         res = self.reservations[sess.reservation_id]
-        self._require(caller, self._lineage(res, sess), level, f"session {sid}")
+        if caller.id != sess.token_id:  # a session's own token holds UPDATE on it (minted so in register)
+            self._require(caller, self._lineage(res, sess), level, f"session {sid}")
         return res, sess
 
     def _resolve(self, resource: Resource, rid: str) -> tk.Lineage | None:
@@ -451,7 +453,9 @@ class ControlService:
             self.store.delete_sessions([s.id for s in gone])
 
     def send_state(self, secret: str, lb_id: str, session_id: str, fill: float, control_signal: float,
-                   is_ready: bool, totals: Mapping[str, int]) -> None:
+                   is_ready: bool, totals: Mapping[str, int] | Sequence[int]) -> None:
+        """A worker's report: kept in memory (the controller's tick reads it and hands it to the
+        writer thread: the store sees it within a tick). `totals` by name, or all seven in TOTALS order."""
         with self.lock:
             _, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
             fill = check.finite("fillPercent", fill, 0.0, 1.0)  # all checked before any is applied
@@ -463,7 +467,7 @@ class ControlService:
             sess.fill, sess.control_signal, sess.totals = fill, control_signal, counters
             sess.is_ready = bool(is_ready)
             sess.last_report = now = self.clock()  # our clock: liveness never trusts the worker's
-            sess.meter.observe(now, sess.fill, *(sess.totals[i] for i in METER_TOTALS))
+            sess.meter.observe(now, fill, counters[_DEQUEUED], counters[_OFFERED], counters[_LOST])
             sess.dirty = True
 
     def set_slot_demands(self, secret: str, lb_id: str, constraints: Iterable[tuple[str, Iterable[tuple[int, int]]]]) -> None:

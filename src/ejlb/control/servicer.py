@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import operator
 import time
 
 import grpc
@@ -26,6 +27,7 @@ from ejlb.wire import CALENDAR_SLOTS, MAX_SYNC_PERIOD_S
 log = logging.getLogger("ejlb.control.rpc")
 
 COMPAT_TAG = "ejfat-loadbalancer-v1"
+_totals_of = operator.attrgetter(*TOTALS_PROTO)  # a SendStateRequest's seven counters, in TOTALS order
 
 
 def ts(t: float) -> Timestamp:
@@ -237,7 +239,7 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     def SendState(self, secret, r):
         from_ts(r, "timestamp")  # validated, not used: liveness runs on the control plane's clock
         self.svc.send_state(secret, r.lbId, r.sessionId, r.fillPercent, r.controlSignal, r.isReady,
-                            {k: getattr(r, p) for k, p in zip(TOTALS, TOTALS_PROTO)})
+                            _totals_of(r))  # in TOTALS order
         return pb.SendStateReply()
 
     @_rpc

@@ -11,12 +11,13 @@ usable token. Ancestry is checked on token *ids* (never names).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable, Mapping, Sequence  # abc: isinstance is 2.5x cheaper than typing's
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from ejlb.control.errors import InvalidArgument, Unauthenticated
 from ejlb.control.validate import decimal_id
@@ -103,6 +104,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Every RPC hashes its caller's token and 1000 workers present the same 1000 tokens ten times a
+# second: remember the most recent (bounded, pure: a revoked token's hash simply finds no token).
+presented_hash = functools.lru_cache(maxsize=8192)(token_hash)
+
+
 def same_hash(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
 
@@ -124,7 +130,11 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | Mapping | None) -
         raise Unauthenticated("authorization metadata missing: expected 'Bearer <token>'")
     if len(values) > 1:
         raise InvalidArgument(f"authorization: given {len(values)} times, expected once")
-    value = values[0].decode("latin-1") if isinstance(values[0], bytes) else values[0]
+    return _credentials(values[0].decode("latin-1") if isinstance(values[0], bytes) else values[0])
+
+
+@functools.lru_cache(maxsize=8192)  # the same few thousand headers over and over (refusals are not cached)
+def _credentials(value: str) -> str:
     scheme, *rest = re.split(r"[ \t]+", value.strip(" \t"), maxsplit=1)
     if scheme.lower() != "bearer":
         shown = scheme if scheme.isascii() and scheme.isalpha() and len(scheme) <= 10 else "?"  # never a token

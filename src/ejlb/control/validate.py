@@ -20,7 +20,7 @@ import datetime as dt
 import ipaddress
 import math
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from ejlb import sendstate
 from ejlb.control.errors import InvalidArgument, ResourceExhausted
@@ -79,16 +79,17 @@ def control_signal(value: float) -> float:
     return finite("controlSignal", value, -MAX_CONTROL_SIGNAL, MAX_CONTROL_SIGNAL)
 
 
-def totals(values: Mapping[str, int]) -> tuple[int, ...]:
-    """The SendState counters (keyed by ejlb.sendstate.COLUMNS) in that order; each a non-negative
-    int64 (named by its proto field)."""
-    out = []
-    for k in sendstate.COLUMNS:
-        v = int(values.get(k, 0))
-        if v < 0:
-            raise InvalidArgument(f"{sendstate.PROTO_OF[k]}={v}: a counter, must be ≥ 0")
-        out.append(v)
-    return tuple(out)
+def totals(values: Mapping[str, int] | Sequence[int]) -> tuple[int, ...]:
+    """The SendState counters in ejlb.sendstate.COLUMNS order, given by those names or as a sequence
+    in that order; each a non-negative int64 (named by its proto field)."""
+    names = sendstate.COLUMNS
+    out = tuple(map(int, (values.get(k, 0) for k in names) if isinstance(values, Mapping) else values))
+    if len(out) != len(names):
+        raise InvalidArgument(f"totals: {len(out)} counters given, expected {len(names)}")
+    if out and min(out) < 0:
+        v, k = next((v, k) for v, k in zip(out, names) if v < 0)
+        raise InvalidArgument(f"{sendstate.PROTO_OF[k]}={v}: a counter, must be ≥ 0")
+    return out
 
 
 def senders(addresses: Iterable[str]) -> list[str]:
