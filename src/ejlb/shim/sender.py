@@ -354,6 +354,7 @@ class Sender:
                         item[0].set_result(n)
             if stop:
                 return
+            batch = live = item = None  # blocking in get() must not keep the last batch's events alive
 
     # -- sync ---------------------------------------------------------------------------------------
     def _start_sync(self, period: float, ipv6: bool) -> None:
