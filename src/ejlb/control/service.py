@@ -50,11 +50,11 @@ METER_TOTALS = tuple(TOTALS.index(k) for k in
                      ("total_events_dequeued", "total_events_reassembled", "total_event_enqueue_err"))
 _DEQUEUED, _OFFERED, _LOST = METER_TOTALS
 
-SESSION_SERIES = (  # (name, column of a history snapshot, unit, float?)
-    ("fillPercent", 2, "fraction", True),
-    ("controlSignal", 3, "", True),
-    ("slotsAssigned", 4, "slots", False),
-    ("capacityEstimate", 5, "events/s", True),  # capacity balancer: measured, or a lower bound
+SESSION_SERIES = (  # (name, HistoryRow field, unit, float?)
+    ("fillPercent", "fill", "fraction", True),
+    ("controlSignal", "control_signal", "", True),
+    ("slotsAssigned", "slots", "slots", False),
+    ("capacityEstimate", "capacity", "events/s", True),  # capacity balancer: measured, or a lower bound
 )
 
 
@@ -93,9 +93,13 @@ class ControlService:
         self.tables_version = 0  # bumped by every change that alters the planned tables
         self._load()
 
-    def _changed(self) -> None:
+    def mark_tables_changed(self, wake: bool = True) -> None:
+        """The one way to say the planned tables changed: bumps `tables_version` (the controller
+        re-plans at its next tick) and, with `wake`, wakes it to re-sync the tables now. wake=False
+        from inside the tick and for changes that can wait for it (a new session has no slots yet)."""
         self.tables_version += 1
-        self.tables_changed.set()
+        if wake:
+            self.tables_changed.set()
 
     # -- start-up -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -303,11 +307,10 @@ class ControlService:
             res.token_id = tok.id
             res.add_sample(seed_sample(now))
             self.store.update_reservation(rid, token_id=tok.id, sync_port=res.sync_port)
-            self.store.replace_samples(rid, [(s.recv_time, s.event_number, s.rate_hz, s.src_id) for s in res.samples])
-            res.samples_dirty = False
+            self.save_samples(res)
             audit.info("reserved lb=%s instance=%s name=%r until=%s by token %s", rid, inst.lb_id, name, until,
                        caller.id)
-            self._changed()
+            self.mark_tables_changed()
             return res, token_secret
 
     def _has_families(self, inst: InstanceConfig, ip_family: int) -> bool:
@@ -328,9 +331,10 @@ class ControlService:
         with self.lock:
             caller = self.authenticate(secret)
             res = self._reservation(caller, lb_id, Level.UPDATE)
-            self._free(res, f"by token {caller.id}")
+            self.free_reservation(res, f"by token {caller.id}")
 
-    def _free(self, res: Reservation, why: str = "at expiry") -> None:
+    def free_reservation(self, res: Reservation, why: str = "at expiry") -> None:
+        """Free a reservation already resolved (Free, or the controller at expiry); under the lock."""
         self.reservations.pop(res.id, None)
         for sess in res.sessions.values():
             self.sessions.pop(sess.id, None)
@@ -339,7 +343,7 @@ class ControlService:
         self._revoke(res.token_id)
         self.store.delete_reservation(res.id)
         self.on_free(res)
-        self._changed()
+        self.mark_tables_changed()
         audit.info("freed lb=%s (instance %s) %s", res.id, res.lb.lb_id, why)
 
     def reset(self, secret: str, lb_id: str, sync: bool, epochs: bool, senders: bool, workers: bool) -> None:
@@ -355,12 +359,12 @@ class ControlService:
                 res.senders.clear()
             if workers:
                 for sess in res.live_sessions:
-                    self._remove_session(res, sess, now)
+                    self.remove_session(res, sess, now)
             if epochs:
                 res.epochs = ()
                 self.store.clear_epochs(res.id)
-                self._purge_unreferenced(res)
-            self._changed()
+                self.purge_unreferenced(res)
+            self.mark_tables_changed()
 
     def extend(self, secret: str, lb_id: str, until: float | None) -> float | None:
         with self.lock:
@@ -381,7 +385,7 @@ class ControlService:
             else:
                 self.store.set_senders(res.id, remove=sorted(addrs & res.senders))
                 res.senders -= addrs
-            self._changed()
+            self.mark_tables_changed()
 
     # -- workers --------------------------------------------------------------------------------
     def register(self, secret: str, lb_id: str, name: str, weight: float, ip: str, port: int, port_range: int,
@@ -419,7 +423,7 @@ class ControlService:
             sess.token_id = tok.id
             self.store.update_session(sess.id, token_id=tok.id)
             res.sessions[sess.id] = self.sessions[sess.id] = sess
-            self.tables_version += 1
+            self.mark_tables_changed(wake=False)
             audit.info("registered session=%s lb=%s %s:%s/%s member=%s token=%s by token %s", sess.id, res.id, addr,
                        port, port_range, member, tok.id, caller.id)
             return sess, token_secret
@@ -428,28 +432,30 @@ class ControlService:
         with self.lock:
             caller = self.authenticate(secret)
             res, sess = self._session(caller, lb_id, session_id, Level.UPDATE)
-            self._remove_session(res, sess, self.clock())
-            self._changed()
+            self.remove_session(res, sess, self.clock())
+            self.mark_tables_changed()
             audit.info("deregistered session=%s lb=%s (%s:%s) by token %s", sess.id, res.id, sess.ip, sess.port,
                        caller.id)
 
-    def _remove_session(self, res: Reservation, sess: Session, now: float) -> None:
-        """Soft removal: the member keeps its id (as an explicit drop) while a live epoch names it."""
+    def remove_session(self, res: Reservation, sess: Session, now: float) -> None:
+        """Soft removal: the member keeps its id (as an explicit drop) while a live epoch names it.
+        Deregister, Reset and the controller's liveness; under the lock."""
         sess.removed_at = now
-        self.tables_version += 1
+        self.mark_tables_changed(wake=False)
         self._revoke(sess.token_id)
         sess.token_id = None
         self.store.update_session(sess.id, removed_at=now, token_id=None)
-        self._purge_unreferenced(res)
+        self.purge_unreferenced(res)
 
-    def _purge_unreferenced(self, res: Reservation) -> None:
+    def purge_unreferenced(self, res: Reservation) -> None:
+        """Forget removed sessions whose member id no live epoch names any more."""
         referenced = {m for e in res.epochs for m in e.calendar}
         gone = [s for s in res.sessions.values() if not s.live and s.member_id not in referenced]
         for s in gone:
             del res.sessions[s.id]
             self.sessions.pop(s.id, None)
         if gone:
-            self.tables_version += 1
+            self.mark_tables_changed(wake=False)
             self.store.delete_sessions([s.id for s in gone])
 
     def send_state(self, secret: str, lb_id: str, session_id: str, fill: float, control_signal: float,
@@ -515,6 +521,20 @@ class ControlService:
             res.sync_suspects = ()
             return True
 
+    def save_samples(self, res: Reservation) -> None:
+        """Write a reservation's sync samples through (at Reserve; the controller's tick when dirty)."""
+        self.store.replace_samples(res.id, [(x.recv_time, x.event_number, x.rate_hz, x.src_id) for x in res.samples])
+        res.samples_dirty = False
+
+    def commit_epoch(self, res: Reservation) -> None:
+        """The controller started an epoch (`res.epochs` advanced): persist the newest, mark the tables
+        changed (no wake-up: the tick installs them itself) and forget members no live epoch names."""
+        newest = res.epochs[-1]
+        self.mark_tables_changed(wake=False)
+        self.store.add_epoch(res.id, newest.seq, newest.boundary,
+                             np.asarray(newest.calendar, dtype="<u2").tobytes(), NUM_EPOCHS)
+        self.purge_unreferenced(res)
+
     # -- status ---------------------------------------------------------------------------------
     def predicted_event(self, res: Reservation, at: float | None = None) -> int:
         return predict(res.samples, self.clock() if at is None else at) or 0
@@ -555,19 +575,19 @@ class ControlService:
                 for name, s in sorted(self.series.items()):
                     if name.startswith(prefix) and match(name):
                         out.append((name, s, [p for p in s.points if since_ms is None or p[0] >= since_ms]))
-                snaps = [h for h in res.history if since_ms is None or h[0] >= since_ms]
-                sids = sorted({int(i) for h in snaps for i in h[1]})
-                for metric, col, unit, is_float in SESSION_SERIES:
+                snaps = [h for h in res.history if since_ms is None or h.ms >= since_ms]
+                sids = sorted({int(i) for h in snaps for i in h.session_ids})
+                for metric, column, unit, is_float in SESSION_SERIES:
                     for sid in sids:
                         name = f"{prefix}session/{sid}/{metric}"
                         if not match(name):
                             continue
                         pts = []
                         for h in snaps:
-                            idx = np.flatnonzero(h[1] == sid)
+                            idx = np.flatnonzero(h.session_ids == sid)
                             if idx.size:
-                                v = h[col][idx[0]]
-                                pts.append((h[0], float(v) if is_float else int(v)))
+                                v = getattr(h, column)[idx[0]]
+                                pts.append((h.ms, float(v) if is_float else int(v)))
                         out.append((name, Series(unit, is_float, collections.deque()), pts))
             return out
 
