@@ -121,8 +121,8 @@ def test_the_tick_sees_the_last_report_of_each_worker(tmp_path):
         assert _stored(db) == {w.session_id: (0.0,) + (0,) * len(TOTALS) for w in ws}  # nothing written yet
         cp.tick()
         res = next(iter(cp.service.reservations.values()))
-        ms, ids, fills, *_ = res.history[-1]
-        seen = dict(zip(ids.tolist(), fills.tolist()))
+        row = res.history[-1]
+        seen = dict(zip(row.session_ids.tolist(), row.fill.tolist()))
         for i, w in enumerate(ws):
             assert seen[int(w.session_id)] == pytest.approx(0.1 * i + 0.04)
         # the tick handed the same last reports to the writer: one batch, the last values

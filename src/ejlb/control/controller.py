@@ -24,8 +24,8 @@ from ejlb.control import epochs as ep
 from ejlb.control import feedback
 from ejlb.control.liveness import FIRST_REPORT_S, READY_S, REMOVE_S
 from ejlb.control.service import ControlService
-from ejlb.control.state import Reservation
-from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS, Backend, SenderLimit, Tables, diff
+from ejlb.control.state import HistoryRow, Reservation
+from ejlb.dataplane.tables import MAX_MEMBERS, Backend, SenderLimit, Tables, diff
 
 log = logging.getLogger("ejlb.control.controller")
 
@@ -87,7 +87,7 @@ class Controller:
             for res in list(svc.reservations.values()):
                 if res.until is not None and res.until <= now:
                     log.info("reservation %s expired", res.id)
-                    svc._free(res)
+                    svc.free_reservation(res)
                     continue
                 self._step(res, now)
             for rid in [r for r in self.stats if r not in svc.reservations]:
@@ -132,7 +132,7 @@ class Controller:
             last = s.last_report
             if (now - last > REMOVE_S) if last is not None else (now - s.registered_at > FIRST_REPORT_S):
                 log.info("session %s of lb %s removed: no state report", s.id, res.id)
-                svc._remove_session(res, s, now)
+                svc.remove_session(res, s, now)
                 continue
             live.append(s)
             if last is not None and s.is_ready and now - last <= READY_S:
@@ -162,9 +162,11 @@ class Controller:
         stats.health = collections.Counter(kind for s in live for kind, _ in s.health)
         stats.epoch = res.epochs[-1].seq if res.epochs else 0
         stats.boundary = res.epochs[-1].boundary if res.epochs else 0
-        res.history.append((int(now * 1000), rows[:, 0].astype(np.int64), rows[:, 2].astype(np.float32),
-                            rows[:, 3].astype(np.float32), owned[member_ids].astype(np.int32),
-                            rows[:, 4].astype(np.float32)))
+        res.history.append(HistoryRow(ms=int(now * 1000), session_ids=rows[:, 0].astype(np.int64),
+                                      fill=rows[:, 2].astype(np.float32),
+                                      control_signal=rows[:, 3].astype(np.float32),
+                                      slots=owned[member_ids].astype(np.int32),
+                                      capacity=rows[:, 4].astype(np.float32)))
         svc.record(f"/lb/{res.id}/epoch", now, stats.epoch, "count", False)
         svc.record(f"/lb/{res.id}/predictedEventNumber", now, min(svc.predicted_event(res, now), (1 << 63) - 1),
                    "tick", False)
@@ -216,13 +218,9 @@ class Controller:
         boundary = ep.next_boundary(res.samples, now, prev)
         res.epochs = ep.advance(res.epochs, boundary, calendar)
         res.changed_at, res.effective_at = now, now + ep.LEAD_S
-        self.service.tables_version += 1
-        newest = res.epochs[-1]
-        self.service.store.add_epoch(res.id, newest.seq, boundary,
-                                     np.asarray(calendar, dtype="<u2").tobytes(), NUM_EPOCHS)
-        self.service._purge_unreferenced(res)
+        self.service.commit_epoch(res)
         self.epochs_started += 1
-        log.debug("lb %s epoch %s from tick %s", res.id, newest.seq, boundary)
+        log.debug("lb %s epoch %s from tick %s", res.id, res.epochs[-1].seq, boundary)
 
     # -- persistence of worker reports ----------------------------------------------------------
     def _collect_reports(self) -> None:
@@ -235,9 +233,7 @@ class Controller:
                     rows[s.id] = s.hot_row()
                     s.dirty = False
             if res.samples_dirty:
-                svc.store.replace_samples(res.id, [(x.recv_time, x.event_number, x.rate_hz, x.src_id)
-                                                   for x in res.samples])
-                res.samples_dirty = False
+                svc.save_samples(res)
         if not rows:
             return
         with self._pending_lock:

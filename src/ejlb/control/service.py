@@ -4,73 +4,42 @@ for every RPC, independent of gRPC (the servicer is a thin translation shell aro
 Every method takes the caller's raw bearer token first and raises `ejlb.control.errors` exceptions,
 whose class is the gRPC status. State lives in memory under one lock and is written through to the
 Store; worker reports and sync samples are flushed by the controller tick.
+
+The handlers are split by resource, as mixins of the one `ControlService` (one state, one lock):
+reservations.py (with sync samples and epochs), sessions.py, token_handlers.py, timeseries.py.
+This module holds the state, the reload from the store, and the authentication and resolution
+helpers they all use.
 """
 from __future__ import annotations
 
 import collections
-import fnmatch
 import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable
 
 import numpy as np
 
-from ejlb.control import audit
 from ejlb.control import tokens as tk
 from ejlb.control import validate as check
-from ejlb.control.calendar import STRATEGIES
-from ejlb.control.capacity import URGENT_FILL
-from ejlb.control.config import ControlConfig, InstanceConfig
-from ejlb.control.epochs import ACCEPTED, RESTARTED, SEED_SRC, Epoch, SyncSample, predict, screen, seed_sample
-from ejlb.control.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                                 ResourceExhausted, Unauthenticated)
-from ejlb.control.feedback import initial_weight
+from ejlb.control.config import ControlConfig
+from ejlb.control.epochs import Epoch, SyncSample
+from ejlb.control.errors import NotFound, PermissionDenied, Unauthenticated
 from ejlb.control.liveness import FIRST_REPORT_S, REMOVE_S
+from ejlb.control.reservations import ReservationHandlers
+from ejlb.control.sessions import SessionHandlers
 from ejlb.control.state import TOTALS, Reservation, Session, Token
 from ejlb.control.store import Store
+from ejlb.control.timeseries import Series, TimeseriesHandlers
+from ejlb.control.token_handlers import ROOT_TOKEN_ID, TokenHandlers
 from ejlb.control.tokens import Grant, Level, Resource
-from ejlb.control.validate import rfc3339 as _rfc3339
-from ejlb.dataplane.tables import MAX_MEMBERS, NUM_EPOCHS, SenderLimit
-from ejlb.wire import MAX_PORT_RANGE
+from ejlb.dataplane.tables import NUM_EPOCHS
 
 log = logging.getLogger("ejlb.control")
 
-ROOT_TOKEN_ID = 1
-MAX_GRANTS = 64
-MAX_CHILD_TOKENS = 4096  # per token: a token holder cannot grow the token table without bound
-SERIES_POINTS = 600  # per scalar timeseries: 10 minutes at the default period
-IP_FAMILIES = {0: (4, 6), 1: (4,), 2: (6,)}  # IpFamily -> address families handed out
 
-
-# the counters the capacity meter reads, as indexes into TOTALS: dequeued, offered, lost
-METER_TOTALS = tuple(TOTALS.index(k) for k in
-                     ("total_events_dequeued", "total_events_reassembled", "total_event_enqueue_err"))
-_DEQUEUED, _OFFERED, _LOST = METER_TOTALS
-
-SESSION_SERIES = (  # (name, column of a history snapshot, unit, float?)
-    ("fillPercent", 2, "fraction", True),
-    ("controlSignal", 3, "", True),
-    ("slotsAssigned", 4, "slots", False),
-    ("capacityEstimate", 5, "events/s", True),  # capacity balancer: measured, or a lower bound
-)
-
-
-@dataclass
-class Series:
-    unit: str
-    is_float: bool
-    points: collections.deque  # (ms, value)
-
-
-class ControlService:
-    sender_limit = SenderLimit()  # the allow-list size of the data plane in use: the Controller sets it
-
-    def _sender_total(self) -> int:
-        return sum(len(r.senders) for r in self.reservations.values())
-
+class ControlService(ReservationHandlers, SessionHandlers, TokenHandlers, TimeseriesHandlers):
     def __init__(self, config: ControlConfig, store: Store, clock: Callable[[], float] = time.time):
         self.config = config
         self.store = store
@@ -93,9 +62,13 @@ class ControlService:
         self.tables_version = 0  # bumped by every change that alters the planned tables
         self._load()
 
-    def _changed(self) -> None:
+    def mark_tables_changed(self, wake: bool = True) -> None:
+        """The one way to say the planned tables changed: bumps `tables_version` (the controller
+        re-plans at its next tick) and, with `wake`, wakes it to re-sync the tables now. wake=False
+        from inside the tick and for changes that can wait for it (a new session has no slots yet)."""
         self.tables_version += 1
-        self.tables_changed.set()
+        if wake:
+            self.tables_changed.set()
 
     # -- start-up -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -161,51 +134,7 @@ class ControlService:
             if s.live and s.last_report is not None and s.last_report < floor:
                 s.last_report, s.is_ready, s.dirty = floor, False, True
 
-    # -- tokens ---------------------------------------------------------------------------------
-    def _index_token(self, t: Token) -> None:
-        self.tokens[t.id] = t
-        self.token_by_hash[t.hash] = t
-        if t.parent_id is not None:
-            self.children[t.parent_id].add(t.id)
-
-    def _mint(self, parent: Token | None, name: str, grants: Sequence[Grant], secret: str | None = None,
-              token_id: int | None = None) -> tuple[Token, str]:
-        secret = secret or tk.new_secret()
-        h = tk.token_hash(secret)
-        created = _rfc3339(time.time())
-        tid = self.store.add_token(parent.id if parent else None, name, h, created,
-                                   [(int(g.resource), g.resource_id, int(g.level)) for g in grants], token_id)
-        t = Token(tid, parent.id if parent else None, name, h, created, tuple(grants))
-        self._index_token(t)
-        return t, secret
-
-    def _descendants(self, tid: int) -> list[int]:
-        out, todo = [], list(self.children.get(tid, ()))
-        while todo:
-            c = todo.pop()
-            out.append(c)
-            todo.extend(self.children.get(c, ()))
-        return sorted(out)
-
-    def _ancestors(self, tid: int) -> list[int]:
-        out, t = [], self.tokens.get(tid)
-        while t is not None and t.parent_id is not None:
-            out.append(t.parent_id)
-            t = self.tokens.get(t.parent_id)
-        return out
-
-    def _revoke(self, tid: int | None) -> None:
-        if tid is None or tid not in self.tokens or tid == ROOT_TOKEN_ID:
-            return
-        ids = [tid] + self._descendants(tid)
-        for i in ids:
-            t = self.tokens.pop(i)
-            self.token_by_hash.pop(t.hash, None)
-            self.children.pop(i, None)
-            if t.parent_id in self.children:
-                self.children[t.parent_id].discard(i)
-        self.store.delete_tokens(ids)
-
+    # -- authentication ---------------------------------------------------------------------------
     def token_id(self, secret: str) -> int | None:
         """Id of a token, None if unknown (for the audit log of refused calls)."""
         t = self.token_by_hash.get(tk.presented_hash(secret))
@@ -265,369 +194,6 @@ class ControlService:
     def readable(self, caller: Token) -> list[Reservation]:
         return [r for r in self.reservations.values() if tk.covers(caller.grants, self._lineage(r), Level.READ_ONLY)]
 
-    # -- reservations ---------------------------------------------------------------------------
-    def reserve(self, secret: str, name: str, until: float | None, senders: Iterable[str],
-                ip_family: int, strategy: str) -> tuple[Reservation, str]:
-        with self.lock:
-            caller = self.authenticate(secret)
-            name = check.name("name", name)
-            now = self.clock()
-            until = check.until(until, now)
-            addrs = check.senders(senders)
-            check.sender_count(self.sender_limit, len(set(addrs)), self._sender_total() + len(set(addrs)))
-            if ip_family not in IP_FAMILIES:
-                raise InvalidArgument(f"ipFamily={ip_family!r}: must be 0 (dual), 1 (IPv4) or 2 (IPv6)")
-            if strategy not in STRATEGIES:
-                raise InvalidArgument(f"strategy={strategy!r}: must be one of {STRATEGIES}")
-            allowed = [i for i in self.config.instances
-                       if tk.covers(caller.grants, tk.lineage(lb=i.lb_id), Level.RESERVE)]
-            if not allowed:
-                raise PermissionDenied(f"token {caller.id} ({caller.name!r}) lacks RESERVE on any load balancer")
-            taken = {r.lb.lb_id for r in self.reservations.values()}
-            fits = [i for i in allowed if i.lb_id not in taken and self._has_families(i, ip_family)]
-            if not fits:
-                raise ResourceExhausted(f"no free load balancer with ipFamily={ip_family} "
-                                        f"({len(allowed)} allowed, all reserved or lacking that family)")
-            inst = fits[0]
-            rid = self.store.add_reservation(inst.lb_id, name, until, ip_family, strategy, now, inst.sync_port, addrs)
-            res = Reservation(rid, inst, name, until, ip_family, strategy, None, now, inst.sync_port, set(addrs))
-            self.reservations[rid] = res
-            try:
-                res.sync_port = self.on_reserve(res)
-            except OSError as e:
-                self.reservations.pop(rid)
-                self.store.delete_reservation(rid)
-                raise ResourceExhausted(f"sync port {inst.sync_port} of LB {inst.lb_id}: {e}") from None
-            tok, token_secret = self._mint(caller, f"reservation {rid} ({name})",
-                                           [Grant(Resource.RESERVATION, str(rid), Level.UPDATE)])
-            res.token_id = tok.id
-            res.add_sample(seed_sample(now))
-            self.store.update_reservation(rid, token_id=tok.id, sync_port=res.sync_port)
-            self.store.replace_samples(rid, [(s.recv_time, s.event_number, s.rate_hz, s.src_id) for s in res.samples])
-            res.samples_dirty = False
-            audit.info("reserved lb=%s instance=%s name=%r until=%s by token %s", rid, inst.lb_id, name, until,
-                       caller.id)
-            self._changed()
-            return res, token_secret
-
-    def _has_families(self, inst: InstanceConfig, ip_family: int) -> bool:
-        have = {4: inst.ipv4 and self.config.sync_ipv4, 6: inst.ipv6 and self.config.sync_ipv6}
-        if ip_family == 0:
-            return any(have.values())
-        return bool(have[IP_FAMILIES[ip_family][0]])
-
-    def families(self, res: Reservation) -> tuple[int, ...]:
-        """Address families a reservation hands out: those asked for that the instance has."""
-        return tuple(f for f in IP_FAMILIES[res.ip_family] if self._has_families(res.lb, {4: 1, 6: 2}[f]))
-
-    def get(self, secret: str, lb_id: str) -> Reservation:
-        with self.lock:
-            return self._reservation(self.authenticate(secret), lb_id, Level.READ_ONLY)
-
-    def free(self, secret: str, lb_id: str) -> None:
-        with self.lock:
-            caller = self.authenticate(secret)
-            res = self._reservation(caller, lb_id, Level.UPDATE)
-            self._free(res, f"by token {caller.id}")
-
-    def _free(self, res: Reservation, why: str = "at expiry") -> None:
-        self.reservations.pop(res.id, None)
-        for sess in res.sessions.values():
-            self.sessions.pop(sess.id, None)
-            self._revoke(sess.token_id)
-        self._drop_series(f"/lb/{res.id}/")
-        self._revoke(res.token_id)
-        self.store.delete_reservation(res.id)
-        self.on_free(res)
-        self._changed()
-        audit.info("freed lb=%s (instance %s) %s", res.id, res.lb.lb_id, why)
-
-    def reset(self, secret: str, lb_id: str, sync: bool, epochs: bool, senders: bool, workers: bool) -> None:
-        with self.lock:
-            res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            now = self.clock()
-            if sync:
-                res.samples.clear()
-                res.sync_suspects = ()
-                res.add_sample(seed_sample(now))
-            if senders:
-                self.store.set_senders(res.id, remove=list(res.senders))
-                res.senders.clear()
-            if workers:
-                for sess in res.live_sessions:
-                    self._remove_session(res, sess, now)
-            if epochs:
-                res.epochs = ()
-                self.store.clear_epochs(res.id)
-                self._purge_unreferenced(res)
-            self._changed()
-
-    def extend(self, secret: str, lb_id: str, until: float | None) -> float | None:
-        with self.lock:
-            res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            until = check.until(until, self.clock())
-            res.until = until
-            self.store.update_reservation(res.id, until=until)
-            return until
-
-    def change_senders(self, secret: str, lb_id: str, addresses: Iterable[str], add: bool) -> None:
-        with self.lock:
-            res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            addrs = set(check.senders(addresses))
-            if add:
-                check.sender_count(self.sender_limit, len(res.senders | addrs), self._sender_total() + len(addrs - res.senders))
-                self.store.set_senders(res.id, add=sorted(addrs - res.senders))
-                res.senders |= addrs
-            else:
-                self.store.set_senders(res.id, remove=sorted(addrs & res.senders))
-                res.senders -= addrs
-            self._changed()
-
-    # -- workers --------------------------------------------------------------------------------
-    def register(self, secret: str, lb_id: str, name: str, weight: float, ip: str, port: int, port_range: int,
-                 min_factor: float, max_factor: float, keep_lb_header: bool,
-                 demands: Iterable[tuple[int, int]] = ()) -> tuple[Session, str]:
-        with self.lock:
-            caller = self.authenticate(secret)
-            res = self._reservation(caller, lb_id, Level.REGISTER)
-            name = check.name("name", name)
-            addr = check.worker_address(ip, self.config.allow_private_workers)
-            if not 0 <= port_range <= MAX_PORT_RANGE:
-                raise InvalidArgument(f"portRange={port_range!r}: must be 0..{MAX_PORT_RANGE}")
-            if not 1 <= port <= 0xFFFF or port + (1 << port_range) - 1 > 0xFFFF:
-                raise InvalidArgument(f"udpPort={port!r}: port .. port + 2^{port_range} - 1 must lie in 1..65535")
-            weight = check.finite("weight", weight, 0.0) or 1.0  # proto3 default 0 = unset
-            min_factor = check.finite("minFactor", min_factor, 0.0)
-            max_factor = check.finite("maxFactor", max_factor, 0.0)
-            if max_factor and max_factor < min_factor:
-                raise InvalidArgument(f"maxFactor={max_factor}: below minFactor={min_factor} (0 = no maximum)")
-            demands = check.demands("slotDemands", demands)
-            used = {s.member_id for s in res.sessions.values()}
-            member = next((m for m in range(MAX_MEMBERS) if m not in used), None)
-            if member is None:
-                raise ResourceExhausted(f"lbId={lb_id}: all {MAX_MEMBERS} member ids in use")
-            now = self.clock()
-            sess = Session(0, res.id, name, str(addr), port, port_range, weight, min_factor, max_factor,
-                           bool(keep_lb_header), demands, member, None, now, dyn_weight=initial_weight(weight))
-            row = {k: getattr(sess, k) for k in
-                   ("reservation_id", "name", "ip", "port", "port_bits", "weight", "min_factor", "max_factor",
-                    "keep_lb_header", "demands", "member_id", "token_id", "registered_at", "last_report",
-                    "is_ready", "fill", "control_signal", "dyn_weight", "removed_at")}
-            sess.id = self.store.add_session(row)
-            tok, token_secret = self._mint(caller, f"session {sess.id} ({name})",
-                                           [Grant(Resource.SESSION, str(sess.id), Level.UPDATE)])
-            sess.token_id = tok.id
-            self.store.update_session(sess.id, token_id=tok.id)
-            res.sessions[sess.id] = self.sessions[sess.id] = sess
-            self.tables_version += 1
-            audit.info("registered session=%s lb=%s %s:%s/%s member=%s token=%s by token %s", sess.id, res.id, addr,
-                       port, port_range, member, tok.id, caller.id)
-            return sess, token_secret
-
-    def deregister(self, secret: str, lb_id: str, session_id: str) -> None:
-        with self.lock:
-            caller = self.authenticate(secret)
-            res, sess = self._session(caller, lb_id, session_id, Level.UPDATE)
-            self._remove_session(res, sess, self.clock())
-            self._changed()
-            audit.info("deregistered session=%s lb=%s (%s:%s) by token %s", sess.id, res.id, sess.ip, sess.port,
-                       caller.id)
-
-    def _remove_session(self, res: Reservation, sess: Session, now: float) -> None:
-        """Soft removal: the member keeps its id (as an explicit drop) while a live epoch names it."""
-        sess.removed_at = now
-        self.tables_version += 1
-        self._revoke(sess.token_id)
-        sess.token_id = None
-        self.store.update_session(sess.id, removed_at=now, token_id=None)
-        self._purge_unreferenced(res)
-
-    def _purge_unreferenced(self, res: Reservation) -> None:
-        referenced = {m for e in res.epochs for m in e.calendar}
-        gone = [s for s in res.sessions.values() if not s.live and s.member_id not in referenced]
-        for s in gone:
-            del res.sessions[s.id]
-            self.sessions.pop(s.id, None)
-        if gone:
-            self.tables_version += 1
-            self.store.delete_sessions([s.id for s in gone])
-
-    def send_state(self, secret: str, lb_id: str, session_id: str, fill: float, control_signal: float,
-                   is_ready: bool, totals: Mapping[str, int] | Sequence[int]) -> None:
-        """A worker's report: kept in memory (the controller's tick reads it and hands it to the
-        writer thread: the store sees it within a tick). `totals` by name, or all seven in TOTALS order."""
-        with self.lock:
-            _, sess = self._session(self.authenticate(secret), lb_id, session_id, Level.UPDATE)
-            fill = check.finite("fillPercent", fill, 0.0, 1.0)  # all checked before any is applied
-            control_signal = check.control_signal(control_signal)
-            counters = check.totals(totals)
-            if sess.fill < URGENT_FILL <= fill and self.config.balancer == "capacity":  # tick now
-                self.urgent = True
-                self.tables_changed.set()
-            sess.fill, sess.control_signal, sess.totals = fill, control_signal, counters
-            sess.is_ready = bool(is_ready)
-            sess.last_report = now = self.clock()  # our clock: liveness never trusts the worker's
-            sess.meter.observe(now, fill, counters[_DEQUEUED], counters[_OFFERED], counters[_LOST])
-            sess.dirty = True
-
-    def set_slot_demands(self, secret: str, lb_id: str, constraints: Iterable[tuple[str, Iterable[tuple[int, int]]]]) -> None:
-        with self.lock:
-            res = self._reservation(self.authenticate(secret), lb_id, Level.UPDATE)
-            updates = []
-            for session_id, ranges in constraints:
-                sid = check.decimal_id("slotConstraints.sessionId", session_id)
-                sess = res.sessions.get(sid)
-                if sess is None or not sess.live:
-                    raise NotFound(f"slotConstraints.sessionId={session_id!r}: no such session in lbId={lb_id}")
-                updates.append((sess, check.demands(f"slotConstraints[{sid}].slots", ranges)))
-            for sess, demands in updates:
-                sess.demands = demands
-                self.store.update_session(sess.id, demands=demands)
-
-    # -- sync samples (from the sync listener) --------------------------------------------------
-    def accept_sync(self, rid: int, source_ip: str, sample: SyncSample) -> bool:
-        """Record a sync sample if its source is an allowed sender of the reservation and it fits the
-        line of the samples so far (`epochs.screen`); count every outcome."""
-        with self.lock:
-            res = self.reservations.get(rid)
-            if res is None:
-                return False
-            if source_ip not in res.senders:
-                res.sync_outcomes["rejected_source"] += 1
-                return False
-            outcome, kept = screen(res.samples, res.sync_suspects, sample)
-            res.sync_outcomes[outcome] += 1
-            if outcome == RESTARTED:
-                res.samples.clear()
-                res.samples.extend(kept)
-                res.samples_dirty, res.sync_suspects = True, ()
-                log.warning("lb=%s: sync from %s restarted the event-number line at %s (%s Hz)",
-                            res.id, source_ip, sample.event_number, sample.rate_hz)
-                return True
-            if outcome != ACCEPTED:
-                res.sync_suspects = kept
-                log.debug("lb=%s: sync from %s %s: event %s rate %s", res.id, source_ip, outcome,
-                          sample.event_number, sample.rate_hz)
-                return False
-            if any(s.src_id != SEED_SRC for s in res.samples):  # how well did we predict this sample?
-                res.prediction_error = sample.event_number - (predict(res.samples, sample.recv_time) or 0)
-            res.add_sample(kept[0])
-            res.sync_suspects = ()
-            return True
-
-    # -- status ---------------------------------------------------------------------------------
-    def predicted_event(self, res: Reservation, at: float | None = None) -> int:
-        return predict(res.samples, self.clock() if at is None else at) or 0
-
-    def status(self, secret: str, lb_id: str) -> Reservation:
-        return self.get(secret, lb_id)
-
-    def overview(self, secret: str) -> list[Reservation]:
-        with self.lock:
-            return self.readable(self.authenticate(secret))
-
     def version(self, secret: str) -> None:
         with self.lock:
             self.authenticate(secret)
-
-    # -- timeseries -----------------------------------------------------------------------------
-    def record(self, name: str, t: float, value, unit: str, is_float: bool) -> None:
-        s = self.series.get(name)
-        if s is None:
-            s = self.series[name] = Series(unit, is_float, collections.deque(maxlen=SERIES_POINTS))
-        s.points.append((int(t * 1000), value))
-
-    def _drop_series(self, prefix: str) -> None:
-        for name in [n for n in self.series if n.startswith(prefix)]:
-            del self.series[name]
-
-    def timeseries(self, secret: str, selectors: Sequence[str], since: float | None) -> list[tuple[str, Series, list]]:
-        """Series matching any selector (shell-style patterns, e.g. '/lb/3/session/*/fillPercent'),
-        restricted to reservations the caller may read. Per-session series are cut from the
-        per-tick snapshots of each reservation."""
-        with self.lock:
-            caller = self.authenticate(secret)
-            since_ms = int(since * 1000) if since is not None else None
-            match = lambda name: not selectors or any(fnmatch.fnmatchcase(name, sel) for sel in selectors)  # noqa: E731
-            out = []
-            for res in sorted(self.readable(caller), key=lambda r: r.id):
-                prefix = f"/lb/{res.id}/"
-                for name, s in sorted(self.series.items()):
-                    if name.startswith(prefix) and match(name):
-                        out.append((name, s, [p for p in s.points if since_ms is None or p[0] >= since_ms]))
-                snaps = [h for h in res.history if since_ms is None or h[0] >= since_ms]
-                sids = sorted({int(i) for h in snaps for i in h[1]})
-                for metric, col, unit, is_float in SESSION_SERIES:
-                    for sid in sids:
-                        name = f"{prefix}session/{sid}/{metric}"
-                        if not match(name):
-                            continue
-                        pts = []
-                        for h in snaps:
-                            idx = np.flatnonzero(h[1] == sid)
-                            if idx.size:
-                                v = h[col][idx[0]]
-                                pts.append((h[0], float(v) if is_float else int(v)))
-                        out.append((name, Series(unit, is_float, collections.deque()), pts))
-            return out
-
-    # -- token RPCs -----------------------------------------------------------------------------
-    def create_token(self, secret: str, name: str, grants: Sequence[tuple[int, str, int]]) -> tuple[Token, str]:
-        with self.lock:
-            caller = self.authenticate(secret)
-            name = check.name("name", name)
-            if not grants or len(grants) > MAX_GRANTS:
-                raise InvalidArgument(f"permissions: {len(grants)} given, need 1..{MAX_GRANTS}")
-            if len(self.children.get(caller.id, ())) >= MAX_CHILD_TOKENS:
-                raise ResourceExhausted(f"token {caller.id} already has {MAX_CHILD_TOKENS} child tokens")
-            parsed = [Grant.make(*g) for g in grants]
-            for g in parsed:
-                if not tk.grant_within(g, caller.grants, self._resolve):
-                    raise PermissionDenied(f"token {caller.id} ({caller.name!r}) cannot delegate "
-                                           f"{g.level.name} on {g.resource.name} {g.resource_id}".rstrip())
-            token, secret_out = self._mint(caller, name, parsed)
-            audit.info("token created id=%s name=%r permissions=[%s] by token %s", token.id, name,
-                       ", ".join(f"{g.level.name} {g.resource.name} {g.resource_id}".rstrip() for g in parsed),
-                       caller.id)
-            return token, secret_out
-
-    def _target(self, caller: Token, selector: tuple[str, object] | None) -> Token:
-        if selector is None or selector == ("id", 0):
-            return caller
-        kind, value = selector
-        t = self.tokens.get(value) if kind == "id" else self.token_by_hash.get(tk.token_hash(str(value)))
-        if t is None:
-            raise NotFound(f"target {kind}={'<token>' if kind == 'token' else value!r}: no such token")
-        return t
-
-    def _require_self_or_ancestor(self, caller: Token, target: Token) -> None:
-        if target.id != caller.id and caller.id not in self._ancestors(target.id):
-            raise PermissionDenied(f"token {caller.id} is neither token {target.id} nor one of its ancestors")
-
-    def token_details(self, secret: str, selector) -> Token:
-        with self.lock:
-            caller = self.authenticate(secret)
-            target = self._target(caller, selector)
-            self._require_self_or_ancestor(caller, target)
-            return target
-
-    def child_tokens(self, secret: str, selector) -> list[Token]:
-        with self.lock:
-            caller = self.authenticate(secret)
-            target = self._target(caller, selector)
-            self._require_self_or_ancestor(caller, target)
-            return [self.tokens[i] for i in self._descendants(target.id)]
-
-    def revoke_token(self, secret: str, selector) -> None:
-        with self.lock:
-            caller = self.authenticate(secret)
-            target = self._target(caller, selector)
-            if target.id == ROOT_TOKEN_ID:
-                raise FailedPrecondition("the admin token comes from configuration; rotate it there")
-            if caller.id not in self._ancestors(target.id) and not tk.covers(caller.grants, tk.GLOBAL, Level.UPDATE):
-                raise PermissionDenied(f"token {caller.id} is not an ancestor of token {target.id} "
-                                       "and holds no global UPDATE")
-            n = len(self._descendants(target.id))
-            self._revoke(target.id)
-            audit.info("token revoked id=%s name=%r with %s descendants by token %s", target.id, target.name, n,
-                       caller.id)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import collections
 import ipaddress
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
 
 from ejlb import sendstate
 from ejlb.control.capacity import Estimate, Meter
@@ -16,6 +19,17 @@ from ejlb.dataplane.tables import Member
 HISTORY_POINTS = 300  # per reservation: 5 minutes at the default 1 s period
 
 TOTALS_PROTO = sendstate.PROTO  # SendState / WorkerStatus field names of the seven counters
+
+
+class HistoryRow(NamedTuple):
+    """One tick's snapshot of a reservation's live workers (for Timeseries), arrays in the same order."""
+
+    ms: int  # control-plane clock, milliseconds
+    session_ids: np.ndarray  # int64
+    fill: np.ndarray  # float32, 0..1
+    control_signal: np.ndarray  # float32
+    slots: np.ndarray  # int32: slots in the current calendar
+    capacity: np.ndarray  # float32, events/s: measured, or a lower bound
 
 
 @dataclass
@@ -99,7 +113,7 @@ class Reservation:
     prediction_error: int | None = None  # last sync event number minus what we predicted for it
     effective_at: float = 0.0  # when the newest calendar takes effect (its epoch's lead)
     changed_at: float = 0.0  # when the calendar last changed
-    # per-tick snapshots for Timeseries: (ms, session ids, fill, control signal, slots, capacity), bounded
+    # per-tick HistoryRow snapshots for Timeseries, bounded
     history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS))
 
     @property
