@@ -48,7 +48,6 @@ The law (`Controller._capacity_counts` calls these once per tick):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Sequence
 

@@ -19,7 +19,7 @@ from ejlb.control import validate as check
 from ejlb.control.errors import LBError
 from ejlb.control.liveness import Liveness, classify
 from ejlb.control.service import ControlService
-from ejlb.control.state import TOTALS, TOTALS_PROTO, Reservation, Session, Token
+from ejlb.control.state import TOTALS_PROTO, Reservation, Session, Token
 from ejlb.control.tokens import bearer_token
 from ejlb.control.epochs import SEED_SRC
 from ejlb.wire import CALENDAR_SLOTS, MAX_SYNC_PERIOD_S

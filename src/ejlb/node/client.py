@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import urllib.parse
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
