@@ -404,3 +404,22 @@ def test_a_node_holds_only_the_senders_its_data_plane_can():
         (resp,), md = batch(n, rule_request(pb.BOP_INSERT, [R.sender_rules({(1, ipaddress.ip_address("fd00::1"))})[0]]))
         assert resp.table_rule.error_code == pb.EC_FAILED_INSERT_TABLE_RULE and "holds 3" in md[ERROR_METADATA]
         assert len(n.backend.installed.senders) == 3
+
+
+def test_a_node_with_a_state_file_comes_back_forwarding_without_a_control_plane(tmp_path):
+    state = tmp_path / "node.rules"
+    cfg = NodeConfig(port=0, token=TOKEN, state_file=str(state))
+    with LBNode(cfg, ReferenceBackend(), "reference") as n1:
+        be = backend_for(n1)
+        be.apply(t.diff(t.Tables(), tables()))
+        be.close()
+    assert state.exists() and oct(state.stat().st_mode & 0o777) == "0o600"
+    with LBNode(cfg, ReferenceBackend(), "reference") as n2:  # nobody programs it
+        assert n2.backend.installed == R.canonical(tables())
+        for frame, _ in corpus.frames(500):
+            a, b = model.process(tables(), frame), n2.backend.process(frame)
+            assert (a.verdict, a.frame) == (b.verdict, b.frame)
+        rules = n2.device.rule_count
+    state.write_bytes(b"\xff\x00 not a rule set")
+    with LBNode(cfg, ReferenceBackend(), "reference") as n3:  # damaged: starts empty, says so, serves
+        assert n3.backend.installed == t.Tables() and n3.device.rule_count == 0 < rules

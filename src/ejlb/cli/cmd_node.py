@@ -43,9 +43,12 @@ def _ports(text: str) -> tuple[int, int]:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve TLS with this certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key (PEM).")
 @click.option("--name", default="ejlb-node", show_default=True, help="Device name in stats scopes and device info.")
+@click.option("--state-file", type=click.Path(dir_okay=False),
+              help="Keep the rules here (at most one write a second) and restore them at start, so a node "
+                   "restarted while no control plane runs forwards on.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def lb_node(listen, token, backend, ports, threads, interface, bitfile, tls_cert, tls_key, name, log_level):
+def lb_node(listen, token, backend, ports, threads, interface, bitfile, tls_cert, tls_key, name, state_file, log_level):
     """Run an LB node: one data plane behind the SmartNIC P4 gRPC API."""
     from ejlb.dataplane.backends import BackendError, create_backend
     from ejlb.dataplane.tables import NUM_LBS
@@ -57,7 +60,7 @@ def lb_node(listen, token, backend, ports, threads, interface, bitfile, tls_cert
         raise CLIError(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
     try:
         config = NodeConfig(host=host.strip("[]"), port=int(port), token=token, tls_cert=tls_cert,
-                            tls_key=tls_key, name=name)
+                            tls_key=tls_key, name=name, state_file=state_file)
     except ValueError as e:
         raise CLIError(f"lb-node: {e}", EXIT_USAGE) from None
     lo_hi = _ports(ports)

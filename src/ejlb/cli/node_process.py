@@ -62,7 +62,7 @@ def ensure(db: str, backend: str, node_args: list[str]) -> str:
     token, port = secrets.token_urlsafe(24), _free_port()
     out = Path(db + ".node.out")
     argv = [sys.executable, "-c", "from ejlb.cli.main import main; main()", "lb-node", "--listen",
-            f"127.0.0.1:{port}", "--backend", backend, *node_args]
+            f"127.0.0.1:{port}", "--backend", backend, "--state-file", db + ".node.rules", *node_args]
     env = dict(os.environ, EJLB_NODE_TOKEN=token)  # not on the command line, where ps shows it
     proc = subprocess.Popen(argv, stdout=open(out, "wb"), stderr=open(db + ".node.log", "ab"),
                             stdin=subprocess.DEVNULL, env=env,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import threading
 import time
 from concurrent import futures
@@ -31,6 +32,7 @@ from ejlb.node.device import Device, Outcome
 log = logging.getLogger("ejlb.node")
 
 ERROR_METADATA = "ejlb-error"
+SAVE_GAP_S = 1.0
 MAX_MESSAGE = 64 << 20  # a full reload of 8 LBs is ~1.5 MB of rules; leave room for 16k-slot calendars
 _MATCH_TYPE = {R.EXACT: pb.MATCH_TYPE_CONSTANT, R.FIELD_MASK: pb.MATCH_TYPE_BITFIELD, R.LPM: pb.MATCH_TYPE_PREFIX}
 
@@ -43,17 +45,13 @@ class NodeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     name: str = "ejlb-node"  # the device's bus id in stats scopes and device info
+    state_file: str | None = None  # rules kept here (debounced) and restored at start
 
     def __post_init__(self) -> None:
         if not self.token or any(c.isspace() or not c.isprintable() for c in self.token):
             raise ValueError(f"token={self.token!r}: a node needs a token of visible ASCII without spaces")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert/tls_key: give both or neither")
-
-
-class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
-        self.code, self.message = code, message
 
 
 class NodeServicer(pb_grpc.SmartnicP4Servicer):
@@ -158,6 +156,9 @@ class LBNode:
         self.port = 0
         self._grpc: grpc.Server | None = None
         self._pool: futures.ThreadPoolExecutor | None = None
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._saver: threading.Thread | None = None
 
     # -- the API's items --------------------------------------------------------------------------
     def batch_item(self, op: int, item: str | None, req, defer: bool = False) -> tuple[pb.BatchResponse, Outcome]:
@@ -192,6 +193,7 @@ class LBNode:
             d = diff(self.backend.installed, self.device.tables)
             if d:
                 self.backend.apply(d)
+                self._dirty.set()
 
     def snapshot(self) -> tuple:
         with self.lock:
@@ -272,9 +274,57 @@ class LBNode:
         cfg = pb.ServerConfig(debug=pb.ServerDebug(enables=sorted(self.debug)))
         return pb.ServerConfigResponse(error_code=pb.EC_OK, config=cfg), Outcome()
 
+    # -- the state file: a node that restarts while no control plane runs forwards on --------------
+    def _restore(self) -> None:
+        path = Path(self.config.state_file)
+        if not path.exists():
+            return
+        try:
+            saved = pb.TableRuleRequest.FromString(path.read_bytes())
+        except Exception as e:  # noqa: BLE001 - any damage: start empty, the control plane reloads
+            log.warning("state_file=%s: unreadable (%s); starting with empty tables", path, e)
+            return
+        by_table: dict[str, list] = {}
+        for rule in saved.rules:
+            by_table.setdefault(rule.table_name, []).append(rule)
+        with self.lock:
+            for table in R.TABLE_ORDER:
+                out = self.device.write(pb.BOP_INSERT, by_table.get(table, ()))
+                if not out.ok:
+                    log.warning("state_file=%s: %s; starting with empty tables", path, out.message)
+                    self.device = Device(self.device.sender_limit)
+                    return
+            self.install()
+        self._dirty.clear()
+        log.info("restored %d rules from %s", self.device.rule_count, path)
+
+    def _save(self) -> None:
+        self._dirty.clear()
+        with self.lock:
+            rules = [r for table in self.device.rules.values() for r in table.values()]
+        data = pb.TableRuleRequest(rules=[R.to_pb(r) for r in rules]).SerializeToString()
+        path = Path(self.config.state_file)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # never a half-written file
+
+    def _save_loop(self) -> None:
+        while not self._stopping.is_set():
+            if self._dirty.wait(0.5):
+                self._save()
+                self._stopping.wait(SAVE_GAP_S)  # at most one write a second, whatever the tick does
+        if self._dirty.is_set():
+            self._save()
+
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> "LBNode":
         cfg = self.config
+        if cfg.state_file:
+            self._restore()
+            self._saver = threading.Thread(target=self._save_loop, name="ejlb-node-state", daemon=True)
+            self._saver.start()
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="ejlb-node")
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
                 ("grpc.so_reuseport", 0)]
@@ -302,6 +352,10 @@ class LBNode:
 
     def stop(self) -> None:
         """Stop serving; the backend is the caller's (it may forward on)."""
+        self._stopping.set()
+        if self._saver is not None:
+            self._saver.join(10)
+            self._saver = None
         if self._grpc is not None:
             self._grpc.stop(grace=0.5).wait(5)
             self._grpc = None
