@@ -31,6 +31,7 @@ log = logging.getLogger("ejlb.node.client")
 SCHEMES = {"snp4": False, "snp4s": True}  # scheme -> TLS
 DEFAULT_PORT = 50051
 TIMEOUT_S = 10.0
+STATUS_TIMEOUT_S = 1.0  # the per-tick poll: a blackholed node must not stall the controller's tick
 
 
 class NodeError(EjlbError):
@@ -98,9 +99,9 @@ class NodeClient:
         self._md = (("authorization", f"Bearer {token}"),)
         self.timeout = timeout
 
-    def _call(self, what: str, fn, request):
+    def _call(self, what: str, fn, request, timeout: float | None = None):
         try:
-            call = fn(request, metadata=self._md, timeout=self.timeout)
+            call = fn(request, metadata=self._md, timeout=timeout or self.timeout)
             responses = list(call)
             detail = dict(call.trailing_metadata() or ()).get(ERROR_METADATA, "")
         except grpc.RpcError as e:
@@ -134,7 +135,8 @@ class NodeClient:
                 raise NodeError(f"node {self.address} {what}: {pb.ErrorCode.Name(code)}{': ' + detail if detail else ''}")
 
     def start_time(self) -> float:
-        responses, _ = self._call("GetServerStatus", self._stub.GetServerStatus, pb.ServerStatusRequest())
+        responses, _ = self._call("GetServerStatus", self._stub.GetServerStatus, pb.ServerStatusRequest(),
+                                  min(self.timeout, STATUS_TIMEOUT_S))
         if not responses:
             raise NodeError(f"node {self.address} GetServerStatus: no response")
         return responses[0].status.start_time.ToNanoseconds() / 1e9
