@@ -13,19 +13,9 @@ import threading
 import click
 
 from ejlb.cli.main import EXIT_FAILURE, EXIT_USAGE, CLIError
+from ejlb.cli.params import parse_host_port, parse_port_range
 
 NODE_BACKENDS = ("software", "xdp", "fpga-sim", "fpga", "reference")
-
-
-def _ports(text: str) -> tuple[int, int]:
-    lo, _, hi = text.partition("-")
-    try:
-        lo_i, hi_i = int(lo), int(hi or lo)
-    except ValueError:
-        raise CLIError(f"--ports {text!r}: expected PORT or MIN-MAX", EXIT_USAGE) from None
-    if not 1 <= lo_i <= hi_i <= 65535:
-        raise CLIError(f"--ports {text!r}: need 1 <= MIN <= MAX <= 65535", EXIT_USAGE)
-    return lo_i, hi_i
 
 
 @click.command("lb-node")
@@ -55,15 +45,19 @@ def lb_node(listen, token, backend, ports, threads, interface, bitfile, tls_cert
     from ejlb.node.server import LBNode, NodeConfig
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise CLIError(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
     try:
-        config = NodeConfig(host=host.strip("[]"), port=int(port), token=token, tls_cert=tls_cert,
+        host, port = parse_host_port(listen)
+    except ValueError as e:
+        raise CLIError(f"--listen {e}", EXIT_USAGE) from None
+    try:
+        lo_hi = parse_port_range(ports)
+    except ValueError as e:
+        raise CLIError(f"--ports {e}", EXIT_USAGE) from None
+    try:
+        config = NodeConfig(host=host, port=port, token=token, tls_cert=tls_cert,
                             tls_key=tls_key, name=name, state_file=state_file)
     except ValueError as e:
         raise CLIError(f"lb-node: {e}", EXIT_USAGE) from None
-    lo_hi = _ports(ports)
     options = {"software": {"threads": threads, "ports": dict.fromkeys(range(NUM_LBS), lo_hi)},
                "xdp": {"interface": interface}, "fpga": {"bitfile": bitfile}}.get(backend, {})
     try:

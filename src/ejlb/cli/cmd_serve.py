@@ -14,6 +14,7 @@ import threading
 import click
 
 from ejlb.cli.main import EXIT_FAILURE, EXIT_USAGE, CLIError
+from ejlb.cli.params import parse_host_port, parse_port_range
 
 log = logging.getLogger("ejlb.serve")
 
@@ -31,11 +32,10 @@ def parse_instance(text: str) -> dict:
                            EXIT_USAGE)
         value = value.strip()
         if key == "ports":
-            lo, _, hi = value.partition("-")
             try:
-                out["data_min_port"], out["data_max_port"] = int(lo), int(hi or lo)
-            except ValueError:
-                raise CLIError(f"--instance ports={value!r}: expected PORT or MIN-MAX", EXIT_USAGE) from None
+                out["data_min_port"], out["data_max_port"] = parse_port_range(value)
+            except ValueError as e:
+                raise CLIError(f"--instance ports={e}", EXIT_USAGE) from None
         elif key in ("lb_id", "sync_port"):
             try:
                 out[key] = int(value)
@@ -47,10 +47,11 @@ def parse_instance(text: str) -> dict:
 
 
 def _host_port(flag: str, value: str) -> dict:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CLIError(f"{flag} {value!r}: expected HOST:PORT", EXIT_USAGE)
-    return {"host": host.strip("[]"), "port": int(port)}
+    try:
+        host, port = parse_host_port(value)
+    except ValueError as e:
+        raise CLIError(f"{flag} {e}", EXIT_USAGE) from None
+    return {"host": host, "port": port}
 
 
 def build_config(config_file, listen, backend, db, admin_token, instances, sync_ipv4, sync_ipv6, metrics_port,

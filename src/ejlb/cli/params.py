@@ -104,6 +104,26 @@ def parse_mtu(text: str) -> int | str:
     return mtu
 
 
+def parse_host_port(text: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' -> (host, port); the port's range is the configuration's to check."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """'PORT' or 'MIN-MAX' -> (min, max), 1 <= min <= max <= 65535."""
+    lo, _, hi = text.partition("-")
+    try:
+        lo_i, hi_i = int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected PORT or MIN-MAX") from None
+    if not 1 <= lo_i <= hi_i <= 65535:
+        raise ValueError(f"{text!r}: need 1 <= MIN <= MAX <= 65535")
+    return lo_i, hi_i
+
+
 class _Parsed(click.ParamType):
     def __init__(self, name: str, fn):
         self.name = name

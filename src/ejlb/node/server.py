@@ -50,6 +50,8 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if not self.token or any(c.isspace() or not c.isprintable() for c in self.token):
             raise ValueError(f"token={self.token!r}: a node needs a token of visible ASCII without spaces")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port={self.port}: must be 0..65535 (0: ephemeral)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert/tls_key: give both or neither")
 
