@@ -263,8 +263,6 @@ def create_backend(config=None, url: str | None = None, ca_file: str | None = No
     """Registry factory (`backends.create_backend("snp4", config, url="snp4://T@host:port")`)."""
     if not url:
         raise ValueError("dataplane: the snp4 backend needs a URL (snp4://TOKEN@host:port[,host:port])")
-    macs = {i.mac.lower() for i in config.instances} if config is not None else set()
-    if len(macs) > 1:
-        raise ValueError(f"instances mac={','.join(sorted(macs))}: LB nodes and SmartNICs have one port MAC; "
-                         "give every instance the same mac")
+    if config is not None:  # refused now, not at every tick: the rules' one port MAC (rules.lb_mac)
+        R.lb_mac(Tables(lbs={i.lb_id: i.lb_instance() for i in config.instances}))
     return NodesBackend(url, ca_file)
