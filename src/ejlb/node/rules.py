@@ -591,14 +591,9 @@ def parse_rule(msg: pb.TableRule, deleting: bool = False) -> Rule:
     matches = []
     for f, m in zip(table.fields, msg.matches):
         kind = m.WhichOneof("type")
-        if kind == "key_only":  # the common case first, no message built unless refused
-            key, mask = _num(m.key_only.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, t, f.name), f.full
-            if key <= mask:
-                matches.append((key, mask))
-                continue
         where = f"{t}.{f.name}"
         if kind == "key_only":
-            pass  # too wide: refused below
+            key, mask = _num(m.key_only.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, t, f.name), f.full
         elif kind == "key_mask":
             key = _num(m.key_mask.key, pb.EC_TABLE_RULE_MATCH_INVALID_KEY_FORMAT, t, f.name)
             mask = _num(m.key_mask.mask, pb.EC_TABLE_RULE_MATCH_INVALID_MASK_FORMAT, t, f.name + " mask")
@@ -662,14 +657,10 @@ def _check_fits(r: Rule) -> None:
         bad = f"etherType={_key(r, 1):#x}: members are 0x800 (IPv4) or 0x86dd (IPv6)"
     elif r.table == MEMBER_INFO and r.action != "drop" and (
             (_key(r, 1) == ETH_IPV4) != (r.action == "do_ipv4_member_rewrite")):
-        return _refuse(pb.EC_TABLE_RULE_INVALID_ACTION_FOR_TABLE,
-                       f"{MEMBER_INFO} etherType={_key(r, 1):#x}: action {r.action} rewrites the other family")
+        raise RuleError(pb.EC_TABLE_RULE_INVALID_ACTION_FOR_TABLE,
+                        f"{MEMBER_INFO} etherType={_key(r, 1):#x}: action {r.action} rewrites the other family")
     if bad:
-        _refuse(pb.EC_FAILED_INSERT_TABLE_RULE, f"{r.table} {bad}")
-
-
-def _refuse(code: int, message: str) -> None:
-    raise RuleError(code, message)
+        raise RuleError(pb.EC_FAILED_INSERT_TABLE_RULE, f"{r.table} {bad}")
 
 
 def _hex(x: int) -> str:
