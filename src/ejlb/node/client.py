@@ -235,15 +235,24 @@ class NodesBackend:
         h.up, h.needs_reload, h.last_error = False, True, error
         h.failures += 1
 
+    def _stats(self) -> dict[str, dict[str, dict[int, int]]]:
+        """{node address: {metric: {index: value}}} of every node that answers."""
+        out = {}
+        for c in self.clients:
+            try:
+                out[c.address] = c.stats()
+            except NodeError as e:
+                self._failed(self._health[c.address], str(e))
+        return out
+
+    def node_counters(self) -> dict[str, Counters]:
+        """Each answering node's own counters."""
+        return {address: S.counters(values) for address, values in self._stats().items()}
+
     def counters(self) -> Counters:
         """Counters summed over every node that answers."""
         summed: dict[str, dict[int, int]] = {}
-        for c in self.clients:
-            try:
-                values = c.stats()
-            except NodeError as e:
-                self._failed(self._health[c.address], str(e))
-                continue
+        for values in self._stats().values():
             for name, vals in values.items():
                 acc = summed.setdefault(name, {})
                 for i, v in vals.items():

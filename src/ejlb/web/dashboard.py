@@ -70,19 +70,8 @@ def node_counters(backend) -> dict[str, Counters] | None:
     """Each LB node's own counters, for a data plane of LB nodes (the snp4 backend, whose
     `counters()` is their sum); None for a data plane in this process. A node that does not
     answer is left out (the backend's health says why)."""
-    clients = getattr(backend, "clients", None)
-    if clients is None:
-        return None
-    from ejlb.node import stats
-    from ejlb.node.client import NodeError
-
-    out = {}
-    for c in clients:
-        try:
-            out[c.address] = stats.counters(c.stats())
-        except NodeError:
-            continue
-    return out
+    per_node = getattr(backend, "node_counters", None)
+    return per_node() if per_node is not None else None
 
 
 def _nodes(backend) -> list[dict] | None:
