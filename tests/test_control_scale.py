@@ -7,11 +7,13 @@ import os
 import sqlite3
 import threading
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control_tools import FakeClock, admin, config, control_plane
+from ejlb.control import calendar as cal
 from ejlb.control import capacity
 from ejlb.control.client import LBManager
 from ejlb.control.config import ConfigError
@@ -21,6 +23,41 @@ ADMIN = "admin-" + "0" * 20
 
 
 # -- the pure pieces against the plain rules -----------------------------------------------------
+def bisection(w, lo, hi, slots):
+    """The water-filling rate as slot_counts computed it before: 100 halvings."""
+    r_lo, r_hi = 0.0, slots / w[w > 0].min() if (w > 0).any() else 1.0
+    for _ in range(100):
+        r = (r_lo + r_hi) / 2
+        if np.clip(r * w, lo, hi).sum() < slots:
+            r_lo = r
+        else:
+            r_hi = r
+    return r_hi
+
+
+weights = st.lists(st.one_of(st.floats(1e-6, 1e6), st.sampled_from([0.0, 1.0, 2.0])), min_size=1, max_size=1100)
+
+
+@settings(max_examples=300, deadline=None)
+@given(weights, st.data())
+def test_fill_rate_is_the_float_the_bisection_found(ws, data):
+    n, slots = len(ws), 512
+    w = np.asarray(ws, dtype=np.float64)
+    if w.sum() <= 0:
+        w = np.ones(n)
+    even = slots // n
+    mins = np.asarray(data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=n, max_size=n)))
+    maxs = np.asarray(data.draw(st.lists(st.sampled_from([0.0, 1.5, 2.0]), min_size=n, max_size=n)))
+    min_slots = data.draw(st.sampled_from([0, 1]))
+    lo = np.maximum(np.rint(even * mins), min_slots if min_slots * n <= slots else 0)
+    hi = np.maximum(np.where(maxs > 0, np.rint(even * maxs), slots), lo)
+    if lo.sum() > slots:
+        lo[:] = 0
+    if hi.sum() < slots:
+        hi[:] = slots
+    assert cal.fill_rate(w, lo, hi, slots) == bisection(w, lo, hi, slots)
+
+
 def significant_rule(old, new, overflowing, stepping, p):
     return any((n < o and hot) or (n > o and up) or abs(n - o) >= max(p.min_move, math.ceil(p.tolerance * max(o, 1)))
                for o, n, hot, up in zip(old, new, overflowing, stepping))

@@ -59,14 +59,8 @@ def slot_counts(
         lo[:] = 0
     if hi.sum() < slots:  # maximums leave slots unowned: drop them
         hi[:] = slots
-    # one rate r for everyone: Σ clip(r·w, lo, hi) = slots (monotone in r: bisection)
-    r_lo, r_hi = 0.0, slots / w[w > 0].min() if (w > 0).any() else 1.0
-    for _ in range(100):
-        r = (r_lo + r_hi) / 2
-        if np.clip(r * w, lo, hi).sum() < slots:
-            r_lo = r
-        else:
-            r_hi = r
+    # one rate r for everyone: Σ clip(r·w, lo, hi) = slots (monotone in r)
+    r_hi = fill_rate(w, lo, hi, slots)
     exact = np.clip(r_hi * w, lo, hi)
     count = np.clip(np.floor(exact + 1e-9), lo, hi).astype(np.int64)
     order = np.arange(n)
@@ -78,6 +72,53 @@ def slot_counts(
         idx = order[ok][np.argsort(-key[ok], kind="stable")][: abs(left)]
         count[idx] += 1 if left > 0 else -1
     return count.tolist()
+
+
+def fill_rate(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, slots: int) -> float:
+    """The rate of water-filling: what bisecting Σ clip(r·w, lo, hi) ≥ slots over [0, R] 100 times
+    returns (R = slots / the least positive w), i.e. the least float r with Σ ≥ slots, in ~15
+    evaluations instead of 100: Newton steps on the piecewise-linear sum (kept inside the bracket)
+    to the root, a bracket of a few ulps around it, bisection to adjacent floats. Where 100 halvings
+    of [0, R] would stop short of adjacent floats (weights spanning ~2^45), the 100 halvings."""
+    total = lambda r: np.minimum(np.maximum(r * w, lo), hi).sum()  # noqa: E731 - np.clip, lo <= hi
+
+    r_max = slots / w[w > 0].min() if (w > 0).any() else 1.0
+
+    def halvings() -> float:
+        a, b = 0.0, r_max
+        for _ in range(100):
+            mid = (a + b) / 2
+            a, b = (mid, b) if total(mid) < slots else (a, mid)
+        return b
+
+    a, b = 0.0, r_max
+    if total(a) >= slots or total(b) < slots:  # bisection never moves one end
+        return halvings()
+    r = min(max(slots / w.sum(), a), b)
+    for _ in range(64):
+        v = r * w
+        clipped = np.minimum(np.maximum(v, lo), hi)
+        a, b = (r, b) if clipped.sum() < slots else (a, r)
+        free = (v > lo) & (v < hi)  # on the linear part: there the sum grows by Σ w per unit of r
+        slope = w[free].sum()
+        step = (slots - clipped[~free].sum()) / slope if slope > 0 else (a + b) / 2
+        if abs(step - r) <= 4 * np.spacing(r):  # Newton's fixpoint: the root is within a few ulps
+            near_a, near_b = min(r, step) - 4 * np.spacing(r), max(r, step) + 4 * np.spacing(r)
+            if a < near_a and total(near_a) < slots:
+                a = near_a
+            if near_b < b and total(near_b) >= slots:
+                b = near_b
+            break
+        if b - a <= b * 2.0 ** -40:
+            break
+        r = step if a < step < b else (a + b) / 2
+    if b - a > b * 2.0 ** -40 or r_max * 2.0 ** -100 > np.spacing(b) / 2:
+        return halvings()
+    while True:  # to adjacent floats: b is then the least float with Σ >= slots
+        mid = (a + b) / 2
+        if mid <= a or mid >= b:
+            return float(b)
+        a, b = (mid, b) if total(mid) < slots else (a, mid)
 
 
 SPREAD_BITS = 5  # slot strides up to 2^5 stay balanced; runs of one member stay <= ~2^5 slots
